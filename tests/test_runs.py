@@ -1,0 +1,54 @@
+import json
+
+import pytest
+
+from compressbo.errors import UserInputError
+from compressbo.runs import RunDirectory, package_versions
+
+
+def test_create_writes_config_and_refuses_to_overwrite(tmp_path):
+    run = RunDirectory.create(tmp_path / "run", {"acq": "cei"})
+    assert run.config == {"acq": "cei"}
+    with pytest.raises(UserInputError, match="--resume"):
+        RunDirectory.create(tmp_path / "run", {"acq": "ei"})
+    assert RunDirectory.open(tmp_path / "run").config == {"acq": "cei"}
+
+
+def test_open_missing_run_is_a_one_line_error(tmp_path):
+    with pytest.raises(UserInputError, match="no config.json") as info:
+        RunDirectory.open(tmp_path / "nowhere")
+    assert "\n" not in str(info.value)
+
+
+def test_unwritable_out_under_a_file_is_a_one_line_error(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserInputError, match="writable --out"):
+        RunDirectory.create(tmp_path / "file" / "run", {})
+
+
+def test_history_appends_in_order_and_drops_a_torn_last_line(tmp_path):
+    run = RunDirectory.create(tmp_path, {})
+    for i in range(3):
+        run.append({"iteration": i, "y": 0.5 * i})
+    with open(tmp_path / "history.jsonl", "a") as f:
+        f.write('{"iteration": 3, "y"')  # the process died mid-write
+    assert [r["iteration"] for r in run.history()] == [0, 1, 2]
+    run.append({"iteration": 3, "y": 1.5})
+    assert [r["iteration"] for r in run.history()] == [0, 1, 2, 3]
+    lines = (tmp_path / "history.jsonl").read_text().splitlines()
+    assert [json.loads(line)["iteration"] for line in lines] == [0, 1, 2, 3]
+
+
+def test_state_round_trips_and_leaves_no_temporary_file(tmp_path):
+    run = RunDirectory.create(tmp_path, {})
+    assert run.load_state() is None
+    run.save_state({"X": [[0.1, 0.2]], "n": 1})
+    run.save_state({"X": [[0.1, 0.2], [0.3, 0.4]], "n": 2})
+    assert run.load_state() == {"X": [[0.1, 0.2], [0.3, 0.4]], "n": 2}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "optimizer_state.json"]
+
+
+def test_package_versions_names_the_stack():
+    versions = package_versions()
+    for name in ("python", "torch", "botorch", "compressbo"):
+        assert versions[name] and versions[name] != "not installed"
