@@ -101,6 +101,16 @@ class RunDirectory:
             )
         return run
 
+    def discard_if_empty(self) -> None:
+        """Remove a run that never evaluated anything (its set-up failed), so ``--out`` stays free."""
+        if (self.path / HISTORY).exists() or (self.path / STATE).exists():
+            return
+        (self.path / CONFIG).unlink(missing_ok=True)
+        try:
+            self.path.rmdir()
+        except OSError:
+            pass  # the directory holds files of the user's: leave it
+
     @property
     def config(self) -> dict[str, Any]:
         return self.read_json(CONFIG)

@@ -52,3 +52,15 @@ def test_package_versions_names_the_stack():
     versions = package_versions()
     for name in ("python", "torch", "botorch", "compressbo"):
         assert versions[name] and versions[name] != "not installed"
+
+
+def test_discard_if_empty_frees_the_directory_only_before_any_evaluation(tmp_path):
+    run = RunDirectory.create(tmp_path / "a", {})
+    run.discard_if_empty()
+    assert not (tmp_path / "a").exists()
+    RunDirectory.create(tmp_path / "a", {})  # --out is free again
+
+    run = RunDirectory.create(tmp_path / "b", {})
+    run.append({"iteration": 0})
+    run.discard_if_empty()
+    assert (tmp_path / "b" / "config.json").exists()

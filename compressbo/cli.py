@@ -1,0 +1,218 @@
+"""The ``compressbo`` command line: ``compress``, ``compare`` and ``report``.
+
+Each command is a pair of functions, ``_add_<name>_parser(subparsers)`` and
+``_run_<name>(args) -> int``, registered in ``COMMANDS``; a new command adds one pair.
+Bad input (a ``UserInputError`` or an argparse error) prints one line
+``compressbo: error: ...`` on stderr and exits 2; Ctrl-C exits 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+from compressbo import __version__
+from compressbo.errors import UserInputError
+
+PROG = "compressbo"
+# BoTorch's import triggers this torch deprecation; it is noise to a command-line user.
+_IGNORED_WARNING = "ignore:`torch.jit.script` is deprecated:FutureWarning"
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line, like ``UserInputError``'s."""
+
+    def error(self, message: str) -> NoReturn:
+        _fail(message)
+
+
+_COMPRESS_SETTINGS = {
+    # flag: (type, help); every default is CompressConfig's
+    "model": (str, "spec name in models/ or a spec .toml path (fc3)"),
+    "weights": (str, "'random', a torchvision weights name (IMAGENET1K_V1) or a .pth state dict (spec default)"),
+    "data": (str, "dataset: digits, mnist or imagenet (spec default)"),
+    "data_dir": (str, "directory of the MNIST IDX files or of the ImageNet root (holding val/)"),
+    "acq": (str, "acquisition function (cei)"),
+    "iterations": (int, "BO iterations after the initial design (30)"),
+    "init": (int, "initial Sobol points (max(5, 2d))"),
+    "samples": (int, "validation examples per evaluation, m (200)"),
+    "gamma": (float, "weight of the error in ratio + gamma * error (1.0)"),
+    "objective": (str, "error or distill (error)"),
+    "kappa": (float, "stop once the maximized acquisition value is below kappa (never)"),
+    "seed": (int, "seed of the search and of the subsamples (0)"),
+    "device": (str, "auto, cpu, cuda or cuda:N (auto)"),
+    "batch_size": (int, "evaluation batch size (512 on a CPU, 1024 on a GPU)"),
+    "scheme": (str, "rank scheme: params (theta = fraction of parameters kept) or plain (spec default)"),
+    "method": (str, "conv factorization for all layers: tucker2 or vh (spec default)"),
+    "num_restarts": (int, "L-BFGS-B restarts of the acquisition maximization (10)"),
+    "raw_samples": (int, "raw samples seeding the restarts (512)"),
+}
+
+
+def _add_compress_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "compress",
+        help="search per-layer ranks of a network with noise-aware BO (FC3 on digits by default)",
+        description="Compress a network by low-rank factorization, choosing each layer's rank "
+        "by Bayesian optimization of ratio + gamma * error on random validation subsamples.",
+    )
+    for name, (kind, text) in _COMPRESS_SETTINGS.items():
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help=text)
+    parser.add_argument("--bounds", nargs=2, type=float, metavar=("LO", "HI"), help="theta box of every layer, 0 < LO < HI <= 1 (spec default)")
+    parser.add_argument("--amp", action="store_true", default=None, help="evaluate under autocast")
+    parser.add_argument("--download", action="store_true", default=None, help="allow downloading MNIST into --data-dir")
+    parser.add_argument("--out", help="new run directory (runs/<model>-<acq>-<time>)")
+    parser.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR with its own settings")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or messages")
+
+
+def _run_compress(args: argparse.Namespace) -> int:
+    import logging
+
+    from compressbo.compress import CompressConfig, default_out, resume, start
+
+    logging.basicConfig(format=f"{PROG}: %(message)s", level=logging.ERROR if args.quiet else logging.INFO)
+    settings = {name: getattr(args, name) for name in [*_COMPRESS_SETTINGS, "bounds", "amp", "download"]}
+    given = {name: value for name, value in settings.items() if value is not None}
+    if args.resume is not None:
+        if given or args.out is not None:
+            flags = ", ".join("--" + name.replace("_", "-") for name in [*given, *(["out"] if args.out else [])])
+            raise UserInputError(f"--resume continues with the settings in {args.resume}/config.json; drop {flags}")
+        out = args.resume
+    else:
+        config = CompressConfig(**given)
+        config.validate()
+        out = args.out if args.out is not None else str(default_out(config))
+    try:
+        if args.resume is not None:
+            path, best = resume(args.resume, progress=not args.quiet)
+        else:
+            path, best = start(config, out, progress=not args.quiet)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; every finished evaluation is saved. Continue with: "
+              f"{PROG} compress --resume {out}", file=sys.stderr)
+        return 130
+    if not args.quiet:
+        print(
+            f"recommended: ratio {best['ratio']:.4f} (whole model {best['model_ratio']:.4f}, "
+            f"FLOPs {best['flops_ratio']:.4f}), full-set error {best['error']:.4f} "
+            f"(original {best['original_error']:.4f}); report in {path}/report.md"
+        )
+    return 0
+
+
+def _add_compare_parser(subparsers: argparse._SubParsersAction) -> None:
+    from compressbo.problems import PROBLEM_NAMES
+
+    parser = subparsers.add_parser(
+        "compare",
+        help="compare acquisition functions on a noisy synthetic problem",
+        description="Run each acquisition on the same seeds and initial designs, in parallel, "
+        "and write runs.json, convergence.png and summary.md to --out.",
+    )
+    parser.add_argument(
+        "--problem",
+        required=True,
+        help=f"one of {', '.join(PROBLEM_NAMES)}, optionally with its dimension (hartmann3)",
+    )
+    parser.add_argument("--dim", type=int, help="dimension, when --problem names none")
+    parser.add_argument(
+        "--acq", nargs="+", default=["ei", "cei"], metavar="NAME", help="acquisitions (ei cei)"
+    )
+    parser.add_argument("--seeds", type=int, default=10, help="seeds 0..N-1 (10)")
+    parser.add_argument("--iterations", type=int, default=30, help="BO iterations per run (30)")
+    parser.add_argument("--init", type=int, help="initial Sobol points (optimizer default)")
+    parser.add_argument("--workers", type=int, help="worker processes (CPU count)")
+    parser.add_argument("--out", required=True, help="output directory (new)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    from compressbo.compare import run_comparison
+    from compressbo.problems import make_problem
+
+    run_comparison(
+        make_problem(args.problem, args.dim),
+        args.acq,
+        args.seeds,
+        args.iterations,
+        args.out,
+        n_init=args.init,
+        workers=args.workers,
+        progress=not args.quiet,
+    )
+    if not args.quiet:
+        print(f"wrote {args.out}/runs.json, convergence.png and summary.md")
+    return 0
+
+
+def _add_report_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "report",
+        help="regenerate convergence.png and summary.md from a comparison's runs.json",
+    )
+    parser.add_argument("directory", metavar="DIR", help="a directory written by compare")
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from compressbo.report import load_comparison, write_report
+
+    write_report(load_comparison(args.directory), args.directory)
+    print(f"wrote {args.directory}/convergence.png and summary.md")
+    return 0
+
+
+Command = tuple[Callable[[argparse._SubParsersAction], None], Callable[[argparse.Namespace], int]]
+COMMANDS: dict[str, Command] = {
+    "compress": (_add_compress_parser, _run_compress),
+    "compare": (_add_compare_parser, _run_compare),
+    "report": (_add_report_parser, _run_report),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with one subcommand per entry of ``COMMANDS``."""
+    parser = _ArgumentParser(
+        prog=PROG,
+        description="Low-rank network compression tuned by noise-aware Bayesian optimization.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add_parser, _ in COMMANDS.values():
+        add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``compressbo`` console script; returns the exit code."""
+    _ignore_third_party_warnings()
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command][1](args)
+    except UserInputError as error:
+        _fail(str(error))
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _ignore_third_party_warnings() -> None:
+    """Silence the known torch deprecation here and in spawned worker processes."""
+    warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=FutureWarning)
+    inherited = os.environ.get("PYTHONWARNINGS")
+    if _IGNORED_WARNING not in (inherited or ""):
+        os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [inherited, _IGNORED_WARNING]))
+
+
+def _fail(message: str) -> NoReturn:
+    first_line = " ".join(message.split())
+    print(f"{PROG}: error: {first_line}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,377 @@
+"""The main job: search per-layer ranks of a network with noise-aware BO, and report.
+
+``compressbo compress`` is :func:`start` (a new run) or :func:`resume` (continue one); both
+build a :class:`CompressionJob` from a :class:`CompressConfig` and run it to the end. The job
+joins the two halves of compressbo, which know nothing of each other: the compression side
+(spec -> network -> factor cache -> ``theta -> compressed network`` -> subsampled evaluator)
+and the optimizer (a box and noisy numbers with known variances).
+
+Every evaluation is appended to ``history.jsonl`` as it happens, and the optimizer state is
+saved after every ask and every tell, so a run killed at any moment resumes with no
+evaluation lost or repeated (see :meth:`CompressionJob.restore`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import logging
+import math
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from compressbo.acquisition import ACQUISITION_NAMES
+from compressbo.data import DATASET_NAMES, load_validation
+from compressbo.errors import UserInputError
+from compressbo.evaluate import OBJECTIVES, CompressionObjective, SubsampleEvaluator
+from compressbo.networks import Compressor, build_network, load_spec, save_compressed
+from compressbo.optimizer import Optimizer
+from compressbo.runs import RunDirectory, package_versions
+
+__all__ = ["CompressConfig", "CompressionJob", "start", "resume"]
+
+logger = logging.getLogger(__name__)
+
+DATA_SEED = 0  # seed of the digits split and of FC3's first-use training: one network per spec
+
+
+@dataclass
+class CompressConfig:
+    """Every setting of a compression run (written to ``config.json``).
+
+    Attributes:
+        model: Spec name in ``models/`` or a path to a spec file.
+        weights: ``None`` (the spec's default), ``"random"``, a torchvision weights name
+            (e.g. ``IMAGENET1K_V1``) or a ``.pth`` state dict.
+        data: Dataset name (``digits``, ``mnist``, ``imagenet``); default: the spec's.
+        data_dir: Directory of the MNIST or ImageNet files.
+        download: Allow downloading MNIST into ``data_dir`` (never done otherwise).
+        acq: Acquisition function name.
+        iterations: BO iterations after the initial design.
+        init: Initial Sobol points (default: the optimizer's ``max(5, 2d)``).
+        samples: Validation examples per evaluation (``m``).
+        gamma: Weight of the error against the compression ratio.
+        objective: ``error`` (top-1 error) or ``distill`` (logit distance to the original).
+        kappa: Stop when the maximized acquisition value falls below it.
+        seed: Seed of the optimizer and of the subsample sequence.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        batch_size: Evaluation batch size (default: chosen for the device).
+        amp: Evaluate under autocast.
+        bounds: ``(lo, hi)`` for every layer, overriding the spec's bounds.
+        scheme: Rank scheme (``params`` or ``plain``), overriding the spec's.
+        method: Conv factorization (``tucker2`` or ``vh``), overriding the spec's.
+        num_restarts: L-BFGS-B restarts of the acquisition maximization.
+        raw_samples: Raw Sobol samples seeding the restarts.
+    """
+
+    model: str = "fc3"
+    weights: str | None = None
+    data: str | None = None
+    data_dir: str | None = None
+    download: bool = False
+    acq: str = "cei"
+    iterations: int = 30
+    init: int | None = None
+    samples: int = 200
+    gamma: float = 1.0
+    objective: str = "error"
+    kappa: float | None = None
+    seed: int = 0
+    device: str = "auto"
+    batch_size: int | None = None
+    amp: bool = False
+    bounds: tuple[float, float] | None = None
+    scheme: str | None = None
+    method: str | None = None
+    num_restarts: int = 10
+    raw_samples: int = 512
+
+    def validate(self) -> None:
+        """Check what can be checked without loading anything; raise :class:`UserInputError`."""
+        if self.acq not in ACQUISITION_NAMES:
+            raise UserInputError(f"unknown acquisition {self.acq!r}; choose one of {', '.join(ACQUISITION_NAMES)}")
+        if self.objective not in OBJECTIVES:
+            raise UserInputError(f"unknown objective {self.objective!r}; choose one of {', '.join(OBJECTIVES)}")
+        if self.data is not None and self.data not in DATASET_NAMES:
+            raise UserInputError(f"unknown dataset {self.data!r}; choose one of {', '.join(DATASET_NAMES)}")
+        if self.iterations < 0:
+            raise UserInputError(f"--iterations must be >= 0, got {self.iterations}")
+        if self.init is not None and self.init < 1:
+            raise UserInputError(f"--init must be >= 1, got {self.init}")
+        if self.samples < 1:
+            raise UserInputError(f"--samples must be >= 1, got {self.samples}")
+        if not (math.isfinite(self.gamma) and self.gamma >= 0):
+            raise UserInputError(f"--gamma must be a non-negative number, got {self.gamma}")
+        if self.kappa is not None and not (math.isfinite(self.kappa) and self.kappa > 0):
+            raise UserInputError(f"--kappa must be a positive number, got {self.kappa}")
+        if self.bounds is not None:
+            lo, hi = self.bounds
+            if not 0 < lo < hi <= 1:
+                raise UserInputError(
+                    f"--bounds {lo} {hi} must satisfy 0 < lo < hi <= 1 (theta is the fraction of a layer's parameters kept)"
+                )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, settings: dict[str, Any]) -> CompressConfig:
+        names = {field.name for field in dataclasses.fields(cls)}
+        config = cls(**{k: v for k, v in settings.items() if k in names})
+        if config.bounds is not None:
+            config.bounds = tuple(config.bounds)
+        return config
+
+
+def default_out(config: CompressConfig) -> Path:
+    """``runs/<model>-<acq>-<timestamp>`` under the working directory."""
+    stem = Path(config.model).stem
+    return Path("runs") / f"{stem}-{config.acq}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+class CompressionJob:
+    """One compression run: the network, its factors, the evaluator and the optimizer.
+
+    Building it loads everything (spec, weights, data, factors), so bad input fails here,
+    before any evaluation.
+
+    Args:
+        config: The run's settings (validated here).
+        run: Its run directory.
+        progress: Show a tqdm progress bar.
+    """
+
+    def __init__(self, config: CompressConfig, run: RunDirectory, *, progress: bool = True) -> None:
+        config.validate()
+        self.config = config
+        self.run = run
+        self.progress = progress
+        self.spec = load_spec(config.model)
+        dataset = load_validation(
+            config.data or self.spec.dataset,
+            config.data_dir,
+            transform=self._transform(),
+            download=config.download,
+            seed=DATA_SEED,
+        )
+        self.network = build_network(self.spec, self._resolve_weights())
+        self.compressor = Compressor(self.network, self.spec, scheme=config.scheme, method=config.method)
+        evaluator = SubsampleEvaluator(
+            dataset, device=config.device, batch_size=config.batch_size, amp=config.amp, seed=config.seed
+        )
+        self.objective = CompressionObjective(
+            self.compressor,
+            evaluator,
+            gamma=config.gamma,
+            objective=config.objective,
+            samples=config.samples,
+            reference=self.network,
+        )
+        bounds = self.compressor.bounds
+        if config.bounds is not None:
+            bounds = torch.tensor([[config.bounds[0]], [config.bounds[1]]], dtype=torch.float64).expand(2, self.compressor.dim)
+        self.optimizer = Optimizer(
+            bounds,
+            acquisition=config.acq,
+            n_init=config.init,
+            seed=config.seed,
+            kappa=config.kappa,
+            num_restarts=config.num_restarts,
+            raw_samples=config.raw_samples,
+        )
+        self.history: list[dict[str, Any]] = []
+        self.pending_acquisition_value: float | None = None
+
+    @property
+    def budget(self) -> int:
+        """Total number of evaluations: the initial design plus the BO iterations."""
+        return self.optimizer.n_init + self.config.iterations
+
+    def _resolve_weights(self) -> str | None:
+        weights = self.config.weights or self.spec.weights
+        if weights == "train":
+            from compressbo.training import pretrained_fc3_weights
+
+            pretrained = pretrained_fc3_weights(self.spec.name, self.config.data or self.spec.dataset, DATA_SEED)
+            if pretrained.trained:
+                logger.warning(
+                    "trained %s on first use: validation error %.4f (cached at %s)",
+                    self.spec.name,
+                    pretrained.val_error,
+                    pretrained.path,
+                )
+            return str(pretrained.path)
+        if weights == "random":
+            logger.warning("--weights random: the network is untrained, so its accuracy is meaningless")
+        return weights
+
+    def _transform(self):
+        """The preprocessing of the torchvision weights (``weights.transforms()``), if any.
+
+        With ``--weights random`` or a ``.pth`` file the spec's default weights name the
+        preprocessing the architecture was trained with; ``None`` leaves the dataset's default.
+        """
+        import torchvision.models
+
+        module_name, _, function_name = self.spec.builder.rpartition(":")
+        try:
+            builder = getattr(importlib.import_module(module_name), function_name) if module_name else function_name
+            enum = torchvision.models.get_model_weights(builder)
+        except (ValueError, KeyError, AttributeError, ImportError):
+            return None
+        for name in (self.config.weights, self.spec.weights):
+            if name and name.rpartition(".")[2] in enum.__members__:
+                return enum[name.rpartition(".")[2]].transforms()
+        return None
+
+    # ------------------------------------------------------------------ resume
+
+    def restore(self) -> None:
+        """Continue from the run directory: the history is the truth, the state a shortcut.
+
+        The optimizer state is saved after every ask and tell; evaluations that reached the
+        history but not the state (a crash between the two writes) are told again, and a
+        point asked but never evaluated stays pending and is evaluated next.
+        """
+        self.history = self.run.history()
+        state = self.run.load_state()
+        if state is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.pending_acquisition_value = state.get("pending_acquisition_value")
+        for record in self.history[self.optimizer.n_observed :]:
+            self.optimizer.tell(torch.tensor(record["theta"], dtype=torch.float64), record["y"], record["yvar"])
+        evaluations = len(self.history)
+        self.objective.load_state_dict(
+            {"evaluations": evaluations, "evaluator": {"seed": self.config.seed, "draws": evaluations}}
+        )
+
+    def _save_state(self) -> None:
+        self.run.save_state(
+            {
+                "optimizer": self.optimizer.state_dict(),
+                "pending_acquisition_value": self.pending_acquisition_value,
+            }
+        )
+
+    # ------------------------------------------------------------------ the loop
+
+    def _next_point(self) -> tuple[torch.Tensor, float | None, float]:
+        """The pending point left by an interruption, or a new proposal."""
+        started = time.perf_counter()
+        if len(self.optimizer.pending):
+            return self.optimizer.pending[0].clone(), self.pending_acquisition_value, 0.0
+        x = self.optimizer.ask()
+        self.pending_acquisition_value = self.optimizer.last_acquisition_value
+        self._save_state()
+        return x, self.pending_acquisition_value, time.perf_counter() - started
+
+    def step(self) -> dict[str, Any]:
+        """Ask, evaluate on a fresh subsample, tell, and record one evaluation."""
+        x, acquisition_value, seconds_ask = self._next_point()
+        observation = self.objective(x)
+        started = time.perf_counter()
+        self.optimizer.tell(x, observation.y, observation.yvar)
+        recommended = self._recommended()
+        seconds_bo = seconds_ask + time.perf_counter() - started
+        iteration = len(self.history)
+        record = {
+            "iteration": iteration,
+            "phase": "init" if acquisition_value is None else "bo",
+            "theta": x.tolist(),
+            **observation.to_dict(),
+            "acquisition_value": acquisition_value,
+            "seconds_bo": seconds_bo,
+            "recommended": recommended,
+        }
+        self.run.append(record)
+        self.history.append(record)
+        self.pending_acquisition_value = None
+        self._save_state()
+        return record
+
+    def _recommended(self) -> dict[str, Any]:
+        """The current recommendation (the lowest posterior mean; the only point at n = 1)."""
+        if self.optimizer.n_observed < 2:
+            return {"theta": self.optimizer.X[0].tolist(), "mean": self.optimizer.Y[0].item(), "std": None}
+        rec = self.optimizer.recommend()
+        return {"theta": rec.x.tolist(), "mean": rec.mean, "std": rec.std}
+
+    def search(self) -> None:
+        """Evaluate until the budget is spent or the kappa criterion says stop."""
+        bar = tqdm(
+            total=self.budget,
+            initial=len(self.history),
+            desc=f"{self.spec.name} {self.config.acq}",
+            unit="eval",
+            disable=not self.progress,
+            dynamic_ncols=True,
+        )
+        best = min((r["y"] for r in self.history), default=math.inf)
+        with bar:
+            while len(self.history) < self.budget and not self.optimizer.should_stop:
+                record = self.step()
+                best = min(best, record["y"])
+                bar.set_postfix(y=f"{record['y']:.4f}", best=f"{best:.4f}", refresh=False)
+                bar.update(1)
+        if self.optimizer.should_stop:
+            logger.warning(
+                "stopped after %d evaluations: the maximized %s fell below kappa = %g",
+                len(self.history),
+                self.config.acq,
+                self.config.kappa,
+            )
+
+    def finish(self) -> dict[str, Any]:
+        """Evaluate the recommendation on the full validation set and write the artifacts."""
+        from compressbo import run_report
+
+        rec = self._recommended()
+        theta = torch.tensor(rec["theta"], dtype=torch.float64)
+        metrics = self.objective.full_metrics(theta)
+        compressed = self.compressor.compress(theta)
+        best = {
+            "theta": rec["theta"],
+            "posterior_mean": rec["mean"],
+            "posterior_std": rec["std"],
+            "evaluations": len(self.history),
+            "stopped_by_kappa": self.optimizer.should_stop,
+            "objective_full": metrics["ratio"] + self.config.gamma * metrics["error"],
+            **metrics,
+            "layers": [dataclasses.asdict(layer) for layer in compressed.layers],
+        }
+        self.run.write_json("best.json", best)
+        save_compressed(self.run.path / "model", self.spec, compressed)
+        run_report.write_artifacts(self.run.path, self.history, best, self.config.to_dict())
+        return best
+
+    def execute(self) -> dict[str, Any]:
+        """Search, then finish; Ctrl-C leaves a resumable run behind."""
+        self.search()
+        return self.finish()
+
+
+def start(config: CompressConfig, out: str | Path | None = None, *, progress: bool = True) -> tuple[Path, dict]:
+    """Run a new compression job in ``out`` (default :func:`default_out`)."""
+    config.validate()
+    out = Path(out) if out is not None else default_out(config)
+    run = RunDirectory.create(out, {"settings": config.to_dict(), "versions": package_versions()})
+    try:
+        job = CompressionJob(config, run, progress=progress)
+    except BaseException:
+        run.discard_if_empty()
+        raise
+    return run.path, job.execute()
+
+
+def resume(directory: str | Path, *, progress: bool = True) -> tuple[Path, dict]:
+    """Continue the run in ``directory`` with its own settings."""
+    run = RunDirectory.open(directory)
+    job = CompressionJob(CompressConfig.from_dict(run.config["settings"]), run, progress=progress)
+    job.restore()
+    return run.path, job.execute()

@@ -1,0 +1,180 @@
+"""The fixed-noise Gaussian process of the BO engine, and incumbent selection.
+
+Observations ``y_i = f(x_i) + eps_i`` come with a known, per-point noise variance
+``tau_i^2`` (heteroscedastic). They are modelled by BoTorch's ``SingleTaskGP`` with
+``train_Yvar`` (a ``FixedNoiseGaussianLikelihood``) in float64, inputs normalized to
+the search box and outcomes standardized, fitted by maximum marginal likelihood with
+``fit_gpytorch_mll``.
+
+Robustness:
+
+- Variances are floored at ``VARIANCE_FLOOR`` times the sample variance of ``Y``
+  (``VARIANCE_FLOOR`` in the standardized units the GP works in), so an error rate of
+  exactly 0 or 1 (zero variance) and duplicate inputs keep the kernel matrix
+  positive definite.
+- A failed fit (``NotPSDError``, ``ModelFittingError``, a linear-algebra error) is
+  retried once with the larger floor ``RETRY_VARIANCE_FLOOR``; if that fails too the
+  GP keeps its default (prior-mode) hyperparameters. Both steps emit a
+  ``GPFitWarning``; fitting never raises for numerical reasons.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from botorch.exceptions.errors import ModelFittingError
+from botorch.fit import fit_gpytorch_mll
+from botorch.models import SingleTaskGP
+from botorch.models.transforms.input import Normalize
+from botorch.models.transforms.outcome import Standardize
+from gpytorch.mlls import ExactMarginalLogLikelihood
+from linear_operator.utils.errors import NotPSDError
+from torch import Tensor
+
+from compressbo.errors import UserInputError
+
+VARIANCE_FLOOR = 1e-5
+RETRY_VARIANCE_FLOOR = 1e-3
+BELIEVER_VARIANCE = VARIANCE_FLOOR  # standardized noise of kriging-believer observations
+_MIN_STD = 1e-8  # Standardize's own threshold below which outcomes are not scaled
+_FIT_ERRORS = (NotPSDError, ModelFittingError, RuntimeError, ValueError)
+
+
+class GPFitWarning(RuntimeWarning):
+    """The GP fit failed and was recovered (larger variance floor or default fit)."""
+
+
+def fit_gp(
+    train_X: Tensor, train_Y: Tensor, train_Yvar: Tensor, bounds: Tensor
+) -> SingleTaskGP:
+    r"""Fit a fixed-noise GP to noisy observations with known variances.
+
+    Args:
+        train_X: A ``n x d`` tensor of observed inputs inside ``bounds``.
+        train_Y: A ``n`` or ``n x 1`` tensor of observed values.
+        train_Yvar: Observation noise variances, same shape as ``train_Y``, ``>= 0``.
+        bounds: A ``2 x d`` tensor of lower and upper bounds of the search box.
+
+    Returns:
+        A fitted float64 ``SingleTaskGP`` in eval mode, with a ``Normalize(d, bounds)``
+        input transform and a ``Standardize(m=1)`` outcome transform.
+
+    Raises:
+        UserInputError: Shapes disagree, values are not finite, a variance is negative
+            or the bounds are not a ``2 x d`` box with ``lower < upper``.
+    """
+    X, Y, Yvar, bounds = _validated(train_X, train_Y, train_Yvar, bounds)
+    scale = _outcome_variance(Y)
+    for floor in (VARIANCE_FLOOR, RETRY_VARIANCE_FLOOR):
+        model = _build_gp(X, Y, Yvar.clamp_min(floor * scale), bounds)
+        try:
+            fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
+            return model.eval()
+        except _FIT_ERRORS as error:
+            warnings.warn(
+                f"GP fit failed with variance floor {floor:g} ({type(error).__name__}: "
+                f"{error}); recovering.",
+                GPFitWarning,
+                stacklevel=2,
+            )
+    warnings.warn(
+        "GP fit failed twice; using the default hyperparameters.",
+        GPFitWarning,
+        stacklevel=2,
+    )
+    return _build_gp(X, Y, Yvar.clamp_min(RETRY_VARIANCE_FLOOR * scale), bounds).eval()
+
+
+def incumbent(model: SingleTaskGP, X_observed: Tensor) -> Tensor:
+    r"""The observed point with the lowest posterior mean.
+
+    Under noise the lowest noisy ``y_i`` is biased low; the posterior mean is not.
+
+    Args:
+        model: A fitted single-outcome model.
+        X_observed: A ``n x d`` tensor of observed inputs, ``n >= 1``.
+
+    Returns:
+        A ``1 x d`` tensor, the row of ``X_observed`` with the lowest posterior mean.
+    """
+    if X_observed.dim() != 2 or X_observed.shape[0] == 0:
+        raise UserInputError(
+            f"X_observed must be a non-empty n x d tensor, got shape "
+            f"{tuple(X_observed.shape)}; pass the observed inputs."
+        )
+    with torch.no_grad():
+        mean = model.posterior(X_observed).mean.reshape(-1)
+    return X_observed[mean.argmin()].unsqueeze(0)
+
+
+def condition_on_pending(model: SingleTaskGP, X_pending: Tensor) -> SingleTaskGP:
+    r"""Kriging believer: condition the GP on its own posterior mean at pending points.
+
+    The pending points are added as (almost) noise-free observations of the current
+    posterior mean, which leaves the mean unchanged and collapses the variance there,
+    so an acquisition no longer rewards evaluating them again. Hyperparameters are
+    kept.
+
+    Args:
+        model: A fitted ``SingleTaskGP`` (as returned by ``fit_gp``).
+        X_pending: A ``k x d`` tensor of points asked but not yet told.
+
+    Returns:
+        A new ``SingleTaskGP`` conditioned on the ``k`` believer observations
+        (``model`` itself when ``k == 0``).
+    """
+    if X_pending.shape[0] == 0:
+        return model
+    with torch.no_grad():
+        believed_Y = model.posterior(X_pending).mean
+    noise = torch.full_like(believed_Y, BELIEVER_VARIANCE)
+    return model.condition_on_observations(X=X_pending, Y=believed_Y, noise=noise)
+
+
+def _build_gp(X: Tensor, Y: Tensor, Yvar: Tensor, bounds: Tensor) -> SingleTaskGP:
+    return SingleTaskGP(
+        train_X=X,
+        train_Y=Y,
+        train_Yvar=Yvar,
+        input_transform=Normalize(d=X.shape[-1], bounds=bounds),
+        outcome_transform=Standardize(m=1),
+    )
+
+
+def _outcome_variance(Y: Tensor) -> float:
+    """The variance Standardize divides by (1 when ``Y`` is (nearly) constant)."""
+    std = Y.std().item() if Y.shape[0] > 1 else 0.0
+    return std**2 if std >= _MIN_STD else 1.0
+
+
+def _validated(
+    X: Tensor, Y: Tensor, Yvar: Tensor, bounds: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    X, Y, Yvar, bounds = (
+        torch.as_tensor(t, dtype=torch.float64) for t in (X, Y, Yvar, bounds)
+    )
+    if X.dim() != 2 or X.shape[0] == 0:
+        raise UserInputError(
+            f"train_X must be a non-empty n x d tensor, got shape {tuple(X.shape)}."
+        )
+    n, d = X.shape
+    if bounds.shape != (2, d):
+        raise UserInputError(
+            f"bounds must be a 2 x {d} tensor (lower row, upper row), got shape "
+            f"{tuple(bounds.shape)}."
+        )
+    if not bool((bounds[0] < bounds[1]).all()):
+        raise UserInputError("bounds must satisfy lower < upper in every dimension.")
+    Y, Yvar = Y.reshape(-1, 1) if Y.numel() == n else Y, Yvar.reshape(-1, 1)
+    if Y.shape != (n, 1) or Yvar.shape != (n, 1):
+        raise UserInputError(
+            f"train_Y and train_Yvar must have {n} values (one per row of train_X), "
+            f"got shapes {tuple(Y.shape)} and {tuple(Yvar.shape)}."
+        )
+    for name, t in (("train_X", X), ("train_Y", Y), ("train_Yvar", Yvar)):
+        if not bool(torch.isfinite(t).all()):
+            raise UserInputError(f"{name} contains NaN or infinite values; drop them.")
+    if bool((Yvar < 0).any()):
+        raise UserInputError("train_Yvar must be >= 0 (noise variances).")
+    return X, Y, Yvar, bounds

@@ -1,0 +1,63 @@
+"""Low-rank factorizations of Linear and Conv2d layers, cached factors and rank schemes.
+
+- :func:`factorize_linear` / :func:`factorize_conv`: one layer to its replacement module.
+- :class:`LayerFactors` / :class:`FactorCache`: a layer's decomposition computed once (and
+  cached on disk), then truncated to any ranks.
+- :mod:`.ranks`: ``theta -> ranks`` schemes, parameter and FLOP counts.
+"""
+
+from __future__ import annotations
+
+from .cache import FactorCache, LayerFactors, default_cache_dir, weight_key
+from .factorize import (
+    build_factorized,
+    check_ranks,
+    decompose,
+    empty_factorized,
+    factorization_problem,
+    factorize_conv,
+)
+from .ranks import (
+    METHODS,
+    SCHEMES,
+    LayerGeometry,
+    Ranks,
+    factorized_macs,
+    factorized_params,
+    full_macs,
+    full_params,
+    max_ranks,
+    ranks_for_theta,
+)
+from .svd import SVDFactors, factorize_linear, svd_factors
+from .tucker import TuckerFactors, tucker2_factors
+from .vh import vh_factors
+
+__all__ = [
+    "METHODS",
+    "SCHEMES",
+    "FactorCache",
+    "LayerFactors",
+    "LayerGeometry",
+    "Ranks",
+    "SVDFactors",
+    "TuckerFactors",
+    "build_factorized",
+    "check_ranks",
+    "decompose",
+    "default_cache_dir",
+    "empty_factorized",
+    "factorization_problem",
+    "factorize_conv",
+    "factorize_linear",
+    "factorized_macs",
+    "factorized_params",
+    "full_macs",
+    "full_params",
+    "max_ranks",
+    "ranks_for_theta",
+    "svd_factors",
+    "tucker2_factors",
+    "vh_factors",
+    "weight_key",
+]

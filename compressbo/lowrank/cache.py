@@ -1,0 +1,149 @@
+"""Per-layer factors computed once, kept in memory and on disk (keyed by the weights' hash).
+
+A :class:`LayerFactors` holds one layer's full decomposition; building its replacement for
+any ranks is truncation plus a small copy. :class:`FactorCache` computes the decomposition
+on first use and stores it as ``<cache dir>/<method>-<sha256 of the weight>.pt`` (a plain
+dict of tensors, read back with ``torch.load(..., weights_only=True)``), so a second run on
+the same weights skips the decomposition.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from .factorize import Factors, build_factorized, check_ranks, decompose
+from .ranks import LayerGeometry, Ranks, factorized_params, full_params, max_ranks, ranks_for_theta
+from .svd import SVDFactors
+from .tucker import TuckerFactors
+
+__all__ = ["FactorCache", "LayerFactors", "default_cache_dir", "weight_key"]
+
+_FORMAT = "compressbo-factors-1"
+
+
+@dataclass(frozen=True)
+class LayerFactors:
+    """One layer's cached decomposition and everything needed to build its replacement.
+
+    Attributes:
+        layer: The original ``nn.Linear`` / ``nn.Conv2d`` (its bias and hyperparameters are reused).
+        method: ``"svd"``, ``"tucker2"`` or ``"vh"``.
+        factors: The full decomposition (:class:`SVDFactors` or :class:`TuckerFactors`).
+    """
+
+    layer: nn.Module
+    method: str
+    factors: Factors
+    geometry: LayerGeometry = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "geometry", LayerGeometry.of(self.layer))
+
+    @classmethod
+    def compute(cls, layer: nn.Module, method: str) -> LayerFactors:
+        """Decompose ``layer`` (the expensive step)."""
+        return cls(layer, method, decompose(layer, method))
+
+    @property
+    def max_ranks(self) -> Ranks:
+        return max_ranks(self.geometry, self.method)
+
+    @property
+    def full_params(self) -> int:
+        return full_params(self.geometry)
+
+    def params(self, ranks: Ranks) -> int:
+        """Parameters of the replacement at ``ranks``."""
+        return factorized_params(self.geometry, self.method, ranks)
+
+    def ranks(self, theta: float, scheme: str = "params") -> Ranks:
+        """Ranks for the layer's continuous parameter ``theta`` (see :mod:`.ranks`)."""
+        return ranks_for_theta(theta, self.geometry, self.method, scheme)
+
+    def build(self, ranks: Ranks) -> nn.Sequential:
+        """The replacement module at ``ranks`` (truncation of the cached factors)."""
+        return build_factorized(self.layer, self.method, self.factors, check_ranks(self.layer, self.method, ranks))
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/compressbo/factors`` (``~/.cache/compressbo/factors`` when unset)."""
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "compressbo" / "factors"
+
+
+def weight_key(weight: Tensor, method: str) -> str:
+    """SHA-256 of the format, method, dtype, shape and raw bytes of a weight."""
+    digest = hashlib.sha256(f"{_FORMAT}|{method}|{weight.dtype}|{tuple(weight.shape)}".encode())
+    raw = weight.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+    digest.update(memoryview(raw))
+    return digest.hexdigest()
+
+
+class FactorCache:
+    """Compute-once store of :class:`LayerFactors`, optionally persisted on disk.
+
+    Args:
+        directory: Where factor files live; ``None`` for :func:`default_cache_dir`,
+            ``False`` to keep nothing on disk.
+
+    Attributes:
+        computed: Number of decompositions computed by this cache.
+        loaded: Number of decompositions read from disk.
+    """
+
+    def __init__(self, directory: str | os.PathLike | None | bool = None) -> None:
+        if directory is True:
+            directory = None
+        self.directory: Path | None = None if directory is False else Path(directory or default_cache_dir())
+        self.computed = 0
+        self.loaded = 0
+
+    def path(self, layer: nn.Module, method: str) -> Path | None:
+        """The file holding ``layer``'s factors for ``method`` (``None`` without a directory)."""
+        if self.directory is None:
+            return None
+        return self.directory / f"{method}-{weight_key(layer.weight, method)}.pt"
+
+    def get(self, layer: nn.Module, method: str) -> LayerFactors:
+        """``layer``'s factors: read from disk when present, else computed (and written)."""
+        path = self.path(layer, method)
+        factors = _read(path, method) if path is not None else None
+        if factors is not None:
+            self.loaded += 1
+            return LayerFactors(layer, method, factors)
+        layer_factors = LayerFactors.compute(layer, method)
+        self.computed += 1
+        if path is not None:
+            _write(path, layer_factors.factors)
+        return layer_factors
+
+
+def _read(path: Path, method: str) -> Factors | None:
+    """Factors stored at ``path``, or ``None`` if absent or unreadable (then recomputed)."""
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        return (TuckerFactors if method == "tucker2" else SVDFactors).from_state(state)
+    except Exception:  # a truncated or foreign file: recompute and overwrite
+        return None
+
+
+def _write(path: Path, factors: Factors) -> None:
+    """Atomically write ``factors`` (a dict of tensors) to ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(handle)
+    try:
+        torch.save(factors.state(), temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)

@@ -1,0 +1,108 @@
+"""``Conv2d -> Tucker-2`` (Kim et al. 2016): ``1x1 (S -> R_in)``, ``kh x kw (R_in -> R_out)``, ``1x1 (R_out -> T)``.
+
+The kernel ``W`` (``T x S x kh x kw``) is decomposed once along its two channel modes by a
+higher-order SVD with tensorly: ``W = G x_0 U_out x_1 U_in`` with orthonormal ``U_out``
+(``T x T'``), ``U_in`` (``S x S'``) and a full core ``G`` (``T' x S' x kh x kw``). Because the
+factors are orthonormal, the truncated core for ranks ``(R_out, R_in)`` is the block
+``G[:R_out, :R_in]``, so building any ranks is slicing, no decomposition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import tensorly as tl
+import torch
+from tensorly.tenalg import multi_mode_dot
+from tensorly.tenalg.svd import svd_interface
+from torch import Tensor, nn
+
+from ._params import compute_dtype, set_parameters
+from .ranks import LayerGeometry, max_ranks
+
+__all__ = ["TuckerFactors", "build_tucker2", "tucker2_factors", "tucker2_module"]
+
+
+@dataclass(frozen=True)
+class TuckerFactors:
+    """Higher-order SVD of a kernel along its output and input channel modes.
+
+    Attributes:
+        core: ``T' x S' x kh x kw`` core, ``T' = min(T, S kh kw)``, ``S' = min(S, T kh kw)``.
+        out_factor: ``T x T'`` orthonormal columns (leading left singular vectors of mode 0).
+        in_factor: ``S x S'`` orthonormal columns (mode 1).
+    """
+
+    core: Tensor
+    out_factor: Tensor
+    in_factor: Tensor
+
+    def truncate(self, ranks: tuple[int, int]) -> tuple[Tensor, Tensor, Tensor]:
+        """``(core R_out x R_in x kh x kw, out_factor T x R_out, in_factor S x R_in)``."""
+        r_out, r_in = ranks
+        return self.core[:r_out, :r_in], self.out_factor[:, :r_out], self.in_factor[:, :r_in]
+
+    def reconstruct(self, ranks: tuple[int, int]) -> Tensor:
+        """The kernel ``G_r x_0 U_out,r x_1 U_in,r`` (``T x S x kh x kw``)."""
+        core, out_factor, in_factor = self.truncate(ranks)
+        return torch.einsum("ab...,ta,sb->ts...", core, out_factor, in_factor)
+
+    def state(self) -> dict[str, Tensor]:
+        return {"core": self.core, "out_factor": self.out_factor, "in_factor": self.in_factor}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Tensor]) -> TuckerFactors:
+        return cls(state["core"], state["out_factor"], state["in_factor"])
+
+
+def tucker2_factors(kernel: Tensor) -> TuckerFactors:
+    """HOSVD of a ``T x S x kh x kw`` kernel along modes 0 and 1 (tensorly, full ranks).
+
+    Truncating it gives the HOSVD at any ranks, the usual initialization of tensorly's
+    ``partial_tucker`` (HOOI), which refines it by alternating updates.
+    """
+    weight = kernel.detach().to(compute_dtype(kernel))
+    full_out, full_in = max_ranks(LayerGeometry(*weight.shape[:2], tuple(weight.shape[2:])), "tucker2")
+    with tl.backend_context("pytorch"):
+        out_factor, _, _ = svd_interface(tl.unfold(weight, 0), n_eigenvecs=full_out)
+        in_factor, _, _ = svd_interface(tl.unfold(weight, 1), n_eigenvecs=full_in)
+        core = multi_mode_dot(weight, [out_factor, in_factor], modes=[0, 1], transpose=True)
+    return TuckerFactors(core.contiguous(), out_factor.contiguous(), in_factor.contiguous())
+
+
+def tucker2_module(
+    conv: nn.Conv2d, ranks: tuple[int, int], device: torch.device | str | None = None
+) -> nn.Sequential:
+    """The Tucker-2 replacement's structure for ``conv`` at ``(R_out, R_in)``.
+
+    The middle convolution keeps ``conv``'s kernel size, stride, padding, dilation and padding
+    mode (the 1x1 convolutions around it are pointwise, so they commute with any padding).
+    """
+    r_out, r_in = ranks
+    factory = {"device": device if device is not None else conv.weight.device, "dtype": conv.weight.dtype}
+    return nn.Sequential(
+        nn.Conv2d(conv.in_channels, r_in, 1, bias=False, **factory),
+        nn.Conv2d(
+            r_in,
+            r_out,
+            conv.kernel_size,
+            stride=conv.stride,
+            padding=conv.padding,
+            dilation=conv.dilation,
+            padding_mode=conv.padding_mode,
+            bias=False,
+            **factory,
+        ),
+        nn.Conv2d(r_out, conv.out_channels, 1, bias=conv.bias is not None, **factory),
+    )
+
+
+def build_tucker2(conv: nn.Conv2d, factors: TuckerFactors, ranks: tuple[int, int]) -> nn.Sequential:
+    """Tucker-2 replacement of ``conv`` at ``(R_out, R_in)`` from its cached HOSVD."""
+    module = tucker2_module(conv, ranks, device="meta")
+    core, out_factor, in_factor = factors.truncate(ranks)
+    like = {"device": conv.weight.device, "dtype": conv.weight.dtype}
+    set_parameters(module[0], in_factor.T[:, :, None, None].to(**like))
+    set_parameters(module[1], core.to(**like))
+    set_parameters(module[2], out_factor[:, :, None, None].to(**like), conv.bias)
+    return module

@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import compressbo.compare
+from compressbo.acquisition import ACQUISITION_NAMES
+from compressbo.cli import COMMANDS, main
+
+
+def _error_line(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("compressbo: error: ")
+    return lines[0]
+
+
+def test_compare_then_report_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    argv = ["compare", "--problem", "hartmann", "--dim", "3", "--acq", "ei", "cei",
+            "--seeds", "1", "--iterations", "2", "--init", "4", "--workers", "1",
+            "--out", str(out), "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    comparison = json.loads((out / "runs.json").read_text())
+    assert comparison["problem"]["name"] == "hartmann3"
+    assert comparison["settings"]["acquisitions"] == ["ei", "cei"]
+    assert [len(run["steps"]) for run in comparison["runs"]] == [2, 2]
+    assert {run["n_init"] for run in comparison["runs"]} == {4}
+    summary, plot = (out / "summary.md").read_bytes(), (out / "convergence.png").read_bytes()
+    (out / "summary.md").unlink()
+    (out / "convergence.png").unlink()
+    assert main(["report", str(out)]) == 0
+    assert (out / "summary.md").read_bytes() == summary
+    assert (out / "convergence.png").read_bytes() == plot
+    assert "wrote" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["compare", "--problem", "rosenbrock", "--out", "x"],
+         "unknown problem 'rosenbrock'; choose one of hartmann, griewank, levy, powell"),
+        (["compare", "--problem", "levy", "--dim", "4", "--acq", "ei", "foo", "--out", "x"],
+         "unknown acquisition 'foo'; choose from " + ", ".join(ACQUISITION_NAMES)),
+        (["compare", "--problem", "levy", "--seeds", "many", "--out", "x"],
+         "argument --seeds: invalid int value: 'many'"),
+        (["compare", "--problem", "levy", "--seeds", "0", "--out", "x"], "at least one seed"),
+        (["compare", "--problem", "levy"], "the following arguments are required: --out"),
+        (["compare", "--problem", "powell", "--dim", "5", "--out", "x"], "multiple of 4"),
+        ([], "the following arguments are required: COMMAND"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+        (["report", "does/not/exist"], "does/not/exist/runs.json not found"),
+    ],
+)  # fmt: skip
+def test_bad_input_is_one_line_and_exit_code_2(
+    argv: list[str], expected: str, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    assert expected in _error_line(capsys, argv)
+    assert not (tmp_path / "x").exists()
+
+
+def test_keyboard_interrupt_exits_130(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(compressbo.compare, "run_comparison", interrupted)
+    argv = ["compare", "--problem", "levy4", "--out", str(tmp_path / "x")]
+    assert main(argv) == 130
+    assert capsys.readouterr().err.strip() == "compressbo: interrupted"
+
+
+def test_every_command_is_a_parser_and_runner_pair() -> None:
+    assert set(COMMANDS) >= {"compare", "report"}
+    assert all(callable(add) and callable(run) for add, run in COMMANDS.values())
+
+
+def test_console_entry_point_prints_no_traceback(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "compressbo.cli", "compare", "--problem", "levy4",
+         "--acq", "bogus", "--out", str(tmp_path / "x")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "compressbo: error: unknown acquisition 'bogus'; choose from "
+        + ", ".join(ACQUISITION_NAMES)
+    ]
+    assert result.stdout == ""

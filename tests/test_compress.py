@@ -1,0 +1,197 @@
+"""End-to-end tests of ``compressbo compress``: artifacts, resume, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from compressbo.cli import main
+from compressbo.networks import load_compressed
+from compressbo.training import pretrained_fc3_weights
+
+FAST = ["--num-restarts", "2", "--raw-samples", "32", "--samples", "100", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """A private cache holding FC3 trained briefly on digits (the job finds it there)."""
+    folder = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("COMPRESSBO_CACHE", str(folder))
+        pretrained_fc3_weights(cache_dir=folder, epochs=2)
+    return folder
+
+
+@pytest.fixture
+def env(cache, monkeypatch, tmp_path):
+    monkeypatch.setenv("COMPRESSBO_CACHE", str(cache))
+    return tmp_path
+
+
+def _history(directory):
+    return [json.loads(line) for line in (directory / "history.jsonl").read_text().splitlines()]
+
+
+def test_compress_writes_every_artifact(env):
+    out = env / "run"
+    assert main(["compress", "--init", "4", "--iterations", "2", "--out", str(out), *FAST]) == 0
+    for name in ("config.json", "history.jsonl", "optimizer_state.json", "best.json", "convergence.png",
+                 "pareto.png", "report.md"):
+        assert (out / name).is_file(), name
+    history = _history(out)
+    assert [r["iteration"] for r in history] == list(range(6))
+    assert [r["phase"] for r in history] == ["init"] * 4 + ["bo"] * 2
+    for record in history:
+        assert record["yvar"] > 0 and record["m"] == 100
+        assert record["y"] == pytest.approx(record["ratio"] + record["error"])
+        assert record["seconds_compress"] >= 0 and record["seconds_evaluate"] > 0 and record["seconds_bo"] >= 0
+        assert len(record["theta"]) == len(record["ranks"]) == 3
+    assert all(r["acquisition_value"] is not None for r in history[4:])
+
+    config = json.loads((out / "config.json").read_text())
+    assert config["settings"]["acq"] == "cei" and config["versions"]["botorch"]
+
+    best = json.loads((out / "best.json").read_text())
+    assert best["samples"] == 540  # the whole digits validation split
+    assert 0 < best["ratio"] <= 1.2 and 0 <= best["error"] <= 1
+    assert best["objective_full"] == pytest.approx(best["ratio"] + best["error"])
+    assert [layer["name"] for layer in best["layers"]] == ["fc1", "fc2", "fc3"]
+    assert "| fc2 | svd |" in (out / "report.md").read_text()
+
+    # The exported model is the recommended compressed network, loadable without the job.
+    model = load_compressed(out / "model")
+    assert [model.fc1[0].out_features, model.fc2[0].out_features, model.fc3[0].out_features] == best["ranks"]
+    assert model(torch.randn(4, 1, 28, 28)).shape == (4, 10)
+
+
+def _interrupt_after(monkeypatch, calls):
+    """Make the objective raise KeyboardInterrupt (Ctrl-C) at its ``calls + 1``-th call."""
+    from compressbo.evaluate import CompressionObjective
+
+    original = CompressionObjective.__call__
+    count = {"n": 0}
+
+    def interrupted(self, theta, m=None):
+        if count["n"] == calls:
+            raise KeyboardInterrupt
+        count["n"] += 1
+        return original(self, theta, m)
+
+    monkeypatch.setattr(CompressionObjective, "__call__", interrupted)
+    return original
+
+
+def test_interrupted_run_resumes_to_the_same_history(env, monkeypatch, capsys):
+    args = ["compress", "--init", "4", "--iterations", "3", *FAST]
+    assert main([*args, "--out", str(env / "straight")]) == 0
+    straight = _history(env / "straight")
+
+    original = _interrupt_after(monkeypatch, 5)
+    assert main([*args, "--out", str(env / "cut")]) == 130
+    assert "--resume" in capsys.readouterr().err
+    prefix = (env / "cut" / "history.jsonl").read_text()
+    assert len(prefix.splitlines()) == 5
+    assert not (env / "cut" / "best.json").exists()
+
+    from compressbo.evaluate import CompressionObjective
+
+    monkeypatch.setattr(CompressionObjective, "__call__", original)
+    assert main(["compress", "--resume", str(env / "cut"), "--quiet"]) == 0
+    resumed = _history(env / "cut")
+    assert (env / "cut" / "history.jsonl").read_text().startswith(prefix)
+    assert len(resumed) == len(straight) == 7
+    for a, b in zip(resumed, straight):  # nothing lost, nothing repeated, same subsamples
+        assert a["theta"] == pytest.approx(b["theta"]) and a["y"] == pytest.approx(b["y"])
+    assert (env / "cut" / "best.json").is_file()
+
+
+def test_resume_after_a_crash_between_history_and_state(env):
+    """The history is the truth: evaluations the saved state missed are told again."""
+    out = env / "run"
+    assert main(["compress", "--init", "3", "--iterations", "0", *FAST, "--out", str(out)]) == 0
+    state = json.loads((out / "optimizer_state.json").read_text())
+    state["optimizer"].update(X=state["optimizer"]["X"][:1], Y=state["optimizer"]["Y"][:1],
+                              Yvar=state["optimizer"]["Yvar"][:1])
+    (out / "optimizer_state.json").write_text(json.dumps(state))
+    config = json.loads((out / "config.json").read_text())
+    config["settings"]["iterations"] = 2  # a longer budget, so the resumed run has work to do
+    (out / "config.json").write_text(json.dumps(config))
+    assert main(["compress", "--resume", str(out), "--quiet"]) == 0
+    history = _history(out)
+    assert [r["iteration"] for r in history] == list(range(5))
+    thetas = [tuple(r["theta"]) for r in history]
+    assert len(set(thetas)) == len(thetas)
+    final = json.loads((out / "optimizer_state.json").read_text())["optimizer"]
+    assert len(final["X"]) == 5 and final["pending"] == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--model", "nonet"], "no network spec named 'nonet'"),
+        (["--acq", "foo"], "unknown acquisition 'foo'"),
+        (["--bounds", "0", "0.5"], "0 < lo < hi <= 1"),
+        (["--bounds", "0.2", "1.5"], "0 < lo < hi <= 1"),
+        (["--samples", "100000"], "--samples 100000 is outside 1..540"),
+        (["--weights", "missing.pth"], "does not exist"),
+        (["--data", "mnist", "--data-dir", "nowhere"], "nowhere"),
+        (["--objective", "mse"], "unknown objective"),
+        (["--resume", "nowhere-run"], "no config.json"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(env, capsys, argv, message):
+    with pytest.raises(SystemExit) as info:
+        main(["compress", "--out", str(env / "run"), *argv] if argv[0] != "--resume" else ["compress", *argv])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("compressbo: error:") and "\n" not in err and message in err
+    assert "Traceback" not in err
+    assert not (env / "run").exists()  # a failed set-up leaves --out free
+
+
+def test_unwritable_out_exits_2(env, capsys):
+    (env / "file").write_text("x")
+    with pytest.raises(SystemExit) as info:
+        main(["compress", "--out", str(env / "file" / "run"), *FAST])
+    assert info.value.code == 2
+    assert "writable --out" in capsys.readouterr().err
+
+
+def test_resume_refuses_new_settings(env, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["compress", "--resume", str(env), "--acq", "ei"])
+    assert info.value.code == 2
+    assert "drop --acq" in capsys.readouterr().err
+
+
+def _jpeg_folder(root, classes=("n01440764", "n01443537"), per_class=3):
+    from PIL import Image
+
+    generator = torch.Generator().manual_seed(0)
+    for wnid in classes:
+        (root / "val" / wnid).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = torch.randint(0, 256, (48, 64, 3), generator=generator, dtype=torch.uint8).numpy()
+            Image.fromarray(pixels).save(root / "val" / wnid / f"ILSVRC2012_val_{i:08d}.JPEG")
+    return root
+
+
+@pytest.mark.parametrize("model", ["vgg16", "resnet50"])
+def test_imagenet_specs_compress_a_tiny_folder_with_random_weights(env, caplog, model):
+    torch.manual_seed(0)
+    data = _jpeg_folder(env / "imagenet")
+    out = env / "run"
+    argv = ["compress", "--model", model, "--weights", "random", "--data-dir", str(data), "--init", "2",
+            "--iterations", "1", "--samples", "4", "--batch-size", "3", "--num-restarts", "2",
+            "--raw-samples", "16", "--out", str(out)]
+    with caplog.at_level("WARNING"):
+        assert main(argv) == 0
+    assert "accuracy is meaningless" in caplog.text
+    history = _history(out)
+    assert len(history) == 3 and all(r["m"] == 4 for r in history)
+    best = json.loads((out / "best.json").read_text())
+    assert best["samples"] == 6 and len(best["layers"]) == {"vgg16": 13, "resnet50": 16}[model]
+    assert all(layer["method"] == "tucker2" and len(layer["ranks"]) == 2 for layer in best["layers"])
+    assert 0 < best["flops_ratio"] < 1.5 and 0 < best["model_ratio"] <= 1.2
