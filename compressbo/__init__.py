@@ -25,6 +25,9 @@ _PUBLIC = {
     "build_network": "compressbo.networks",
     "Compressor": "compressbo.networks",
     "load_compressed": "compressbo.networks",
+    "save_compressed": "compressbo.networks",
+    "factorize_linear": "compressbo.lowrank",
+    "factorize_conv": "compressbo.lowrank",
     "UserInputError": "compressbo.errors",
 }
 

@@ -13,8 +13,17 @@ the latent posterior mean ``mu``, standard deviation ``s`` and the incumbent ``x
 - LogCEI: ``log h(zt) + log st`` with BoTorch's stable ``log h`` (as in LogEI).
 - Corrected PI (Ma et al., 2019): ``CPI(x) = Phi(zt) = P(f(x) < f(x+))``.
 
-EI, LogEI, PI, UCB, NEI, qLogNEI and KG are BoTorch's own, set up for minimization.
-Add an acquisition by adding one entry to ``ACQUISITIONS``.
+- EI via gradient norms, "EI-GN": EI of ``H(x) = f(x) + lam ||grad f(x)||^2``, with
+  ``H`` moment-matched to a Gaussian from the joint posterior of ``(f, grad f)``
+  (``compressbo.gradients``) and ``H+ = min_i mu_H(x_i)``; ``lam = 0`` is EI.
+- ERM and CBM (Nguyen & Osborne, 2020) need the known optimum ``f_star`` and work on
+  a transformed GP (``compressbo.known_optimum``); they return the negated criterion.
+- ``random``: scrambled Sobol points, no model (``compressbo.optimizer.Optimizer``
+  draws them; there is no acquisition function to build).
+
+EI, LogEI, PI, UCB, NEI, qLogNEI and KG are BoTorch's own, set up for minimization;
+``discrete_knowledge_gradient`` is the exact KG over a finite set (Frazier et al.,
+2009). Add an acquisition by adding one entry to ``ACQUISITIONS``.
 """
 
 from __future__ import annotations
@@ -48,9 +57,18 @@ from torch import Tensor
 
 from compressbo.errors import UserInputError
 from compressbo.gp import incumbent
+from compressbo.gradients import DerivativeGP, ValueGradientPosterior
+from compressbo.known_optimum import (
+    CBM_BETA,
+    fit_transformed_gp,
+    NegativeConfidenceBoundMinimization,
+    NegativeExpectedRegret,
+    validated_f_star,
+)
 
 MIN_VARIANCE = 1e-12  # variance floor of D = f(x+) - f(x), as BoTorch's analytic EI
 UCB_BETA = 2.0
+EIGN_RELATIVE_WEIGHT = 0.1  # default lam: lam * E_prior||grad f||^2 = 0.1 prior std of f
 
 
 # ----------------------------- the corrected improvement math -----------------------------
@@ -186,6 +204,157 @@ class CorrectedProbabilityOfImprovement(_CorrectedImprovement):
         return corrected_probability_of_improvement(*self._improvement_moments(X))
 
 
+# ------------------------------- EI via gradient norms -------------------------------
+
+
+def gradient_norm_moments(
+    joint: ValueGradientPosterior, lam: float
+) -> tuple[Tensor, Tensor]:
+    r"""Mean and variance of ``H = f + lam ||g||^2`` for jointly Gaussian ``(f, g)``.
+
+    With ``(f, g) ~ N([mu, m], [[s^2, c^T], [c, S]])``, ``Var ||g||^2 = 2 tr(S^2) +
+    4 m^T S m`` and ``Cov(f, ||g||^2) = 2 c^T m`` (odd central moments vanish).
+
+    Args:
+        joint: The posterior of ``(f(x), grad f(x))`` at ``batch_shape`` points.
+        lam: The weight ``lam >= 0``, in units of ``f / |grad f|^2``.
+
+    Returns:
+        A tuple ``(mu_H, var_H)`` of ``batch_shape`` tensors:
+        ``mu + lam (||m||^2 + tr S)`` and
+        ``s^2 + 4 lam c^T m + lam^2 (2 tr(S^2) + 4 m^T S m)``.
+    """
+    m, S = joint.gradient_mean, joint.gradient_covariance
+    Sm = (S @ m.unsqueeze(-1)).squeeze(-1)
+    mean = joint.mean + lam * (m.pow(2).sum(-1) + S.diagonal(dim1=-2, dim2=-1).sum(-1))
+    variance = (
+        joint.variance
+        + 4 * lam * (joint.cross_covariance * m).sum(-1)
+        + lam**2 * (2 * S.pow(2).sum((-2, -1)) + 4 * (m * Sm).sum(-1))
+    )
+    return mean, variance
+
+
+class ExpectedImprovementGradientNorm(AnalyticAcquisitionFunction):
+    r"""EI via gradient norms: ``EI_GN(x) = s_H h((H+ - mu_H) / s_H)``, minimization.
+
+    ``H(x) = f(x) + lam ||grad f(x)||^2`` rewards points that are both good and near
+    first-order stationarity; ``(mu_H, s_H^2)`` are its exact posterior moments
+    (``gradient_norm_moments``), used as a Gaussian. With ``lam = 0`` it is exactly
+    BoTorch's ``ExpectedImprovement(best_f=mu+, maximize=False)``.
+
+    Example:
+        >>> eign = ExpectedImprovementGradientNorm(model, train_X, lam=0.01)
+        >>> values = eign(test_X)  # test_X: b x 1 x d -> b
+    """
+
+    def __init__(self, model: Model, X_observed: Tensor, lam: float) -> None:
+        r"""Set up EI-GN with the incumbent ``H+ = min_i mu_H(x_i)``.
+
+        Args:
+            model: A fitted value GP (``compressbo.gp.fit_gp``).
+            X_observed: A ``n x d`` tensor of observed inputs.
+            lam: The weight ``lam >= 0`` of the squared gradient norm.
+        """
+        super().__init__(model=model)
+        self.derivative = DerivativeGP(model)
+        self.lam = float(lam)
+        with torch.no_grad():
+            mean = model.posterior(X_observed).mean.reshape(-1)  # as EI's mu+ exactly
+            joint = self.derivative.posterior(X_observed)
+            mean_H = mean + (gradient_norm_moments(joint, self.lam)[0] - joint.mean)
+        self.register_buffer("best_H", mean_H.min())
+
+    def moments(self, X: Tensor) -> tuple[Tensor, Tensor]:
+        r"""``(mu_H, s_H^2)`` at ``batch_shape x 1 x d`` inputs, each ``batch_shape``."""
+        return gradient_norm_moments(self.derivative.posterior(X.squeeze(-2)), self.lam)
+
+    @t_batch_mode_transform(expected_q=1)
+    def forward(self, X: Tensor) -> Tensor:
+        r"""Evaluate EI-GN.
+
+        Args:
+            X: A ``batch_shape x 1 x d`` tensor of candidates.
+
+        Returns:
+            A ``batch_shape`` tensor of EI-GN values.
+        """
+        mean, variance = self.moments(X)
+        sigma = variance.clamp_min(MIN_VARIANCE).sqrt()
+        return sigma * _ei_helper(-((mean - self.best_H) / sigma))
+
+
+# ------------------------------ discrete knowledge gradient ------------------------------
+
+
+def discrete_knowledge_gradient(a: Tensor, b: Tensor) -> Tensor:
+    r"""Exact ``min_i a_i - E[min_i (a_i + b_i Z)]``, ``Z ~ N(0, 1)`` (minimization).
+
+    The knowledge gradient over a finite set ``A`` (Frazier, Powell & Dayanik, 2009):
+    after one observation at ``x`` the posterior means on ``A`` move along the lines
+    ``a_i + b_i Z`` with ``a = mu_n(A)`` and ``b = k_n(A, x) / sqrt(s^2(x) + tau^2)``.
+    The lower envelope of the lines (upper envelope of ``-a - b Z``) with breakpoints
+    ``c_j`` gives ``KG = sum_j (b_(j) - b_(j+1)) h(-|c_j|)`` over consecutive envelope
+    lines, ``h(z) = phi(z) + z Phi(z)``; every term is ``>= 0``.
+
+    Args:
+        a: A ``k`` tensor of current posterior means on ``A``.
+        b: A ``k`` tensor of their sensitivities to the standardized observation.
+
+    Returns:
+        A scalar tensor, the knowledge gradient ``>= 0``.
+    """
+    slopes, order = torch.sort(-b.detach(), stable=True)  # maximize -a - b Z
+    intercepts = -a.detach()[order]
+    lines: list[int] = []  # envelope, increasing slope
+    cuts: list[float] = []  # cuts[j]: where lines[j + 1] overtakes lines[j]
+    for i in range(len(slopes)):
+        if lines and slopes[i] == slopes[lines[-1]]:
+            if intercepts[i] <= intercepts[lines[-1]]:
+                continue
+            lines.pop()
+            if cuts:
+                cuts.pop()
+        while lines:
+            j = lines[-1]
+            cut = ((intercepts[j] - intercepts[i]) / (slopes[i] - slopes[j])).item()
+            if cuts and cut <= cuts[-1]:
+                lines.pop()
+                cuts.pop()
+                continue
+            cuts.append(cut)
+            break
+        lines.append(i)
+    if not cuts:
+        return a.new_zeros(())
+    gaps = slopes[lines[1:]] - slopes[lines[:-1]]
+    c = torch.tensor(cuts, dtype=a.dtype)
+    return (gaps * _ei_helper(-c.abs())).sum()
+
+
+def discrete_knowledge_gradient_at(
+    model: Model, X_discrete: Tensor, x: Tensor, noise_variance: float
+) -> Tensor:
+    r"""The exact KG of observing ``x`` (noise ``tau^2``) over ``A = X_discrete + {x}``.
+
+    Args:
+        model: A fitted single-outcome GP.
+        X_discrete: A ``k x d`` tensor, the finite set the minimum is taken over.
+        x: A ``d`` tensor, the point to observe.
+        noise_variance: ``tau^2``, the variance of the observation at ``x``.
+
+    Returns:
+        A scalar tensor, ``min_A mu_n - E[min_A mu_{n+1}]``.
+    """
+    A = torch.cat([X_discrete, x.reshape(1, -1)])
+    with torch.no_grad():
+        posterior = model.posterior(A)
+        covariance = posterior.distribution.covariance_matrix
+    a = posterior.mean.reshape(-1)
+    b = covariance[:, -1] / (covariance[-1, -1] + noise_variance).sqrt()
+    return discrete_knowledge_gradient(a, b)
+
+
 # ------------------------------------ the registry ------------------------------------
 
 
@@ -194,15 +363,23 @@ class AcquisitionSpec:
     """One registered acquisition.
 
     Attributes:
-        build: ``build(model, X_observed, **options) -> AcquisitionFunction``.
+        build: ``build(model, X_observed, **options) -> AcquisitionFunction``, or None
+            for a model-free proposal rule (``random``).
         log: Its values are logarithms (``kappa`` is compared on the log scale).
         monte_carlo: It accepts ``X_pending`` (pending points are joint MC samples);
             otherwise pending points are handled by conditioning the model.
+        known_optimum: It needs the option ``f_star``, the known optimum value.
     """
 
-    build: Callable[..., AcquisitionFunction]
+    build: Callable[..., AcquisitionFunction] | None
     log: bool = False
     monte_carlo: bool = False
+    known_optimum: bool = False
+
+    @property
+    def model_free(self) -> bool:
+        """Proposals are scrambled Sobol points; no GP is fitted for them."""
+        return self.build is None
 
 
 def _best_mean(model: Model, X_observed: Tensor) -> Tensor:
@@ -296,6 +473,30 @@ def _kg(
     )
 
 
+def _eign(model: Model, X_observed: Tensor, lam: float | None = None) -> AcquisitionFunction:
+    """EI-GN; ``lam=None`` calibrates ``lam`` on the GP prior (``EIGN_RELATIVE_WEIGHT``)."""
+    if lam is None:
+        prior_std, prior_sq_gradient = DerivativeGP(model).prior_gradient_scale()
+        lam = EIGN_RELATIVE_WEIGHT * prior_std / prior_sq_gradient
+    if not (isinstance(lam, (int, float)) and lam >= 0 and lam < float("inf")):
+        raise UserInputError(f"eign's lam must be a finite number >= 0, got {lam!r}.")
+    return ExpectedImprovementGradientNorm(model, X_observed, lam)
+
+
+def _erm(model: Model, X_observed: Tensor, f_star: float | None = None) -> AcquisitionFunction:
+    f_star = validated_f_star("erm", f_star)
+    return NegativeExpectedRegret(fit_transformed_gp(model, f_star), f_star)
+
+
+def _cbm(
+    model: Model, X_observed: Tensor, f_star: float | None = None, beta: float = CBM_BETA
+) -> AcquisitionFunction:
+    f_star = validated_f_star("cbm", f_star)
+    return NegativeConfidenceBoundMinimization(
+        fit_transformed_gp(model, f_star), f_star, beta=beta
+    )
+
+
 ACQUISITIONS: dict[str, AcquisitionSpec] = {
     "ei": AcquisitionSpec(_ei),
     "logei": AcquisitionSpec(_logei, log=True),
@@ -307,6 +508,10 @@ ACQUISITIONS: dict[str, AcquisitionSpec] = {
     "nei": AcquisitionSpec(_nei),
     "qlognei": AcquisitionSpec(_qlognei, log=True, monte_carlo=True),
     "kg": AcquisitionSpec(_kg, monte_carlo=True),
+    "eign": AcquisitionSpec(_eign),
+    "erm": AcquisitionSpec(_erm, known_optimum=True),
+    "cbm": AcquisitionSpec(_cbm, known_optimum=True),
+    "random": AcquisitionSpec(None),
 }
 ACQUISITION_NAMES: tuple[str, ...] = tuple(ACQUISITIONS)
 
@@ -331,6 +536,17 @@ def is_monte_carlo(name: str) -> bool:
     return acquisition_spec(name).monte_carlo
 
 
+def validate_options(name: str, options: dict[str, object]) -> None:
+    """Fail early (before any evaluation) when ``name`` lacks a required option.
+
+    Raises:
+        UserInputError: ``name`` is unknown, or needs ``f_star`` and it is missing or
+            not a finite number.
+    """
+    if acquisition_spec(name).known_optimum:
+        validated_f_star(name, options.get("f_star"))
+
+
 def make_acquisition(
     name: str, model: Model, X_observed: Tensor, **options: object
 ) -> AcquisitionFunction:
@@ -341,19 +557,29 @@ def make_acquisition(
         model: A fitted single-outcome GP (as returned by ``fit_gp``).
         X_observed: A ``n x d`` tensor of observed inputs; the incumbent (or the
             baseline of NEI / qLogNEI) is taken among them.
-        **options: Acquisition-specific options: ``beta`` (ucb), ``num_fantasies``
-            (nei, kg), ``X_pending`` (Monte Carlo acquisitions only), ``bounds`` (kg;
-            defaults to the box of the model's ``Normalize`` transform).
+        **options: Acquisition-specific options: ``beta`` (ucb, cbm),
+            ``num_fantasies`` (nei, kg), ``X_pending`` (Monte Carlo acquisitions only),
+            ``bounds`` (kg; defaults to the box of the model's ``Normalize``
+            transform), ``lam`` (eign; default: ``lam E_prior||grad f||^2`` equals
+            ``EIGN_RELATIVE_WEIGHT`` times the prior std of ``f``, which is invariant
+            to rescaling ``f`` or the inputs), ``f_star`` (erm, cbm: required).
 
     Returns:
         A BoTorch ``AcquisitionFunction``: input ``b x 1 x d`` (``b x (1 +
         num_fantasies) x d`` for kg), larger is better.
 
     Raises:
-        UserInputError: ``name`` is unknown (the message lists the valid names) or an
-            option does not apply to ``name``.
+        UserInputError: ``name`` is unknown (the message lists the valid names), an
+            option does not apply to ``name``, a required option (``f_star``) is
+            missing, or ``name`` is ``random`` (no acquisition function: use
+            ``Optimizer(acquisition="random")``).
     """
     spec = acquisition_spec(name)
+    if spec.build is None:
+        raise UserInputError(
+            f"acquisition {name!r} proposes scrambled Sobol points without a model; "
+            f"use Optimizer(acquisition={name!r}) instead of make_acquisition."
+        )
     try:
         return spec.build(model, X_observed, **options)
     except TypeError as error:

@@ -202,7 +202,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _ignore_third_party_warnings() -> None:
     """Silence the known torch deprecation here and in spawned worker processes."""
-    warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=FutureWarning)
+    _, message, _ = _IGNORED_WARNING.split(":")
+    warnings.filterwarnings("ignore", message=message, category=FutureWarning)
     inherited = os.environ.get("PYTHONWARNINGS")
     if _IGNORED_WARNING not in (inherited or ""):
         os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [inherited, _IGNORED_WARNING]))

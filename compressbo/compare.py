@@ -156,7 +156,7 @@ def run_comparison(
         kwargs = {"iterations": iterations, "n_init": n_init, "optimizer_options": options}
         if min(workers, len(tasks)) == 1:
             for name, seed in tasks:
-                record(run_one(problem_instance, name, seed, on_step=lambda: bar.update(), **kwargs))
+                record(run_one(problem_instance, name, seed, on_step=bar.update, **kwargs))
         else:
             _run_pool(problem, tasks, min(workers, len(tasks)), kwargs, record, bar)
         bar.update(bar.total - bar.n)

@@ -14,7 +14,6 @@ evaluation lost or repeated (see :meth:`CompressionJob.restore`).
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import logging
 import math
 import time
@@ -30,7 +29,7 @@ from compressbo.acquisition import ACQUISITION_NAMES
 from compressbo.data import DATASET_NAMES, load_validation
 from compressbo.errors import UserInputError
 from compressbo.evaluate import OBJECTIVES, CompressionObjective, SubsampleEvaluator
-from compressbo.networks import Compressor, build_network, load_spec, save_compressed
+from compressbo.networks import Compressor, build_network, load_spec, preprocessing, save_compressed
 from compressbo.optimizer import Optimizer
 from compressbo.runs import RunDirectory, package_versions
 
@@ -156,7 +155,7 @@ class CompressionJob:
         dataset = load_validation(
             config.data or self.spec.dataset,
             config.data_dir,
-            transform=self._transform(),
+            transform=preprocessing(self.spec, config.weights),
             download=config.download,
             seed=DATA_SEED,
         )
@@ -198,37 +197,12 @@ class CompressionJob:
         if weights == "train":
             from compressbo.training import pretrained_fc3_weights
 
+            # logs its validation error, and whether it trained or came from the cache
             pretrained = pretrained_fc3_weights(self.spec.name, self.config.data or self.spec.dataset, DATA_SEED)
-            if pretrained.trained:
-                logger.warning(
-                    "trained %s on first use: validation error %.4f (cached at %s)",
-                    self.spec.name,
-                    pretrained.val_error,
-                    pretrained.path,
-                )
             return str(pretrained.path)
         if weights == "random":
             logger.warning("--weights random: the network is untrained, so its accuracy is meaningless")
         return weights
-
-    def _transform(self):
-        """The preprocessing of the torchvision weights (``weights.transforms()``), if any.
-
-        With ``--weights random`` or a ``.pth`` file the spec's default weights name the
-        preprocessing the architecture was trained with; ``None`` leaves the dataset's default.
-        """
-        import torchvision.models
-
-        module_name, _, function_name = self.spec.builder.rpartition(":")
-        try:
-            builder = getattr(importlib.import_module(module_name), function_name) if module_name else function_name
-            enum = torchvision.models.get_model_weights(builder)
-        except (ValueError, KeyError, AttributeError, ImportError):
-            return None
-        for name in (self.config.weights, self.spec.weights):
-            if name and name.rpartition(".")[2] in enum.__members__:
-                return enum[name.rpartition(".")[2]].transforms()
-        return None
 
     # ------------------------------------------------------------------ resume
 

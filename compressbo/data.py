@@ -365,7 +365,7 @@ def _check_name(name: str) -> None:
 
 def _require_root(name: str, root: str | os.PathLike | None) -> Path:
     if root is None:
-        raise UserInputError(f"dataset {name!r} needs its data directory (root); give the folder that holds it")
+        raise UserInputError(f"dataset {name!r} needs its data directory; pass --data-dir DIR")
     return Path(root)
 
 

@@ -432,7 +432,8 @@ class CompressionObjective:
 
         Returns:
             ``ratio``, ``model_ratio``, ``flops_ratio`` (``None`` where the compressor does
-            not report them), ``ranks``, ``error`` (full set), ``original_error``.
+            not report them), ``ranks``, ``error`` (full set), ``original_error`` (``reference``'s
+            full-set error, ``None`` without a reference) and ``samples`` (the set's size).
         """
         compressed = self.compressor.compress(theta)
         model_ratio = getattr(compressed, "model_ratio", None)

@@ -28,6 +28,8 @@ from botorch.fit import fit_gpytorch_mll
 from botorch.models import SingleTaskGP
 from botorch.models.transforms.input import Normalize
 from botorch.models.transforms.outcome import Standardize
+from gpytorch.kernels import RBFKernel, ScaleKernel
+from gpytorch.means import ZeroMean
 from gpytorch.mlls import ExactMarginalLogLikelihood
 from linear_operator.utils.errors import NotPSDError
 from torch import Tensor
@@ -46,7 +48,11 @@ class GPFitWarning(RuntimeWarning):
 
 
 def fit_gp(
-    train_X: Tensor, train_Y: Tensor, train_Yvar: Tensor, bounds: Tensor
+    train_X: Tensor,
+    train_Y: Tensor,
+    train_Yvar: Tensor,
+    bounds: Tensor,
+    known_kernel: dict[str, float] | None = None,
 ) -> SingleTaskGP:
     r"""Fit a fixed-noise GP to noisy observations with known variances.
 
@@ -55,16 +61,23 @@ def fit_gp(
         train_Y: A ``n`` or ``n x 1`` tensor of observed values.
         train_Yvar: Observation noise variances, same shape as ``train_Y``, ``>= 0``.
         bounds: A ``2 x d`` tensor of lower and upper bounds of the search box.
+        known_kernel: ``{"lengthscale": l, "outputscale": s2}`` when the prior is known:
+            ``f ~ GP(0, s2 exp(-||x - x'||^2 / (2 l^2)))`` in the objective's units. The
+            GP then uses exactly that kernel (zero mean, no outcome transform, nothing
+            fitted); see :func:`known_rbf_gp`.
 
     Returns:
         A fitted float64 ``SingleTaskGP`` in eval mode, with a ``Normalize(d, bounds)``
-        input transform and a ``Standardize(m=1)`` outcome transform.
+        input transform and a ``Standardize(m=1)`` outcome transform (none with
+        ``known_kernel``).
 
     Raises:
         UserInputError: Shapes disagree, values are not finite, a variance is negative
             or the bounds are not a ``2 x d`` box with ``lower < upper``.
     """
     X, Y, Yvar, bounds = _validated(train_X, train_Y, train_Yvar, bounds)
+    if known_kernel is not None:
+        return known_rbf_gp(X, Y, Yvar, bounds, **known_kernel)
     scale = _outcome_variance(Y)
     for floor in (VARIANCE_FLOOR, RETRY_VARIANCE_FLOOR):
         model = _build_gp(X, Y, Yvar.clamp_min(floor * scale), bounds)
@@ -84,6 +97,47 @@ def fit_gp(
         stacklevel=2,
     )
     return _build_gp(X, Y, Yvar.clamp_min(RETRY_VARIANCE_FLOOR * scale), bounds).eval()
+
+
+def known_rbf_gp(
+    X: Tensor, Y: Tensor, Yvar: Tensor, bounds: Tensor, lengthscale: float, outputscale: float
+) -> SingleTaskGP:
+    r"""The exact GP posterior under a known squared-exponential prior (nothing is fitted).
+
+    Args:
+        X: A ``n x d`` tensor of inputs inside ``bounds``.
+        Y: A ``n x 1`` tensor of observed values.
+        Yvar: A ``n x 1`` tensor of noise variances (floored at ``VARIANCE_FLOOR *
+            outputscale``).
+        bounds: A ``2 x d`` box; inputs are normalized to it, so the kernel's
+            lengthscale is ``lengthscale / (upper - lower)`` per dimension.
+        lengthscale: Prior lengthscale ``l`` in input units.
+        outputscale: Prior variance ``s2`` in objective units.
+
+    Returns:
+        A ``SingleTaskGP`` in eval mode with a zero mean and a fixed
+        ``ScaleKernel(RBFKernel)``.
+    """
+    if not (lengthscale > 0 and outputscale > 0):
+        raise UserInputError(
+            f"a known kernel needs lengthscale > 0 and outputscale > 0, got {lengthscale} "
+            f"and {outputscale}."
+        )
+    d = X.shape[-1]
+    kernel = ScaleKernel(RBFKernel(ard_num_dims=d)).to(X)
+    kernel.base_kernel.lengthscale = lengthscale / (bounds[1] - bounds[0])
+    kernel.outputscale = outputscale
+    model = SingleTaskGP(
+        train_X=X,
+        train_Y=Y,
+        train_Yvar=Yvar.clamp_min(VARIANCE_FLOOR * outputscale),
+        covar_module=kernel,
+        mean_module=ZeroMean(),
+        outcome_transform=None,
+        input_transform=Normalize(d=d, bounds=bounds),
+    )
+    model.requires_grad_(False)
+    return model.eval()
 
 
 def incumbent(model: SingleTaskGP, X_observed: Tensor) -> Tensor:
@@ -130,6 +184,29 @@ def condition_on_pending(model: SingleTaskGP, X_pending: Tensor) -> SingleTaskGP
         believed_Y = model.posterior(X_pending).mean
     noise = torch.full_like(believed_Y, BELIEVER_VARIANCE)
     return model.condition_on_observations(X=X_pending, Y=believed_Y, noise=noise)
+
+
+def training_data(model: SingleTaskGP) -> tuple[Tensor, Tensor, Tensor]:
+    r"""The observations a fitted GP holds, back in the units of the objective.
+
+    Undoes the ``Normalize`` input and ``Standardize`` outcome transforms, so a model
+    conditioned on pending points (kriging believer) returns its believer observations
+    too. Variances are the (floored) noise variances the GP uses.
+
+    Args:
+        model: A ``SingleTaskGP`` as returned by ``fit_gp`` or ``condition_on_pending``.
+
+    Returns:
+        A tuple ``(X, Y, Yvar)``: a ``n x d`` tensor of inputs and two ``n x 1``
+        tensors of observed values and noise variances.
+    """
+    Z = model.train_inputs[0]
+    X = model.input_transform.untransform(Z) if hasattr(model, "input_transform") else Z
+    Y = model.train_targets.unsqueeze(-1)
+    Yvar = model.likelihood.noise_covar.noise.reshape(Y.shape)
+    if hasattr(model, "outcome_transform"):
+        Y, Yvar = model.outcome_transform.untransform(Y, Yvar)
+    return X.detach(), Y.detach(), Yvar.detach()
 
 
 def _build_gp(X: Tensor, Y: Tensor, Yvar: Tensor, bounds: Tensor) -> SingleTaskGP:

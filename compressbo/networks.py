@@ -66,11 +66,14 @@ __all__ = [
     "available_specs",
     "build_network",
     "check_layers",
+    "checkpoint_path",
     "load_compressed",
     "load_spec",
     "models_dirs",
+    "preprocessing",
     "replace_layers",
     "save_compressed",
+    "spec_from_dict",
 ]
 
 DEFAULT_BOUNDS: tuple[float, float] = (0.05, 1.0)
@@ -225,9 +228,11 @@ def _bounds(value: Any, what: str) -> tuple[float, float]:
 
 
 def models_dirs() -> list[Path]:
-    """Where spec names are looked up: ``$COMPRESSBO_MODELS`` (``os.pathsep``-separated) then ``models/``."""
+    """Where spec names are looked up: ``$COMPRESSBO_MODELS`` (``os.pathsep``-separated), then
+    the repository's ``models/`` (a source checkout), then ``compressbo/models`` (an installed wheel)."""
     extra = [Path(p) for p in os.environ.get("COMPRESSBO_MODELS", "").split(os.pathsep) if p]
-    return [*extra, Path(__file__).resolve().parents[1] / "models"]
+    here = Path(__file__).resolve().parent
+    return [*extra, here.parent / "models", here / "models"]
 
 
 def available_specs() -> list[str]:
@@ -307,6 +312,26 @@ def _torchvision_weights(spec: NetworkSpec, builder: Callable[..., nn.Module], w
     return enum[member]
 
 
+def preprocessing(spec: NetworkSpec, weights: str | os.PathLike | None = None) -> Callable | None:
+    """The eval preprocessing of the torchvision weights (``weights.transforms()``), or ``None``.
+
+    ``weights`` (a torchvision weights name) wins; with ``"random"``, a ``.pth`` file or
+    ``None``, the spec's default weights name the preprocessing the architecture was trained
+    with. ``None`` when neither is a torchvision weights name (e.g. FC3).
+    """
+    import torchvision.models
+
+    try:
+        enum = torchvision.models.get_model_weights(_builder(spec))
+    except (UserInputError, ValueError, KeyError, AttributeError):
+        return None
+    for name in (weights, spec.weights):
+        member = os.fspath(name).rpartition(".")[2] if name is not None else None
+        if member in enum.__members__:
+            return enum[member].transforms()
+    return None
+
+
 def checkpoint_path(weights: Any) -> Path:
     """Where torchvision looks for a weights enum's checkpoint: ``$TORCH_HOME/hub/checkpoints/<file>``."""
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(weights.url).path)
@@ -319,7 +344,8 @@ def _load_state_dict(network: nn.Module, path: Path, what: str) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise UserInputError(f"{what}: cannot read weights file {path} as a state dict ({error})".split("\n")[0]) from None
+        message = f"{what}: cannot read weights file {path} as a state dict ({error})"
+        raise UserInputError(message.split("\n")[0]) from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
@@ -466,7 +492,7 @@ class Compressor:
         spec: Its spec.
         scheme: Rank scheme (``"params"`` or ``"plain"``); ``None`` for ``spec.scheme``.
         method: Factorization for all layers (e.g. ``"vh"`` for VGG-16); ``None`` for the spec's.
-        cache_dir: Factor cache directory; ``None`` for ``$XDG_CACHE_HOME/compressbo/factors``,
+        cache_dir: Factor cache directory; ``None`` for ``factors/`` in :func:`compressbo.paths.user_cache_dir`,
             ``False`` for no disk cache.
 
     Attributes:
@@ -583,7 +609,8 @@ def _io_sizes(network: nn.Module, spec: NetworkSpec) -> dict[nn.Module, tuple[tu
         sizes[module] = (spatial(inputs[0], module), spatial(output, module))
 
     handles = [m.register_forward_hook(record) for m in network.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    state = {name: torch.empty_like(t, device="meta") for name, t in [*network.named_parameters(), *network.named_buffers()]}
+    tensors = [*network.named_parameters(), *network.named_buffers()]
+    state = {name: torch.empty_like(tensor, device="meta") for name, tensor in tensors}
     try:
         with torch.no_grad():
             functional_call(network, state, (torch.empty(1, *spec.input_size, device="meta"),))

@@ -3,7 +3,9 @@ r"""Ask/tell Bayesian optimizer for noisy objectives with known per-point varian
 ``ask`` proposes points, ``tell`` records ``(x, y, yvar)``; the optimizer minimizes.
 
 - Initial design: scrambled Sobol points while fewer than ``n_init`` points are
-  observed or pending (and while nothing is observed yet).
+  observed or pending (and while nothing is observed yet). ``acquisition="random"``
+  continues the same Sobol sequence forever and never fits a GP to propose (its
+  ``recommend`` still uses the GP, like every other acquisition).
 - Then each proposal fits the fixed-noise GP (``compressbo.gp.fit_gp``), builds the
   acquisition (``compressbo.acquisition.make_acquisition``) and maximizes it with
   ``optimize_acqf`` (``num_restarts`` L-BFGS-B restarts from the best of
@@ -34,7 +36,7 @@ from botorch.utils.sampling import manual_seed
 from torch import Tensor
 from torch.quasirandom import SobolEngine
 
-from compressbo.acquisition import acquisition_spec, make_acquisition
+from compressbo.acquisition import acquisition_spec, make_acquisition, validate_options
 from compressbo.errors import UserInputError
 from compressbo.gp import condition_on_pending, fit_gp, incumbent
 
@@ -79,6 +81,7 @@ class Optimizer:
         acquisition_options: dict[str, Any] | None = None,
         num_restarts: int = 10,
         raw_samples: int = 512,
+        known_kernel: dict[str, float] | None = None,
     ) -> None:
         r"""Set up an optimizer over a box.
 
@@ -93,9 +96,13 @@ class Optimizer:
                 objective units; compared as ``log(kappa)`` for log acquisitions), or
                 None to never report stop.
             acquisition_options: Options for ``make_acquisition`` (e.g. ``beta`` for
-                ucb, ``num_fantasies`` for nei / kg); JSON-serializable.
+                ucb, ``num_fantasies`` for nei / kg, ``f_star`` for erm / cbm, ``lam``
+                for eign); JSON-serializable.
             num_restarts: L-BFGS-B restarts of the acquisition maximization.
             raw_samples: Sobol samples that seed the restarts.
+            known_kernel: ``{"lengthscale": l, "outputscale": s2}`` to model ``f`` with
+                this known RBF prior instead of fitting the GP (see
+                ``compressbo.gp.known_rbf_gp``); None fits it.
         """
         self._bounds = _as_bounds(bounds)
         d = self.dim
@@ -106,6 +113,7 @@ class Optimizer:
                 "acquisition_options must not contain X_pending; the optimizer tracks "
                 "pending points itself."
             )
+        validate_options(acquisition, options)
         n_init = max(5, 2 * d) if n_init is None else n_init
         if not isinstance(n_init, int) or n_init < 1:
             raise UserInputError(f"n_init must be an integer >= 1, got {n_init!r}.")
@@ -123,6 +131,7 @@ class Optimizer:
         self.kappa = None if kappa is None else float(kappa)
         self.num_restarts = int(num_restarts)
         self.raw_samples = int(raw_samples)
+        self.known_kernel = None if known_kernel is None else dict(known_kernel)
         self._X = torch.empty(0, d, dtype=torch.float64)
         self._Y = torch.empty(0, dtype=torch.float64)
         self._Yvar = torch.empty(0, dtype=torch.float64)
@@ -244,6 +253,7 @@ class Optimizer:
             "kappa": self.kappa,
             "num_restarts": self.num_restarts,
             "raw_samples": self.raw_samples,
+            "known_kernel": self.known_kernel,
             "X": self._X.tolist(),
             "Y": self._Y.tolist(),
             "Yvar": self._Yvar.tolist(),
@@ -270,6 +280,7 @@ class Optimizer:
             acquisition_options=_from_jsonable(state["acquisition_options"]),
             num_restarts=state["num_restarts"],
             raw_samples=state["raw_samples"],
+            known_kernel=state.get("known_kernel"),
         )
         d = restored.dim
         restored._X = torch.tensor(state["X"], dtype=torch.float64).reshape(-1, d)
@@ -292,7 +303,11 @@ class Optimizer:
     # ------------------------------------------------------------------ internals
 
     def _ask_one(self) -> Tensor:
-        if self.n_observed == 0 or self.n_observed + len(self._pending) < self.n_init:
+        if (
+            self.n_observed == 0
+            or self.n_observed + len(self._pending) < self.n_init
+            or acquisition_spec(self.acquisition).model_free
+        ):
             x = self._sobol_point()
             self.last_acquisition_value = None
         else:
@@ -312,7 +327,9 @@ class Optimizer:
     def _fitted_model(self) -> SingleTaskGP:
         if self._model is None:
             with manual_seed(_derived_seed(self.seed, _FIT, self.n_observed)):
-                self._model = fit_gp(self._X, self._Y, self._Yvar, self._bounds)
+                self._model = fit_gp(
+                    self._X, self._Y, self._Yvar, self._bounds, self.known_kernel
+                )
         return self._model
 
     def _propose(self) -> tuple[Tensor, float]:

@@ -25,13 +25,31 @@ noise.
 Boxes (BoTorch's defaults): Hartmann ``[0, 1]^d``, Griewank ``[-600, 600]^d``, Levy
 ``[-10, 10]^d``, Powell ``[-4, 5]^d``. On Griewank's large box the quadratic bowl dominates
 the cosine ripples, so short runs measure how fast a method finds the bowl's floor.
+
+GP-sample problems (:class:`GPSampleFamily`, the appendix experiment of Zhou, Ma & Blaschko,
+2023) are functions drawn from a squared-exponential GP prior on ``[0, 1]^d``,
+
+.. math::
+
+    f \sim GP(0, s^2 \exp(-\|x - x'\|^2 / (2 l^2))),
+
+one function per seed. A draw is represented by ``M = 4096`` random Fourier features
+(Rahimi & Recht, 2007), ``f(x) = s \sqrt{2 / M} \sum_j w_j \cos(\omega_j^T x + b_j)`` with
+``w_j ~ N(0, 1)``, ``omega_j ~ N(0, I / l^2)``, ``b_j ~ U(0, 2 pi)``: its covariance over draws
+is exactly the kernel above, and as ``M`` grows its distribution tends to the GP's. So the
+function is smooth, cheap and evaluable (and differentiable) anywhere. Its minimum ``f*`` is
+estimated by ``2**14`` scrambled Sobol points followed by L-BFGS-B (analytic gradients) from the
+best 10 of them. Observations add homoscedastic Gaussian noise of known standard deviation
+``noise_std``; the optimizer models ``f`` with the same, fixed, kernel (``known_kernel``).
 """
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Protocol, runtime_checkable
 
+import numpy as np
 import torch
 from botorch.test_functions import Griewank, Hartmann, Levy, Powell
 from botorch.test_functions.synthetic import SyntheticTestFunction
@@ -155,6 +173,175 @@ class NoisySyntheticProblem:
     def score(self, x: Tensor) -> float:
         """True simple regret ``f(x) - f*`` of a recommended point ``x`` (shape ``d``)."""
         return float(self.true_value(_as_point(x, self.dim)) - self.optimal_value)
+
+
+@runtime_checkable
+class ProblemFamily(Protocol):
+    """Problems that differ per seed (e.g. one GP sample per seed); compared seed by seed.
+
+    ``name``, ``dim``, ``bounds``, ``optimal_value`` (``None``: it differs per member) and
+    ``score_label`` describe the family; ``for_seed(seed)`` builds the member a run optimizes.
+    """
+
+    name: str
+    dim: int
+    bounds: Tensor
+    optimal_value: float | None
+    score_label: str
+
+    def for_seed(self, seed: int) -> Problem:
+        """The problem of run ``seed``."""
+        ...
+
+
+GP_SAMPLE_FEATURES = 4096
+GP_SAMPLE_SOBOL = 2**14
+GP_SAMPLE_RESTARTS = 10
+
+
+class GPSampleProblem:
+    """One function drawn from a squared-exponential GP prior, with Gaussian noise.
+
+    Example:
+        >>> problem = GPSampleProblem(index=3, dim=2)
+        >>> problem.score(problem.minimizer) < 1e-9
+        True
+
+    Args:
+        index: Which draw (the seed of the function).
+        dim: Input dimension ``d``; the box is ``[0, 1]^d``.
+        lengthscale: Prior lengthscale ``l``.
+        outputscale: Prior variance ``s^2``.
+        noise_std: Standard deviation of the observation noise.
+        features: Number ``M`` of random Fourier features.
+    """
+
+    def __init__(
+        self,
+        index: int,
+        dim: int = 2,
+        lengthscale: float = 0.2,
+        outputscale: float = 1.0,
+        noise_std: float = 0.1,
+        features: int = GP_SAMPLE_FEATURES,
+    ) -> None:
+        _check_gp_sample(dim, lengthscale, outputscale, noise_std)
+        self.index = int(index)
+        self.dim = dim
+        self.name = f"gpsample{dim}-{index}"
+        self.bounds = torch.stack([torch.zeros(dim), torch.ones(dim)]).to(torch.float64)
+        self.lengthscale, self.outputscale, self.noise_std = lengthscale, outputscale, noise_std
+        self.known_kernel = {"lengthscale": lengthscale, "outputscale": outputscale}
+        self.score_label = "simple regret f(x) - f*"
+        generator = torch.Generator().manual_seed(self.index)
+        self.omega = torch.randn(features, dim, generator=generator, dtype=torch.float64)
+        self.omega /= lengthscale
+        self.phase = 2 * math.pi * torch.rand(features, generator=generator, dtype=torch.float64)
+        weights = torch.randn(features, generator=generator, dtype=torch.float64)
+        self.weights = weights * math.sqrt(2 * outputscale / features)
+        self._minimum: tuple[Tensor, float] | None = None
+
+    def __repr__(self) -> str:
+        return f"GPSampleProblem(index={self.index}, dim={self.dim})"
+
+    def true_value(self, X: Tensor) -> Tensor:
+        """Noise-free ``f(X)`` for ``batch x d`` (or ``d``) points; differentiable."""
+        return torch.cos(X.to(torch.float64) @ self.omega.T + self.phase) @ self.weights
+
+    @property
+    def minimizer(self) -> Tensor:
+        """The estimated global minimizer (``d``), computed on first use."""
+        return self._minimize()[0]
+
+    @property
+    def optimal_value(self) -> float:
+        """The estimated global minimum ``f*``, computed on first use."""
+        return self._minimize()[1]
+
+    def evaluate(self, x: Tensor, generator: torch.Generator) -> tuple[float, float]:
+        """``(f(x) + noise_std * eps, noise_std^2)`` with one ``eps ~ N(0, 1)`` from ``generator``."""
+        x = _as_point(x, self.dim)
+        eps = torch.randn((), generator=generator, dtype=torch.float64)
+        return float(self.true_value(x) + self.noise_std * eps), self.noise_std**2
+
+    def score(self, x: Tensor) -> float:
+        """Simple regret ``f(x) - f*`` of a recommended point ``x`` (shape ``d``)."""
+        return float(self.true_value(_as_point(x, self.dim))) - self.optimal_value
+
+    def _minimize(self) -> tuple[Tensor, float]:
+        """Dense Sobol search, then L-BFGS-B from the best ``GP_SAMPLE_RESTARTS`` points."""
+        if self._minimum is None:
+            from scipy.optimize import minimize
+
+            def value_and_gradient(z: np.ndarray) -> tuple[float, np.ndarray]:
+                x = torch.tensor(z, dtype=torch.float64, requires_grad=True)
+                value = self.true_value(x)
+                value.backward()
+                return float(value), x.grad.numpy()
+
+            sobol = SobolEngine(self.dim, scramble=True, seed=self.index)
+            X = sobol.draw(GP_SAMPLE_SOBOL, dtype=torch.float64)
+            values = self.true_value(X)
+            best = int(values.argmin())
+            minimizer, minimum = X[best], float(values[best])
+            for start in X[values.argsort()[:GP_SAMPLE_RESTARTS]]:
+                result = minimize(
+                    value_and_gradient, start.numpy(), jac=True, method="L-BFGS-B",
+                    bounds=[(0.0, 1.0)] * self.dim,
+                )  # fmt: skip
+                if result.fun < minimum:
+                    minimizer = torch.tensor(result.x, dtype=torch.float64).clamp(0.0, 1.0)
+                    minimum = float(self.true_value(minimizer))
+            self._minimum = (minimizer, minimum)
+        return self._minimum
+
+
+class GPSampleFamily:
+    """The GP-sample experiment: run ``seed`` optimizes :class:`GPSampleProblem` ``index=seed``.
+
+    Args:
+        dim: Input dimension ``d``.
+        lengthscale: Prior lengthscale ``l`` (the box is ``[0, 1]^d``).
+        outputscale: Prior variance ``s^2``.
+        noise_std: Standard deviation of the homoscedastic observation noise.
+    """
+
+    def __init__(
+        self,
+        dim: int = 2,
+        lengthscale: float = 0.2,
+        outputscale: float = 1.0,
+        noise_std: float = 0.1,
+    ) -> None:
+        _check_gp_sample(dim, lengthscale, outputscale, noise_std)
+        self.dim = dim
+        self.lengthscale, self.outputscale, self.noise_std = lengthscale, outputscale, noise_std
+        self.name = f"gpsample{dim}"
+        self.bounds = torch.stack([torch.zeros(dim), torch.ones(dim)]).to(torch.float64)
+        self.optimal_value = None
+        self.score_label = "simple regret f(x) - f*"
+
+    def __repr__(self) -> str:
+        return (
+            f"GPSampleFamily(dim={self.dim}, lengthscale={self.lengthscale}, "
+            f"outputscale={self.outputscale}, noise_std={self.noise_std})"
+        )
+
+    def for_seed(self, seed: int) -> GPSampleProblem:
+        """Function number ``seed``."""
+        return GPSampleProblem(
+            seed, self.dim, self.lengthscale, self.outputscale, self.noise_std
+        )
+
+
+def _check_gp_sample(dim: int, lengthscale: float, outputscale: float, noise_std: float) -> None:
+    if dim < 1:
+        raise UserInputError(f"the dimension must be at least 1, not {dim}")
+    if not (lengthscale > 0 and outputscale > 0 and noise_std >= 0):
+        raise UserInputError(
+            f"gpsample needs lengthscale > 0, outputscale > 0 and noise std >= 0, got "
+            f"{lengthscale}, {outputscale} and {noise_std}"
+        )
 
 
 def make_problem(name: str, dim: int | None = None) -> NoisySyntheticProblem:

@@ -20,21 +20,13 @@ from torch import Tensor, nn
 from compressbo.architectures import fc3
 from compressbo.data import TensorSet, load_digits_split
 from compressbo.errors import UserInputError
+from compressbo.paths import user_cache_dir
 
-__all__ = ["PretrainedWeights", "pretrained_fc3_weights", "train_fc3", "user_cache_dir"]
+__all__ = ["PretrainedWeights", "pretrained_fc3_weights", "train_fc3"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_EPOCHS = 10
-
-
-def user_cache_dir() -> Path:
-    """compressbo's cache directory: ``$COMPRESSBO_CACHE``, else ``$XDG_CACHE_HOME/compressbo``,
-    else ``~/.cache/compressbo``."""
-    if os.environ.get("COMPRESSBO_CACHE"):
-        return Path(os.environ["COMPRESSBO_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "compressbo"
 
 
 @torch.inference_mode()

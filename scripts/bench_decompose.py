@@ -68,7 +68,8 @@ def bench(name: str, repeats: int, seed: int) -> None:
         load_s = time.perf_counter() - start
     generator = torch.Generator().manual_seed(seed)
     lo, hi = compressor.bounds
-    thetas = [lo + (hi - lo) * torch.rand(compressor.dim, generator=generator, dtype=torch.float64) for _ in range(repeats)]
+    uniform = [torch.rand(compressor.dim, generator=generator, dtype=torch.float64) for _ in range(repeats)]
+    thetas = [lo + (hi - lo) * u for u in uniform]
     compressor.compress(thetas[0])  # warm-up (allocator, lazy imports)
 
     times_a, times_b, errors_a, errors_b = [], [], [], []

@@ -240,11 +240,15 @@ def test_kg_is_positive_after_optimization(fitted):
 # ----------------------------------------------------------------- the registry
 
 
-@pytest.mark.parametrize("name", [n for n in ACQUISITION_NAMES if n != "kg"])
+REQUIRED_OPTIONS = {"erm": {"f_star": -1.5}, "cbm": {"f_star": -1.5}}
+
+
+@pytest.mark.parametrize("name", [n for n in ACQUISITION_NAMES if n not in ("kg", "random")])
 def test_every_name_optimizes_to_an_in_bounds_candidate(name, fitted):
-    # kg: test_kg_is_positive_after_optimization (one-shot KG is slow to optimize)
+    # kg: test_kg_is_positive_after_optimization (one-shot KG is slow to optimize);
+    # random has no acquisition function: tests/test_optimizer.py
     model, X = fitted
-    acquisition = make_acquisition(name, model, X)
+    acquisition = make_acquisition(name, model, X, **REQUIRED_OPTIONS.get(name, {}))
     with manual_seed(0), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # scipy line-search retries
         candidate, value = optimize_acqf(
@@ -259,6 +263,12 @@ def test_unknown_name_lists_the_valid_names(fitted):
     model, X = fitted
     with pytest.raises(ValueError, match="unknown acquisition 'eix'.*cei.*qlognei"):
         make_acquisition("eix", model, X)
+
+
+def test_random_has_no_acquisition_function(fitted):
+    model, X = fitted
+    with pytest.raises(UserInputError, match="Sobol.*Optimizer\\(acquisition='random'\\)"):
+        make_acquisition("random", model, X)
 
 
 def test_analytic_acquisitions_reject_x_pending(fitted):
@@ -284,3 +294,28 @@ def test_ucb_is_negated_lower_confidence_bound(fitted):
         posterior = model.posterior(X_test)
     lcb = posterior.mean.reshape(-1) - 2.0 * posterior.variance.sqrt().reshape(-1)
     assert torch.allclose(value, -lcb, rtol=1e-10)
+
+
+# ----------------------------------------------------------------- random search
+
+
+def test_random_proposes_the_sobol_sequence_throughout_without_a_gp():
+    from torch.quasirandom import SobolEngine
+
+    from compressbo.optimizer import Optimizer
+
+    optimizer = Optimizer(BOUNDS, acquisition="random", n_init=3, seed=4)
+    points = []
+    for step in range(6):
+        x = optimizer.ask()
+        assert optimizer.last_acquisition_value is None
+        points.append(x)
+        optimizer.tell(x, float(x.sum()) + 0.01 * step, 1e-4)
+        if step == 4:
+            state = optimizer.state_dict()
+    assert optimizer._model is None  # no GP was fitted to propose
+    unit = SobolEngine(2, scramble=True, seed=4).draw(6, dtype=torch.float64)
+    expected = BOUNDS[0] + unit * (BOUNDS[1] - BOUNDS[0])
+    assert torch.allclose(torch.stack(points), expected, rtol=0, atol=1e-12)
+    assert torch.equal(Optimizer.from_state_dict(state).ask(), points[5])  # resumable
+    assert not optimizer.should_stop

@@ -22,7 +22,7 @@ from compressbo.networks import (
 )
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def single_thread():
     """One LAPACK thread: on a busy 2-core machine spinning OpenMP threads make SVDs 10-100x slower."""
     threads = torch.get_num_threads()
@@ -45,7 +45,6 @@ def fc3():
 
 @pytest.fixture(scope="module")
 def vgg16(factor_dir):
-    torch.set_num_threads(1)
     torch.manual_seed(0)
     spec = load_spec("vgg16")
     network = build_network(spec, weights="random")
@@ -54,7 +53,6 @@ def vgg16(factor_dir):
 
 @pytest.fixture(scope="module")
 def resnet50(factor_dir):
-    torch.set_num_threads(1)
     torch.manual_seed(0)
     spec = load_spec("resnet50")
     network = build_network(spec, weights="random")
@@ -170,6 +168,18 @@ def test_missing_torchvision_checkpoint_names_file_and_directory(tmp_path: Path,
     _one_line_error(lambda: build_network(spec, weights="IMAGENET9K"), "unknown weights 'IMAGENET9K'", "IMAGENET1K_V1")
 
 
+def test_torchvision_checkpoint_is_loaded_from_torch_home(tmp_path: Path, monkeypatch, resnet50) -> None:
+    spec, network, _ = resnet50
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    checkpoints = tmp_path / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    torch.save(network.state_dict(), checkpoints / "resnet50-0676ba61.pth")
+    loaded = build_network(spec, weights="IMAGENET1K_V1")
+    assert torch.equal(loaded.layer4[2].conv2.weight, network.layer4[2].conv2.weight) and not loaded.training
+    (checkpoints / "resnet50-0676ba61.pth").write_bytes(b"truncated")
+    _one_line_error(lambda: build_network(spec, weights="IMAGENET1K_V1"), "cannot load", "resnet50-0676ba61.pth")
+
+
 def test_train_weights_are_refused_with_instructions() -> None:
     _one_line_error(lambda: build_network(load_spec("fc3")), "train it on digits first", "compressbo.training")
     _one_line_error(lambda: build_network(load_spec("fc3"), weights="IMAGENET1K_V1"), "no torchvision weights")
@@ -209,7 +219,8 @@ def test_fc3_compressor(fc3, factor_dir) -> None:
     assert compressed.model_ratio == pytest.approx(compressed.ratio)  # FC3's parameters are all in fc1-3
     x = torch.randn(4, 1, 28, 28)
     assert compressed.module(x).shape == (4, 10)
-    assert _macs(compressed.module, spec.input_size) / _macs(network, spec.input_size) == pytest.approx(compressed.flops_ratio)
+    macs_ratio = _macs(compressed.module, spec.input_size) / _macs(network, spec.input_size)
+    assert macs_ratio == pytest.approx(compressed.flops_ratio)
     _one_line_error(lambda: compressor.compress([0.5, 0.5]), "theta has 2 values", "3 layers")
     _one_line_error(lambda: Compressor(network, spec, method="vh", cache_dir=False), "layer 'fc1'", "vh factorizes")
 
@@ -335,3 +346,15 @@ def _macs(module: nn.Module, input_size) -> int:
     for handle in handles:
         handle.remove()
     return total
+
+
+def test_preprocessing_follows_the_torchvision_weights():
+    from torchvision.models import ResNet50_Weights
+
+    from compressbo.networks import preprocessing
+
+    resnet = load_spec("resnet50")
+    v2 = ResNet50_Weights.IMAGENET1K_V2.transforms()
+    assert preprocessing(resnet, "IMAGENET1K_V2").resize_size == v2.resize_size == [232]
+    assert preprocessing(resnet, "random").resize_size == [256]  # the spec default, V1
+    assert preprocessing(load_spec("fc3")) is None

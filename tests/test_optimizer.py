@@ -36,7 +36,8 @@ def noise_var(x: torch.Tensor) -> float:
 def observe(optimizer: Optimizer, x: torch.Tensor, step: int) -> None:
     generator = torch.Generator().manual_seed(1000 + step)
     var = noise_var(x)
-    y = quadratic(x) + math.sqrt(var) * torch.randn(1, generator=generator, dtype=torch.float64).item()
+    noise = torch.randn(1, generator=generator, dtype=torch.float64).item()
+    y = quadratic(x) + math.sqrt(var) * noise
     optimizer.tell(x, y, var)
 
 

@@ -8,9 +8,18 @@ import torch
 from compressbo.architectures import FC3
 from compressbo.data import load_digits_split
 from compressbo.errors import UserInputError
-from compressbo.training import pretrained_fc3_weights, train_fc3, user_cache_dir
+from compressbo.training import pretrained_fc3_weights, train_fc3
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "train_fc3.py"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small matrix products: on a busy 2-core machine thread wake-ups would dominate."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -60,17 +69,6 @@ def test_pretrained_weights_are_trained_once_then_reused(tmp_path, monkeypatch):
 def test_pretrained_weights_reject_other_datasets(tmp_path):
     with pytest.raises(UserInputError, match="scripts/train_fc3.py"):
         pretrained_fc3_weights(dataset="mnist", cache_dir=tmp_path)
-
-
-def test_user_cache_dir_precedence(monkeypatch, tmp_path):
-    monkeypatch.delenv("COMPRESSBO_CACHE", raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert user_cache_dir() == tmp_path / "xdg" / "compressbo"
-    monkeypatch.setenv("COMPRESSBO_CACHE", str(tmp_path / "own"))
-    assert user_cache_dir() == tmp_path / "own"
-    monkeypatch.delenv("COMPRESSBO_CACHE")
-    monkeypatch.delenv("XDG_CACHE_HOME")
-    assert user_cache_dir() == Path.home() / ".cache" / "compressbo"
 
 
 def load_script():

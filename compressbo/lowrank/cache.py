@@ -18,6 +18,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from compressbo.paths import user_cache_dir
+
+from ._params import single_threaded
 from .factorize import Factors, build_factorized, check_ranks, decompose
 from .ranks import LayerGeometry, Ranks, factorized_params, full_params, max_ranks, ranks_for_theta
 from .svd import SVDFactors
@@ -68,14 +71,15 @@ class LayerFactors:
         return ranks_for_theta(theta, self.geometry, self.method, scheme)
 
     def build(self, ranks: Ranks) -> nn.Sequential:
-        """The replacement module at ``ranks`` (truncation of the cached factors)."""
-        return build_factorized(self.layer, self.method, self.factors, check_ranks(self.layer, self.method, ranks))
+        """The replacement module at ``ranks`` (truncation of the cached factors, one thread)."""
+        ranks = check_ranks(self.layer, self.method, ranks)
+        with single_threaded():
+            return build_factorized(self.layer, self.method, self.factors, ranks)
 
 
 def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/compressbo/factors`` (``~/.cache/compressbo/factors`` when unset)."""
-    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(root) / "compressbo" / "factors"
+    """``factors/`` in compressbo's cache directory (:func:`compressbo.paths.user_cache_dir`)."""
+    return user_cache_dir() / "factors"
 
 
 def weight_key(weight: Tensor, method: str) -> str:

@@ -50,5 +50,5 @@ def test_unreadable_file_is_recomputed(tmp_path: Path) -> None:
 def test_no_disk_cache_and_default_location(tmp_path: Path, monkeypatch) -> None:
     cache = FactorCache(False)
     assert cache.path(_conv(), "vh") is None and isinstance(cache.get(_conv(), "vh"), LayerFactors)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    assert default_cache_dir() == tmp_path / "compressbo" / "factors"
+    monkeypatch.setenv("COMPRESSBO_CACHE", str(tmp_path))
+    assert default_cache_dir() == tmp_path / "factors"

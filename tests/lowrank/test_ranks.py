@@ -87,7 +87,8 @@ def _layer(geometry: LayerGeometry, method: str) -> nn.Module:
     torch.manual_seed(0)
     if method == "svd":
         return nn.Linear(geometry.in_channels, geometry.out_channels, bias=geometry.bias)
-    return nn.Conv2d(geometry.in_channels, geometry.out_channels, geometry.kernel_size, stride=2, padding=1, bias=geometry.bias)
+    g = geometry
+    return nn.Conv2d(g.in_channels, g.out_channels, g.kernel_size, stride=2, padding=1, bias=g.bias)
 
 
 @pytest.mark.parametrize("method", ["svd", "tucker2", "vh"])
@@ -95,7 +96,8 @@ def test_built_modules_match_parameter_and_mac_formulas(method: str) -> None:
     for geometry in GEOMETRIES[method][:2] + GEOMETRIES[method][-1:]:
         layer = _layer(geometry, method)
         factors = decompose(layer, method)
-        x = torch.randn(1, geometry.in_channels, 9, 10) if isinstance(layer, nn.Conv2d) else torch.randn(1, geometry.in_channels)
+        is_conv = isinstance(layer, nn.Conv2d)
+        x = torch.randn(1, geometry.in_channels, 9, 10) if is_conv else torch.randn(1, geometry.in_channels)
         in_hw = tuple(x.shape[-2:]) if x.ndim == 4 else (1, 1)
         out_hw = tuple(layer(x).shape[-2:]) if x.ndim == 4 else (1, 1)
         assert full_macs(geometry, out_hw) == _count_macs(layer, x)

@@ -66,7 +66,8 @@ def _trained_like_kernel(out_channels: int, in_channels: int, seed: int) -> torc
     decay_in = torch.arange(1, in_channels + 1, dtype=torch.float64) ** -0.7
     q_out = torch.linalg.qr(torch.randn(out_channels, out_channels, generator=generator, dtype=torch.float64))[0]
     q_in = torch.linalg.qr(torch.randn(in_channels, in_channels, generator=generator, dtype=torch.float64))[0]
-    kernel = torch.einsum("ab...,ta,sb->ts...", core * decay_out[:, None, None, None] * decay_in[None, :, None, None], q_out, q_in)
+    core = core * decay_out[:, None, None, None] * decay_in[None, :, None, None]
+    kernel = torch.einsum("ab...,ta,sb->ts...", core, q_out, q_in)
     return kernel + 0.01 * kernel.std() * torch.randn(kernel.shape, generator=generator, dtype=torch.float64)
 
 

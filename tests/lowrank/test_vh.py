@@ -49,3 +49,13 @@ def test_vh_kernels_rebuild_the_rank_k_matrix() -> None:
     rebuilt = torch.einsum("kci,nkj->ncij", vertical[..., 0], horizontal[:, :, 0])
     torch.testing.assert_close(rebuilt, _reconstructed_kernel(kernel, 4))
     assert torch.linalg.matrix_rank(vh_matrix(rebuilt)) == 4
+
+
+@pytest.mark.parametrize("padding_mode", ["reflect", "replicate", "circular"])
+@pytest.mark.parametrize("method", ["vh", "tucker2"])
+def test_padding_modes_are_exact(padding_mode: str, method: str) -> None:
+    torch.manual_seed(3)
+    conv = nn.Conv2d(4, 6, 3, padding=1, padding_mode=padding_mode).double()
+    x = torch.randn(1, 4, 9, 8, dtype=torch.float64)
+    module = factorize_conv(conv, max_ranks(LayerGeometry.of(conv), method), method=method)
+    torch.testing.assert_close(module(x), conv(x), rtol=1e-10, atol=1e-10)
