@@ -39,7 +39,7 @@ _COMPRESS_SETTINGS = {
     "acq": (str, "acquisition function (cei)"),
     "iterations": (int, "BO iterations after the initial design (30)"),
     "init": (int, "initial Sobol points (max(5, 2d))"),
-    "samples": (int, "validation examples per evaluation, m (200)"),
+    "samples": (lambda text: int(text) if text.isdigit() else text, "validation examples per evaluation, m (200); START:END grows m linearly over the run"),
     "gamma": (float, "weight of the error in ratio + gamma * error (1.0)"),
     "objective": (str, "error or distill (error)"),
     "kappa": (float, "stop once the maximized acquisition value is below kappa (never)"),

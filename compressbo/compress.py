@@ -19,6 +19,7 @@ import math
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,8 @@ class CompressConfig:
         acq: Acquisition function name.
         iterations: BO iterations after the initial design.
         init: Initial Sobol points (default: the optimizer's ``max(5, 2d)``).
-        samples: Validation examples per evaluation (``m``).
+        samples: Validation examples per evaluation (``m``), or ``"START:END"`` for ``m``
+            growing linearly from START at the first evaluation to END at the last.
         gamma: Weight of the error against the compression ratio.
         objective: ``error`` (top-1 error) or ``distill`` (logit distance to the original).
         kappa: Stop when the maximized acquisition value falls below it.
@@ -77,7 +79,7 @@ class CompressConfig:
     acq: str = "cei"
     iterations: int = 30
     init: int | None = None
-    samples: int = 200
+    samples: int | str = 200
     gamma: float = 1.0
     objective: str = "error"
     kappa: float | None = None
@@ -103,8 +105,7 @@ class CompressConfig:
             raise UserInputError(f"--iterations must be >= 0, got {self.iterations}")
         if self.init is not None and self.init < 1:
             raise UserInputError(f"--init must be >= 1, got {self.init}")
-        if self.samples < 1:
-            raise UserInputError(f"--samples must be >= 1, got {self.samples}")
+        samples_range(self.samples)
         if not (math.isfinite(self.gamma) and self.gamma >= 0):
             raise UserInputError(f"--gamma must be a non-negative number, got {self.gamma}")
         if self.kappa is not None and not (math.isfinite(self.kappa) and self.kappa > 0):
@@ -126,6 +127,28 @@ class CompressConfig:
         if config.bounds is not None:
             config.bounds = tuple(config.bounds)
         return config
+
+
+def samples_range(samples: int | str) -> tuple[int, int]:
+    """``(m at the first evaluation, m at the last)`` from ``--samples M`` or ``START:END``."""
+    try:
+        start, _, end = str(samples).partition(":")
+        first, last = int(start), int(end or start)
+    except ValueError:
+        first = last = 0
+    if first < 1 or last < 1:
+        raise UserInputError(f"--samples {samples} must be a positive integer M or a range START:END of them")
+    return first, last
+
+
+def linear_schedule(first: int, last: int, evaluations: int) -> Callable[[int], int]:
+    """``m`` of evaluation ``i``: ``first`` at ``i = 0``, ``last`` at ``i = evaluations - 1``, linear between.
+
+    Every observation carries its own variance ``~ p(1-p)/m``, so the GP weighs late, larger
+    subsamples more.
+    """
+    span = max(evaluations - 1, 1)
+    return lambda i: round(first + (last - first) * min(i, span) / span)
 
 
 def default_out(config: CompressConfig) -> Path:
@@ -161,17 +184,6 @@ class CompressionJob:
         )
         self.network = build_network(self.spec, self._resolve_weights())
         self.compressor = Compressor(self.network, self.spec, scheme=config.scheme, method=config.method)
-        evaluator = SubsampleEvaluator(
-            dataset, device=config.device, batch_size=config.batch_size, amp=config.amp, seed=config.seed
-        )
-        self.objective = CompressionObjective(
-            self.compressor,
-            evaluator,
-            gamma=config.gamma,
-            objective=config.objective,
-            samples=config.samples,
-            reference=self.network,
-        )
         bounds = self.compressor.bounds
         if config.bounds is not None:
             bounds = torch.tensor([[config.bounds[0]], [config.bounds[1]]], dtype=torch.float64).expand(2, self.compressor.dim)
@@ -183,6 +195,19 @@ class CompressionJob:
             kappa=config.kappa,
             num_restarts=config.num_restarts,
             raw_samples=config.raw_samples,
+        )
+        evaluator = SubsampleEvaluator(
+            dataset, device=config.device, batch_size=config.batch_size, amp=config.amp, seed=config.seed
+        )
+        start_m, end_m = samples_range(config.samples)
+        evaluator.check_samples(max(start_m, end_m))
+        self.objective = CompressionObjective(
+            self.compressor,
+            evaluator,
+            gamma=config.gamma,
+            objective=config.objective,
+            samples=linear_schedule(start_m, end_m, self.budget),
+            reference=self.network,
         )
         self.history: list[dict[str, Any]] = []
         self.pending_acquisition_value: float | None = None

@@ -138,6 +138,8 @@ def test_resume_after_a_crash_between_history_and_state(env):
         (["--weights", "missing.pth"], "does not exist"),
         (["--data", "mnist", "--data-dir", "nowhere"], "nowhere"),
         (["--objective", "mse"], "unknown objective"),
+        (["--samples", "10:x"], "START:END"),
+        (["--samples", "10:1000"], "--samples 1000 is outside 1..540"),
         (["--resume", "nowhere-run"], "no config.json"),
     ],
 )
@@ -195,3 +197,14 @@ def test_imagenet_specs_compress_a_tiny_folder_with_random_weights(env, caplog, 
     assert best["samples"] == 6 and len(best["layers"]) == {"vgg16": 13, "resnet50": 16}[model]
     assert all(layer["method"] == "tucker2" and len(layer["ranks"]) == 2 for layer in best["layers"])
     assert 0 < best["flops_ratio"] < 1.5 and 0 < best["model_ratio"] <= 1.2
+
+
+def test_samples_schedule_grows_m_and_each_observation_keeps_its_variance(env):
+    out = env / "run"
+    argv = ["compress", "--init", "3", "--iterations", "1", *FAST, "--samples", "50:110", "--out", str(out)]
+    assert main(argv) == 0
+    history = _history(out)
+    assert [r["m"] for r in history] == [50, 70, 90, 110]
+    for record in history:
+        p = (record["error"] * record["m"] + 1) / (record["m"] + 2)
+        assert record["yvar"] == pytest.approx(p * (1 - p) / record["m"])
