@@ -24,17 +24,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from compressbo.acquisition import ACQUISITION_NAMES
 from compressbo.data import DATASET_NAMES, load_validation
 from compressbo.errors import UserInputError
 from compressbo.evaluate import OBJECTIVES, CompressionObjective, SubsampleEvaluator
-from compressbo.networks import Compressor, build_network, load_spec, preprocessing, save_compressed
+from compressbo.networks import Compressor, NetworkSpec, build_network, load_spec, preprocessing, save_compressed
 from compressbo.optimizer import Optimizer
 from compressbo.runs import RunDirectory, package_versions
 
-__all__ = ["CompressConfig", "CompressionJob", "start", "resume"]
+__all__ = ["CompressConfig", "CompressionJob", "CompressionSetup", "start", "resume"]
 
 logger = logging.getLogger(__name__)
 
@@ -157,6 +158,81 @@ def default_out(config: CompressConfig) -> Path:
     return Path("runs") / f"{stem}-{config.acq}-{datetime.now():%Y%m%d-%H%M%S}"
 
 
+@dataclass
+class CompressionSetup:
+    """What a compression objective needs, loaded once from a :class:`CompressConfig`.
+
+    Shared by the compress job and by comparisons on compression problems.
+
+    Attributes:
+        config: The settings it was loaded from.
+        spec: The network spec.
+        network: The original network (weights loaded, eval mode).
+        compressor: Its cached factors: ``theta -> compressed network``.
+        evaluator: The subsampled evaluator on the validation set.
+        bounds: ``2 x d`` box of ``theta`` (the spec's, or ``config.bounds`` for every layer).
+    """
+
+    config: CompressConfig
+    spec: NetworkSpec
+    network: nn.Module
+    compressor: Compressor
+    evaluator: SubsampleEvaluator
+    bounds: torch.Tensor
+
+    @classmethod
+    def load(cls, config: CompressConfig) -> CompressionSetup:
+        """Load spec, data, weights and factors (bad input raises :class:`UserInputError`)."""
+        config.validate()
+        spec = load_spec(config.model)
+        dataset = load_validation(
+            config.data or spec.dataset,
+            config.data_dir,
+            transform=preprocessing(spec, config.weights),
+            download=config.download,
+            seed=DATA_SEED,
+        )
+        network = build_network(spec, _resolve_weights(config, spec))
+        compressor = Compressor(network, spec, scheme=config.scheme, method=config.method)
+        evaluator = SubsampleEvaluator(
+            dataset, device=config.device, batch_size=config.batch_size, amp=config.amp, seed=config.seed
+        )
+        evaluator.check_samples(max(samples_range(config.samples)))
+        bounds = compressor.bounds
+        if config.bounds is not None:
+            bounds = torch.tensor(config.bounds, dtype=torch.float64).reshape(2, 1).expand(2, compressor.dim).clone()
+        return cls(config, spec, network, compressor, evaluator, bounds)
+
+    def objective(self, samples: int | Callable[[int], int] | None = None) -> CompressionObjective:
+        """The objective ``ratio + gamma * error`` (or distill) with ``m`` from ``samples``.
+
+        Args:
+            samples: ``m``, or a schedule ``evaluation index -> m``; default ``config.samples``
+                (its first value for a ``START:END`` range).
+        """
+        return CompressionObjective(
+            self.compressor,
+            self.evaluator,
+            gamma=self.config.gamma,
+            objective=self.config.objective,
+            samples=samples if samples is not None else samples_range(self.config.samples)[0],
+            reference=self.network,
+        )
+
+
+def _resolve_weights(config: CompressConfig, spec: NetworkSpec) -> str | None:
+    """``config.weights`` or the spec's; ``"train"`` becomes FC3 trained on first use and cached."""
+    weights = config.weights or spec.weights
+    if weights == "train":
+        from compressbo.training import pretrained_fc3_weights
+
+        # logs its validation error, and whether it trained or came from the cache
+        return str(pretrained_fc3_weights(spec.name, config.data or spec.dataset, DATA_SEED).path)
+    if weights == "random":
+        logger.warning("--weights random: the network is untrained, so its accuracy is meaningless")
+    return weights
+
+
 class CompressionJob:
     """One compression run: the network, its factors, the evaluator and the optimizer.
 
@@ -174,21 +250,10 @@ class CompressionJob:
         self.config = config
         self.run = run
         self.progress = progress
-        self.spec = load_spec(config.model)
-        dataset = load_validation(
-            config.data or self.spec.dataset,
-            config.data_dir,
-            transform=preprocessing(self.spec, config.weights),
-            download=config.download,
-            seed=DATA_SEED,
-        )
-        self.network = build_network(self.spec, self._resolve_weights())
-        self.compressor = Compressor(self.network, self.spec, scheme=config.scheme, method=config.method)
-        bounds = self.compressor.bounds
-        if config.bounds is not None:
-            bounds = torch.tensor([[config.bounds[0]], [config.bounds[1]]], dtype=torch.float64).expand(2, self.compressor.dim)
+        self.setup = CompressionSetup.load(config)
+        self.spec, self.network, self.compressor = self.setup.spec, self.setup.network, self.setup.compressor
         self.optimizer = Optimizer(
-            bounds,
+            self.setup.bounds,
             acquisition=config.acq,
             n_init=config.init,
             seed=config.seed,
@@ -196,19 +261,8 @@ class CompressionJob:
             num_restarts=config.num_restarts,
             raw_samples=config.raw_samples,
         )
-        evaluator = SubsampleEvaluator(
-            dataset, device=config.device, batch_size=config.batch_size, amp=config.amp, seed=config.seed
-        )
         start_m, end_m = samples_range(config.samples)
-        evaluator.check_samples(max(start_m, end_m))
-        self.objective = CompressionObjective(
-            self.compressor,
-            evaluator,
-            gamma=config.gamma,
-            objective=config.objective,
-            samples=linear_schedule(start_m, end_m, self.budget),
-            reference=self.network,
-        )
+        self.objective = self.setup.objective(linear_schedule(start_m, end_m, self.budget))
         self.history: list[dict[str, Any]] = []
         self.pending_acquisition_value: float | None = None
 
@@ -216,18 +270,6 @@ class CompressionJob:
     def budget(self) -> int:
         """Total number of evaluations: the initial design plus the BO iterations."""
         return self.optimizer.n_init + self.config.iterations
-
-    def _resolve_weights(self) -> str | None:
-        weights = self.config.weights or self.spec.weights
-        if weights == "train":
-            from compressbo.training import pretrained_fc3_weights
-
-            # logs its validation error, and whether it trained or came from the cache
-            pretrained = pretrained_fc3_weights(self.spec.name, self.config.data or self.spec.dataset, DATA_SEED)
-            return str(pretrained.path)
-        if weights == "random":
-            logger.warning("--weights random: the network is untrained, so its accuracy is meaningless")
-        return weights
 
     # ------------------------------------------------------------------ resume
 
