@@ -43,6 +43,7 @@ _COMPRESS_SETTINGS = {
     "gamma": (float, "weight of the error in ratio + gamma * error (1.0)"),
     "objective": (str, "error or distill (error)"),
     "kappa": (float, "stop once the maximized acquisition value is below kappa (never)"),
+    "known_optimum": (float, "f*, a lower bound of the objective you believe is attained: needed by erm and cbm"),
     "seed": (int, "seed of the search and of the subsamples (0)"),
     "device": (str, "auto, cpu, cuda or cuda:N (auto)"),
     "batch_size": (int, "evaluation batch size (512 on a CPU, 1024 on a GPU)"),
@@ -105,38 +106,98 @@ def _run_compress(args: argparse.Namespace) -> int:
     return 0
 
 
+# ``compress`` flags that define a compression problem for ``compare`` (the same definitions).
+_PROBLEM_SETTINGS = ("weights", "data", "data_dir", "samples", "gamma", "objective", "device",
+                     "batch_size", "scheme", "method")
+_OPTIMIZER_SETTINGS = ("num_restarts", "raw_samples")
+
+
 def _add_compare_parser(subparsers: argparse._SubParsersAction) -> None:
     from compressbo.problems import PROBLEM_NAMES
 
     parser = subparsers.add_parser(
         "compare",
-        help="compare acquisition functions on a noisy synthetic problem",
+        help="compare acquisition functions on a compression, GP-sample or synthetic problem",
         description="Run each acquisition on the same seeds and initial designs, in parallel, "
-        "and write runs.json, convergence.png and summary.md to --out.",
+        "and write runs.json, summary.md and the plots to --out.",
     )
     parser.add_argument(
         "--problem",
         required=True,
-        help=f"one of {', '.join(PROBLEM_NAMES)}, optionally with its dimension (hartmann3)",
+        help=f"a compression spec (fc3) or spec .toml path, gpsample, or one of "
+        f"{', '.join(PROBLEM_NAMES)} optionally with its dimension (hartmann3)",
     )
-    parser.add_argument("--dim", type=int, help="dimension, when --problem names none")
+    parser.add_argument("--dim", type=int, help="dimension of a synthetic or gpsample problem")
     parser.add_argument(
         "--acq", nargs="+", default=["ei", "cei"], metavar="NAME", help="acquisitions (ei cei)"
     )
-    parser.add_argument("--seeds", type=int, default=10, help="seeds 0..N-1 (10)")
+    parser.add_argument("--seeds", type=int, default=10, help="seeds 0..N-1 (10); gpsample: functions")
     parser.add_argument("--iterations", type=int, default=30, help="BO iterations per run (30)")
     parser.add_argument("--init", type=int, help="initial Sobol points (optimizer default)")
     parser.add_argument("--workers", type=int, help="worker processes (CPU count)")
-    parser.add_argument("--out", required=True, help="output directory (new)")
+    parser.add_argument("--score-every", type=int, default=1, metavar="N", help="score the recommendation every N iterations and after the last (1)")
+    parser.add_argument("--known-optimum", type=float, metavar="VALUE", help="f* for erm/cbm on a compression problem (synthetic problems know theirs)")
+    compress_group = parser.add_argument_group("compression problems (as for compress)")
+    for name in _PROBLEM_SETTINGS + _OPTIMIZER_SETTINGS:
+        kind, text = _COMPRESS_SETTINGS[name]
+        compress_group.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help=text)
+    compress_group.add_argument("--bounds", nargs=2, type=float, metavar=("LO", "HI"), help="theta box of every layer, 0 < LO < HI <= 1 (spec default)")
+    compress_group.add_argument("--amp", action="store_true", default=None, help="evaluate under autocast")
+    gp_group = parser.add_argument_group("gpsample")
+    gp_group.add_argument("--lengthscale", type=float, default=0.2, help="prior lengthscale on [0, 1]^d (0.2)")
+    gp_group.add_argument("--outputscale", type=float, default=1.0, help="prior variance (1.0)")
+    gp_group.add_argument("--noise-std", type=float, default=0.1, help="observation noise standard deviation (0.1)")
+    parser.add_argument("--out", required=True, help="output directory (new, or existing with --resume)")
+    parser.add_argument("--resume", action="store_true", help="add the missing runs (and new --acq / --seeds) to the comparison in --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _compare_problem(args: argparse.Namespace):
+    """The problem source named by ``--problem``: synthetic, gpsample or compression."""
+    import functools
+
+    from compressbo.problems import GPSampleFamily, is_synthetic, make_problem
+
+    compression_flags = [name for name in (*_PROBLEM_SETTINGS, "bounds", "amp") if getattr(args, name) is not None]
+    if is_synthetic(args.problem) or args.problem == "gpsample":
+        if compression_flags:
+            flags = ", ".join("--" + name.replace("_", "-") for name in compression_flags)
+            raise UserInputError(f"{flags} apply only to compression problems, not {args.problem!r}; drop them")
+        if args.problem == "gpsample":
+            return GPSampleFamily(args.dim or 2, args.lengthscale, args.outputscale, args.noise_std)
+        return make_problem(args.problem, args.dim)
+    from compressbo.compress import CompressConfig
+    from compressbo.compression_problem import CompressionProblem
+    from compressbo.networks import load_spec
+
+    if args.dim is not None:
+        raise UserInputError(f"--dim does not apply to the compression problem {args.problem!r} (one theta per layer); drop it")
+    try:
+        load_spec(args.problem)  # an unknown name fails here, before anything is loaded
+    except UserInputError as error:
+        if str(error).startswith("no network spec named"):
+            from compressbo.networks import available_specs
+            from compressbo.problems import PROBLEM_NAMES
+
+            raise UserInputError(
+                f"unknown problem {args.problem!r}; choose one of {', '.join(PROBLEM_NAMES)} "
+                f"(optionally with a dimension, e.g. hartmann3), gpsample, or a compression "
+                f"spec ({', '.join(available_specs())}) or spec .toml path"
+            ) from None
+        raise
+    config = CompressConfig(model=args.problem, **{name: getattr(args, name) for name in compression_flags})
+    config.validate()
+    return functools.partial(CompressionProblem, config)
 
 
 def _run_compare(args: argparse.Namespace) -> int:
     from compressbo.compare import run_comparison
-    from compressbo.problems import make_problem
 
+    if args.score_every < 1:
+        raise UserInputError(f"--score-every must be at least 1, not {args.score_every}")
+    options = {name: getattr(args, name) for name in _OPTIMIZER_SETTINGS if getattr(args, name) is not None}
     run_comparison(
-        make_problem(args.problem, args.dim),
+        _compare_problem(args),
         args.acq,
         args.seeds,
         args.iterations,
@@ -144,16 +205,20 @@ def _run_compare(args: argparse.Namespace) -> int:
         n_init=args.init,
         workers=args.workers,
         progress=not args.quiet,
+        optimizer_options=options,
+        score_every=args.score_every,
+        known_optimum=args.known_optimum,
+        resume=args.resume,
     )
     if not args.quiet:
-        print(f"wrote {args.out}/runs.json, convergence.png and summary.md")
+        print(f"wrote {args.out}/runs.json, summary.md and the plots")
     return 0
 
 
 def _add_report_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "report",
-        help="regenerate convergence.png and summary.md from a comparison's runs.json",
+        help="regenerate summary.md and the plots from a comparison's runs.json",
     )
     parser.add_argument("directory", metavar="DIR", help="a directory written by compare")
 
@@ -161,8 +226,8 @@ def _add_report_parser(subparsers: argparse._SubParsersAction) -> None:
 def _run_report(args: argparse.Namespace) -> int:
     from compressbo.report import load_comparison, write_report
 
-    write_report(load_comparison(args.directory), args.directory)
-    print(f"wrote {args.directory}/convergence.png and summary.md")
+    written = write_report(load_comparison(args.directory), args.directory)
+    print(f"wrote {', '.join(f'{args.directory}/{name}' for name in written)}")
     return 0
 
 

@@ -3,25 +3,34 @@
 Every (acquisition, seed) run starts from the same initial design: the optimizer's scrambled
 Sobol points depend only on the seed, and the problem's noise generator is seeded by the
 same seed, so the initial observations are identical across acquisitions (common random
-numbers continue through the BO iterations too). Runs go to a process pool; the parent
-shows one tqdm bar over all BO iterations and rewrites ``runs.json`` after every finished
-run, so an interrupted comparison keeps what it has.
+numbers continue through the BO iterations too). A problem family (one function per seed,
+e.g. GP samples) gives each seed its own member. Runs go to a process pool; the parent
+builds the problem first (so expensive problems fill their disk caches once), each worker
+builds it once from those caches, the parent shows one tqdm bar over all BO iterations and
+rewrites ``runs.json`` after every finished run, so an interrupted comparison keeps what it
+has and ``resume=True`` adds the missing runs (or new acquisitions and seeds) later.
 
 ``runs.json`` layout (JSON, never pickle)::
 
-    {"format": "compressbo.compare/1", "complete": bool,
+    {"format": "compressbo.compare/2", "complete": bool,
      "problem": {"name", "dim", "bounds", "optimal_value", "score_label"},
-     "settings": {"acquisitions", "seeds", "iterations", "n_init", "optimizer_options"},
-     "runs": [{"acquisition", "seed", "n_init", "initial_design": [{"x", "y", "yvar"}],
+     "settings": {"acquisitions", "seeds", "iterations", "n_init", "optimizer_options",
+                  "score_every", "known_optimum"},
+     "setup_seconds": seconds the parent took to build the problem,
+     "runs": [{"acquisition", "seed", "n_init", "setup_seconds", "acquisition_options",
+               "optimal_value", "initial_design": [{"x", "y", "yvar"}],
                "initial_recommendation": {"recommended_x", "score", "warnings"},
                "steps": [{"x", "y", "yvar", "acquisition_value", "step_time",
-                          "recommended_x", "score", "warnings"}]}]}
+                          "recommended_x", "score", "warnings"}],
+               "final_metrics": {...} (problems with ``metrics``, e.g. compression)}]}
 
 ``step_time`` is the wall time of one BO step: ``ask`` + ``tell`` + ``recommend``, i.e. one GP
 fit (done by ``recommend`` and reused by the next ``ask``) and one acquisition maximization;
-evaluating the problem and scoring the recommendation are not counted. Warnings a step
-raises (GP fit recoveries, L-BFGS-B failures) are recorded in its ``warnings`` list instead
-of being printed over the progress bar.
+evaluating the problem and scoring the recommendation are not counted. ``score`` is ``null``
+at steps that are not checkpoints (every ``score_every``-th step and the last one are).
+Warnings a step raises (GP fit recoveries, L-BFGS-B failures) are recorded in its ``warnings``
+list instead of being printed over the progress bar. ``setup_seconds`` of a run is the time
+its process took to build the problem.
 """
 
 from __future__ import annotations
@@ -41,16 +50,19 @@ import torch
 from tqdm.auto import tqdm
 
 from compressbo.errors import UserInputError
-from compressbo.problems import Problem
+from compressbo.problems import Problem, ProblemFamily
 from compressbo.report import RUNS_FILE, write_report
 
-FORMAT = "compressbo.compare/1"
+FORMAT = "compressbo.compare/2"
 
-ProblemSource = Union[Problem, Callable[[], Problem]]
+ProblemSource = Union[Problem, ProblemFamily, Callable[[], Union[Problem, ProblemFamily]]]
 
 # Per-worker state, set once by ``_init_worker``.
-_WORKER_PROBLEM: Problem | None = None
+_WORKER_PROBLEM: Problem | ProblemFamily | None = None
+_WORKER_SETUP_SECONDS: float | None = None
 _WORKER_TICKS: Any = None
+# Settings a resumed comparison must share with the one it continues.
+_FIXED_SETTINGS = ("iterations", "n_init", "optimizer_options", "score_every", "known_optimum")
 
 
 def run_comparison(
@@ -64,32 +76,43 @@ def run_comparison(
     workers: int | None = None,
     progress: bool = True,
     optimizer_options: dict[str, Any] | None = None,
+    score_every: int = 1,
+    known_optimum: float | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Run every acquisition on every seed and write ``runs.json`` and the report.
 
     Args:
-        problem: A :class:`~compressbo.problems.Problem`, or a picklable zero-argument
+        problem: A :class:`~compressbo.problems.Problem` or
+            :class:`~compressbo.problems.ProblemFamily`, or a picklable zero-argument
             callable that builds one (called once in the parent and once per worker, so
             expensive problems are built once per process).
         acquisitions: Names from ``compressbo.acquisition.ACQUISITION_NAMES``.
         seeds: Seeds to run, or a count ``n`` meaning seeds ``0 .. n-1``.
         iterations: BO iterations per run, after the initial design.
-        out_dir: Directory for ``runs.json``, ``convergence.png`` and ``summary.md``; it
-            must not already hold a ``runs.json``.
+        out_dir: Directory for ``runs.json``, the plots and ``summary.md``; it must not
+            already hold a ``runs.json`` unless ``resume``.
         n_init: Initial design size; the optimizer's default when ``None``.
         workers: Worker processes (default ``os.cpu_count()``); ``1`` runs in this process.
         progress: Show a tqdm bar over all BO iterations.
         optimizer_options: Extra keyword arguments for ``compressbo.optimizer.Optimizer``
             (e.g. ``num_restarts``, ``raw_samples``), the same for every run.
+        score_every: Score the recommended point every ``score_every`` BO iterations (and
+            after the initial design and the last iteration); ``1`` scores every iteration.
+        known_optimum: ``f_star`` for the known-optimum acquisitions (``erm``, ``cbm``);
+            default: the problem's own ``optimal_value`` (per seed for a family).
+        resume: Continue the comparison in ``out_dir``: keep its finished runs and run the
+            missing (acquisition, seed) pairs, including acquisitions and seeds added now.
 
     Returns:
         The comparison as written to ``runs.json``.
 
     Raises:
-        UserInputError: Unknown acquisition, bad seeds/iterations/workers, or an ``out_dir``
-            that already holds a comparison.
+        UserInputError: Unknown acquisition, bad seeds/iterations/workers/score_every, a
+            known-optimum acquisition without a known optimum, an ``out_dir`` that already
+            holds a comparison (without ``resume``) or one with other settings.
     """
-    from compressbo.acquisition import ACQUISITION_NAMES
+    from compressbo.acquisition import ACQUISITION_NAMES, acquisition_spec
 
     acquisitions = list(dict.fromkeys(acquisitions))
     unknown = [name for name in acquisitions if name not in ACQUISITION_NAMES]
@@ -105,17 +128,29 @@ def run_comparison(
         raise UserInputError(f"iterations must be at least 1, not {iterations}")
     if n_init is not None and n_init < 1:
         raise UserInputError(f"the initial design needs at least 1 point, not {n_init}")
+    if score_every < 1:
+        raise UserInputError(f"score_every must be at least 1, not {score_every}")
     workers = (os.cpu_count() or 1) if workers is None else workers
     if workers < 1:
         raise UserInputError(f"workers must be at least 1, not {workers}")
     out_dir = Path(out_dir)
-    if (out_dir / RUNS_FILE).exists():
+    if (out_dir / RUNS_FILE).exists() and not resume:
         raise UserInputError(
-            f"{out_dir} already holds a comparison ({RUNS_FILE}); choose a new --out directory"
+            f"{out_dir} already holds a comparison ({RUNS_FILE}); choose a new --out "
+            "directory, or pass --resume to add runs to it"
         )
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if resume and not (out_dir / RUNS_FILE).exists():
+        raise UserInputError(f"--resume: {out_dir} holds no {RUNS_FILE}; drop --resume")
 
+    started = time.perf_counter()
     problem_instance = _build(problem)
+    setup_seconds = time.perf_counter() - started
+    needs_optimum = [name for name in acquisitions if acquisition_spec(name).known_optimum]
+    if needs_optimum and known_optimum is None and not _knows_optimum(problem_instance):
+        raise UserInputError(
+            f"{', '.join(needs_optimum)} need the objective's known optimum value; pass "
+            "--known-optimum VALUE (a lower bound you believe is attained) or drop them"
+        )
     options = dict(optimizer_options or {})
     comparison = {
         "format": FORMAT,
@@ -133,13 +168,31 @@ def run_comparison(
             "iterations": iterations,
             "n_init": n_init,
             "optimizer_options": options,
+            "score_every": score_every,
+            "known_optimum": known_optimum,
         },
+        "setup_seconds": setup_seconds,
         "runs": [],
     }
+    if resume:
+        comparison = _resumed(out_dir, comparison)
+    out_dir.mkdir(parents=True, exist_ok=True)
     _write_json(comparison, out_dir / RUNS_FILE)
 
-    tasks = [(name, seed) for seed in seeds for name in acquisitions]
-    order = {task: index for index, task in enumerate((a, s) for a in acquisitions for s in seeds)}
+    settings = comparison["settings"]
+    done = {(run["acquisition"], run["seed"]) for run in comparison["runs"]}
+    tasks = [
+        (name, seed)
+        for seed in settings["seeds"]
+        for name in settings["acquisitions"]
+        if (name, seed) not in done
+    ]
+    order = {
+        task: index
+        for index, task in enumerate(
+            (a, s) for a in settings["acquisitions"] for s in settings["seeds"]
+        )
+    }
 
     def record(run: dict[str, Any]) -> None:
         comparison["runs"].append(run)
@@ -153,10 +206,17 @@ def run_comparison(
         unit="it",
         dynamic_ncols=True,
     ) as bar:
-        kwargs = {"iterations": iterations, "n_init": n_init, "optimizer_options": options}
-        if min(workers, len(tasks)) == 1:
+        kwargs = {
+            "iterations": iterations,
+            "n_init": n_init,
+            "optimizer_options": options,
+            "score_every": score_every,
+            "known_optimum": known_optimum,
+        }
+        if min(workers, len(tasks)) <= 1:
             for name, seed in tasks:
-                record(run_one(problem_instance, name, seed, on_step=bar.update, **kwargs))
+                run = run_one(problem_instance, name, seed, on_step=bar.update, **kwargs)
+                record({**run, "setup_seconds": setup_seconds})
         else:
             _run_pool(problem, tasks, min(workers, len(tasks)), kwargs, record, bar)
         bar.update(bar.total - bar.n)
@@ -168,32 +228,44 @@ def run_comparison(
 
 
 def run_one(
-    problem: Problem,
+    problem: Problem | ProblemFamily,
     acquisition: str,
     seed: int,
     *,
     iterations: int,
     n_init: int | None = None,
     optimizer_options: dict[str, Any] | None = None,
+    score_every: int = 1,
+    known_optimum: float | None = None,
     on_step: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """One BO run: initial design, then ``iterations`` ask/evaluate/tell steps.
 
     Args:
-        problem: The problem to minimize.
+        problem: The problem to minimize, or a family (its member ``for_seed(seed)``).
         acquisition: Acquisition name.
         seed: Seeds the optimizer (initial design, Monte Carlo acquisitions), torch's global
             generator and the problem's noise.
         iterations: BO iterations after the initial design.
         n_init: Initial design size (optimizer default when ``None``).
         optimizer_options: Extra ``Optimizer`` keyword arguments.
+        score_every: Score every ``score_every``-th iteration (and the last).
+        known_optimum: ``f_star`` of known-optimum acquisitions (default: the problem's
+            ``optimal_value``).
         on_step: Called after every BO iteration (progress ticks).
 
     Returns:
         The run's history, JSON-ready (see the module docstring).
     """
+    from compressbo.acquisition import acquisition_spec
     from compressbo.optimizer import Optimizer
 
+    if isinstance(problem, ProblemFamily) and not isinstance(problem, Problem):
+        problem = problem.for_seed(seed)
+    acquisition_options = {}
+    if acquisition_spec(acquisition).known_optimum:
+        f_star = problem.optimal_value if known_optimum is None else known_optimum
+        acquisition_options["f_star"] = f_star
     torch.manual_seed(seed)
     noise = torch.Generator().manual_seed(seed)
     optimizer = Optimizer(
@@ -201,6 +273,8 @@ def run_one(
         acquisition=acquisition,
         n_init=n_init,
         seed=seed,
+        acquisition_options=acquisition_options,
+        known_kernel=getattr(problem, "known_kernel", None),
         **(optimizer_options or {}),
     )
     n_init = optimizer.n_init
@@ -215,9 +289,9 @@ def run_one(
     steps = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        initial_recommendation = _recommendation(optimizer.recommend(), problem)
+        initial_recommendation = _recommendation(optimizer.recommend(), problem, True)
     initial_recommendation["warnings"] = _distinct(caught)
-    for _ in range(iterations):
+    for iteration in range(1, iterations + 1):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             start = time.perf_counter()
@@ -229,6 +303,7 @@ def run_one(
             optimizer.tell(x, y, yvar)
             recommendation = optimizer.recommend()  # fits the GP the next ask() reuses
             step_time = ask_time + time.perf_counter() - start
+        scored = iteration % score_every == 0 or iteration == iterations
         steps.append(
             {
                 "x": x.tolist(),
@@ -236,20 +311,59 @@ def run_one(
                 "yvar": yvar,
                 "acquisition_value": _finite_or_none(acquisition_value),
                 "step_time": step_time,
-                **_recommendation(recommendation, problem),
+                **_recommendation(recommendation, problem, scored),
                 "warnings": _distinct(caught),
             }
         )
         if on_step is not None:
             on_step()
-    return {
+    run = {
         "acquisition": acquisition,
         "seed": seed,
         "n_init": n_init,
+        "acquisition_options": acquisition_options,
+        "optimal_value": problem.optimal_value,
         "initial_design": initial_design,
         "initial_recommendation": initial_recommendation,
         "steps": steps,
     }
+    if hasattr(problem, "metrics"):
+        final = steps[-1]["recommended_x"] if steps else initial_recommendation["recommended_x"]
+        run["final_metrics"] = problem.metrics(torch.tensor(final, dtype=torch.float64))
+    return run
+
+
+def _knows_optimum(problem: Problem | ProblemFamily) -> bool:
+    """Whether runs get ``f_star`` from the problem (a family's members know their own)."""
+    return problem.optimal_value is not None or isinstance(problem, ProblemFamily)
+
+
+def _resumed(out_dir: Path, requested: dict[str, Any]) -> dict[str, Any]:
+    """The comparison in ``out_dir``, extended by the requested acquisitions and seeds."""
+    from compressbo.report import load_comparison
+
+    existing = load_comparison(out_dir)
+    if existing.get("format") != FORMAT:
+        raise UserInputError(
+            f"--resume: {out_dir}/{RUNS_FILE} has format {existing.get('format')!r}, not "
+            f"{FORMAT!r}; start a new comparison"
+        )
+    if existing["problem"] != requested["problem"]:
+        raise UserInputError(
+            f"--resume: {out_dir} compares on {existing['problem']['name']} with other "
+            "problem settings; give the same problem and flags, or a new --out"
+        )
+    old, new = existing["settings"], requested["settings"]
+    for key in _FIXED_SETTINGS:
+        if old.get(key) != new.get(key):
+            raise UserInputError(
+                f"--resume: {out_dir} was run with {key} = {old.get(key)!r}, not "
+                f"{new.get(key)!r}; give the same value, or a new --out"
+            )
+    old["acquisitions"] = list(dict.fromkeys(old["acquisitions"] + new["acquisitions"]))
+    old["seeds"] = list(dict.fromkeys(old["seeds"] + new["seeds"]))
+    existing["complete"] = False
+    return existing
 
 
 def _run_pool(
@@ -286,16 +400,19 @@ def _run_pool(
 
 
 def _init_worker(problem: ProblemSource, ticks: Any) -> None:
-    global _WORKER_PROBLEM, _WORKER_TICKS
+    global _WORKER_PROBLEM, _WORKER_SETUP_SECONDS, _WORKER_TICKS
     torch.set_num_threads(1)
+    started = time.perf_counter()
     _WORKER_PROBLEM = _build(problem)
+    _WORKER_SETUP_SECONDS = time.perf_counter() - started
     _WORKER_TICKS = ticks
 
 
 def _run_in_worker(acquisition: str, seed: int, kwargs: dict[str, Any]) -> dict[str, Any]:
-    return run_one(
+    run = run_one(
         _WORKER_PROBLEM, acquisition, seed, on_step=lambda: _WORKER_TICKS.put(1), **kwargs
     )
+    return {**run, "setup_seconds": _WORKER_SETUP_SECONDS}
 
 
 def _drain(ticks: Any, bar: tqdm) -> None:
@@ -309,13 +426,15 @@ def _drain(ticks: Any, bar: tqdm) -> None:
         bar.update(count)
 
 
-def _build(problem: ProblemSource) -> Problem:
-    return problem if isinstance(problem, Problem) else problem()
+def _build(problem: ProblemSource) -> Problem | ProblemFamily:
+    if isinstance(problem, (Problem, ProblemFamily)):
+        return problem
+    return problem()
 
 
-def _recommendation(recommendation: Any, problem: Problem) -> dict[str, Any]:
+def _recommendation(recommendation: Any, problem: Problem, scored: bool) -> dict[str, Any]:
     x = recommendation.x
-    return {"recommended_x": x.tolist(), "score": problem.score(x)}
+    return {"recommended_x": x.tolist(), "score": problem.score(x) if scored else None}
 
 
 def _distinct(caught: list[warnings.WarningMessage]) -> list[str]:

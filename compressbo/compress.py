@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from compressbo.acquisition import ACQUISITION_NAMES
+from compressbo.acquisition import ACQUISITION_NAMES, acquisition_spec
 from compressbo.data import DATASET_NAMES, load_validation
 from compressbo.errors import UserInputError
 from compressbo.evaluate import OBJECTIVES, CompressionObjective, SubsampleEvaluator
@@ -61,6 +61,8 @@ class CompressConfig:
         gamma: Weight of the error against the compression ratio.
         objective: ``error`` (top-1 error) or ``distill`` (logit distance to the original).
         kappa: Stop when the maximized acquisition value falls below it.
+        known_optimum: The optimal objective value ``f*`` the known-optimum acquisitions
+            (``erm``, ``cbm``) need.
         seed: Seed of the optimizer and of the subsample sequence.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         batch_size: Evaluation batch size (default: chosen for the device).
@@ -84,6 +86,7 @@ class CompressConfig:
     gamma: float = 1.0
     objective: str = "error"
     kappa: float | None = None
+    known_optimum: float | None = None
     seed: int = 0
     device: str = "auto"
     batch_size: int | None = None
@@ -98,6 +101,8 @@ class CompressConfig:
         """Check what can be checked without loading anything; raise :class:`UserInputError`."""
         if self.acq not in ACQUISITION_NAMES:
             raise UserInputError(f"unknown acquisition {self.acq!r}; choose one of {', '.join(ACQUISITION_NAMES)}")
+        if self.known_optimum is not None and not acquisition_spec(self.acq).known_optimum:
+            raise UserInputError(f"--known-optimum applies to erm and cbm, not to {self.acq}; drop it or choose one of those")
         if self.objective not in OBJECTIVES:
             raise UserInputError(f"unknown objective {self.objective!r}; choose one of {', '.join(OBJECTIVES)}")
         if self.data is not None and self.data not in DATASET_NAMES:
@@ -258,6 +263,7 @@ class CompressionJob:
             n_init=config.init,
             seed=config.seed,
             kappa=config.kappa,
+            acquisition_options=None if config.known_optimum is None else {"f_star": config.known_optimum},
             num_restarts=config.num_restarts,
             raw_samples=config.raw_samples,
         )

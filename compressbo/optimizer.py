@@ -94,7 +94,8 @@ class Optimizer:
             seed: Seed of the Sobol design and of every proposal.
             kappa: Stopping threshold on the maximized acquisition value (in
                 objective units; compared as ``log(kappa)`` for log acquisitions), or
-                None to never report stop.
+                None to never report stop. Not allowed with erm, cbm (values
+                ``<= 0``) and random (no acquisition value).
             acquisition_options: Options for ``make_acquisition`` (e.g. ``beta`` for
                 ucb, ``num_fantasies`` for nei / kg, ``f_star`` for erm / cbm, ``lam``
                 for eign); JSON-serializable.
@@ -114,6 +115,12 @@ class Optimizer:
                 "pending points itself."
             )
         validate_options(acquisition, options)
+        spec = acquisition_spec(acquisition)
+        if kappa is not None and (spec.known_optimum or spec.model_free):
+            raise UserInputError(
+                f"kappa does not apply to acquisition {acquisition!r} (it has no "
+                "improvement value to compare); drop kappa or use e.g. cei."
+            )
         n_init = max(5, 2 * d) if n_init is None else n_init
         if not isinstance(n_init, int) or n_init < 1:
             raise UserInputError(f"n_init must be an integer >= 1, got {n_init!r}.")

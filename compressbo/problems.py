@@ -277,7 +277,7 @@ class GPSampleProblem:
                 x = torch.tensor(z, dtype=torch.float64, requires_grad=True)
                 value = self.true_value(x)
                 value.backward()
-                return float(value), x.grad.numpy()
+                return float(value.detach()), x.grad.numpy()
 
             sobol = SobolEngine(self.dim, scramble=True, seed=self.index)
             X = sobol.draw(GP_SAMPLE_SOBOL, dtype=torch.float64)
@@ -342,6 +342,12 @@ def _check_gp_sample(dim: int, lengthscale: float, outputscale: float, noise_std
             f"gpsample needs lengthscale > 0, outputscale > 0 and noise std >= 0, got "
             f"{lengthscale}, {outputscale} and {noise_std}"
         )
+
+
+def is_synthetic(name: str) -> bool:
+    """Whether ``name`` names a synthetic test function (``levy``, ``hartmann3``, ...)."""
+    match = re.fullmatch(r"([a-z]+)(\d*)", name.strip().lower())
+    return bool(match) and match.group(1) in _TEST_FUNCTIONS
 
 
 def make_problem(name: str, dim: int | None = None) -> NoisySyntheticProblem:

@@ -1,7 +1,9 @@
 """Plots and Markdown summaries of a comparison, as pure functions of its ``runs.json``.
 
 ``compressbo compare`` writes them when it finishes and ``compressbo report DIR`` regenerates
-them from ``DIR/runs.json`` alone: the same histories give byte-identical files.
+them from ``DIR/runs.json`` alone: the same histories give byte-identical files. Files:
+``summary.md``, ``convergence.png`` and, for problems that record the full-set metrics of each
+run's final recommendation (compression problems), ``recommendations.png`` (error vs ratio).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from compressbo.errors import UserInputError
 
 RUNS_FILE = "runs.json"
 PLOT_FILE = "convergence.png"
+RECOMMENDATIONS_FILE = "recommendations.png"
 SUMMARY_FILE = "summary.md"
 REFERENCES = ("cei", "logcei")
 TIE_RTOL = 1e-9  # final scores this close count as ties
@@ -44,11 +47,20 @@ def load_comparison(directory: str | Path) -> dict[str, Any]:
     return comparison
 
 
-def write_report(comparison: dict[str, Any], directory: str | Path) -> None:
-    """Write ``convergence.png`` and ``summary.md`` for ``comparison`` into ``directory``."""
+def write_report(comparison: dict[str, Any], directory: str | Path) -> list[str]:
+    """Write ``convergence.png``, ``summary.md`` (and ``recommendations.png``) into ``directory``.
+
+    Returns:
+        The names of the files written.
+    """
     directory = Path(directory)
+    written = [PLOT_FILE, SUMMARY_FILE]
     plot_convergence(comparison, directory / PLOT_FILE)
     (directory / SUMMARY_FILE).write_text(summary_markdown(comparison))
+    if final_metrics(comparison):
+        plot_recommendations(comparison, directory / RECOMMENDATIONS_FILE)
+        written.append(RECOMMENDATIONS_FILE)
+    return written
 
 
 def score_curves(comparison: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -56,8 +68,9 @@ def score_curves(comparison: dict[str, Any]) -> dict[str, np.ndarray]:
 
     Returns:
         For each acquisition with finished runs (in the comparison's order), a
-        ``runs x (iterations + 1)`` array; column 0 follows the initial design. Runs with
-        fewer steps than the longest are left out.
+        ``runs x (iterations + 1)`` array; column 0 follows the initial design, NaN marks
+        iterations that were not scored (``score_every``). Runs with fewer steps than the
+        longest are left out.
     """
     curves = {}
     for name in comparison["settings"]["acquisitions"]:
@@ -68,7 +81,8 @@ def score_curves(comparison: dict[str, Any]) -> dict[str, np.ndarray]:
         ]
         if rows:
             length = max(map(len, rows))
-            curves[name] = np.array([row for row in rows if len(row) == length], dtype=float)
+            rows = [[np.nan if v is None else v for v in row] for row in rows if len(row) == length]
+            curves[name] = np.array(rows, dtype=float)
     return curves
 
 
@@ -79,6 +93,18 @@ def final_scores(comparison: dict[str, Any]) -> dict[str, dict[int, float]]:
         last = run["steps"][-1] if run["steps"] else run["initial_recommendation"]
         scores.setdefault(run["acquisition"], {})[run["seed"]] = last["score"]
     return scores
+
+
+def final_metrics(comparison: dict[str, Any]) -> dict[str, list[dict[str, float]]]:
+    """Full-set metrics of each run's final recommendation: ``{acquisition: [metrics]}``.
+
+    Empty for problems that record none (synthetic problems).
+    """
+    metrics: dict[str, list[dict[str, float]]] = {}
+    for run in comparison["runs"]:
+        if "final_metrics" in run:
+            metrics.setdefault(run["acquisition"], []).append(run["final_metrics"])
+    return metrics
 
 
 def mean_step_times(comparison: dict[str, Any]) -> dict[str, float]:
@@ -139,6 +165,12 @@ def summary_markdown(comparison: dict[str, Any]) -> str:
         + ("" if comparison.get("complete") else " (incomplete comparison)")
         + ".",
     ]
+    if settings.get("score_every", 1) > 1:
+        lines.append(
+            f"- Scored every {settings['score_every']} iterations and after the last one."
+        )
+    if settings.get("known_optimum") is not None:
+        lines.append(f"- Known optimum given to ERM/CBM: {settings['known_optimum']:g}.")
     if settings.get("optimizer_options"):
         options = ", ".join(f"{k}={v}" for k, v in sorted(settings["optimizer_options"].items()))
         lines.append(f"- Optimizer options: {options}.")
@@ -175,6 +207,20 @@ def summary_markdown(comparison: dict[str, Any]) -> str:
         f"p is {_smallest_p(n_pairs):.3g}.",
         "",
     ]
+    metrics = final_metrics(comparison)
+    if metrics:
+        lines += [
+            "Final recommendations on the whole validation set (median over seeds):",
+            "",
+            "| acquisition | ratio | error |",
+            "|---|---|---|",
+        ]
+        for name in names:
+            if name in metrics:
+                ratio = np.median([m["ratio"] for m in metrics[name]])
+                error = np.median([m["error"] for m in metrics[name]])
+                lines.append(f"| {_label(name)} | {_number(ratio)} | {_number(error)} |")
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -194,8 +240,9 @@ def plot_convergence(comparison: dict[str, Any], path: str | Path) -> None:
     colors = plt.get_cmap("tab10").colors
     all_scores = []
     for index, (name, curve) in enumerate(curves.items()):
+        iteration = np.flatnonzero(np.isfinite(curve).all(axis=0))  # the scored columns
+        curve = curve[:, iteration]
         q25, median, q75 = np.quantile(curve, [0.25, 0.5, 0.75], axis=0)
-        iteration = np.arange(curve.shape[1])
         color = colors[index % len(colors)]
         style = "-" if index < len(colors) else "--"
         axis.plot(iteration, median, style, color=color, lw=1.6, label=_label(name))
@@ -219,8 +266,38 @@ def plot_convergence(comparison: dict[str, Any], path: str | Path) -> None:
     plt.close(figure)
 
 
+def plot_recommendations(comparison: dict[str, Any], path: str | Path) -> None:
+    """Final recommended points of every run on the full-set error vs ratio plane."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = final_metrics(comparison)
+    figure, axis = plt.subplots(figsize=(6.0, 4.2), dpi=100)
+    colors = plt.get_cmap("tab10").colors
+    markers = "o^sDv<>ph*"
+    names = [name for name in comparison["settings"]["acquisitions"] if name in metrics]
+    for index, name in enumerate(names):
+        ratio = [m["ratio"] for m in metrics[name]]
+        error = [m["error"] for m in metrics[name]]
+        axis.scatter(
+            ratio, error, s=22, alpha=0.75, color=colors[index % len(colors)],
+            marker=markers[index % len(markers)], label=_label(name), linewidths=0,
+        )  # fmt: skip
+    problem = comparison["problem"]
+    axis.set_xlabel("compression ratio (compressed / original parameters)")
+    axis.set_ylabel("top-1 error, whole validation set")
+    axis.set_title(f"{problem['name']}: final recommendation of each run")
+    axis.grid(True, alpha=0.3)
+    axis.legend(ncol=2 if len(names) > 5 else 1, fontsize="small", frameon=False)
+    figure.tight_layout()
+    figure.savefig(path, format="png", metadata={"Software": None})
+    plt.close(figure)
+
+
 def _label(name: str) -> str:
-    labels = {"logei": "LogEI", "logcei": "LogCEI", "qlognei": "qLogNEI"}
+    labels = {"logei": "LogEI", "logcei": "LogCEI", "qlognei": "qLogNEI", "eign": "EI-GN", "random": "Random"}
     return labels.get(name, name.upper())
 
 

@@ -23,10 +23,12 @@ import warnings
 import torch
 from botorch.test_functions import Levy
 
-from compressbo.acquisition import ACQUISITION_NAMES
+from compressbo.acquisition import ACQUISITION_NAMES, acquisition_spec
 from compressbo.optimizer import Optimizer
 
-DEFAULT_ACQUISITIONS = ("ei", "logei", "cei", "logcei", "pi", "cpi", "ucb", "nei", "qlognei")
+DEFAULT_ACQUISITIONS = (
+    "ei", "logei", "cei", "logcei", "pi", "cpi", "ucb", "nei", "qlognei", "eign", "erm", "cbm"
+)
 
 
 def observed_optimizer(acquisition: str, n: int, d: int, seed: int) -> Optimizer:
@@ -46,7 +48,18 @@ def observed_optimizer(acquisition: str, n: int, d: int, seed: int) -> Optimizer
     f = problem(X)
     noise_std = 0.02 * (f.max() - f.min()) * torch.rand(n, generator=generator, dtype=torch.float64)
     Y = f + noise_std * torch.randn(n, generator=generator, dtype=torch.float64)
-    optimizer = Optimizer(problem.bounds, acquisition=acquisition, n_init=1, seed=seed)
+    options = (
+        {"f_star": problem.optimal_value}  # Levy's minimum, 0: erm / cbm need it
+        if acquisition_spec(acquisition).known_optimum
+        else {}
+    )
+    optimizer = Optimizer(
+        problem.bounds,
+        acquisition=acquisition,
+        n_init=1,
+        seed=seed,
+        acquisition_options=options,
+    )
     for x, y, var in zip(X, Y.tolist(), (noise_std**2).tolist()):
         optimizer.tell(x, y, var)
     return optimizer

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -9,9 +10,12 @@ import pytest
 import torch
 from scipy.stats import wilcoxon
 
-from compressbo.compare import run_comparison
+from compressbo.compare import run_comparison, run_one
+from compressbo.compress import CompressConfig
+from compressbo.compression_problem import CompressionProblem
 from compressbo.errors import UserInputError
-from compressbo.problems import make_problem
+from compressbo.optimizer import Optimizer
+from compressbo.problems import GPSampleFamily, make_problem
 from compressbo.report import (
     load_comparison,
     paired_wilcoxon,
@@ -19,12 +23,45 @@ from compressbo.report import (
     summary_markdown,
     write_report,
 )
+from compressbo.training import pretrained_fc3_weights
 
 ACQUISITIONS = ["ei", "cei", "logcei"]
 SEEDS = 2
 ITERATIONS = 3
 N_INIT = 4
 FAST = {"num_restarts": 2, "raw_samples": 32}
+COMPRESSION_ACQUISITIONS = ["ei", "cei", "random"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Torch with one thread: faster than two on a loaded 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def fc3_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private cache holding FC3 trained briefly on digits (problems find it there)."""
+    folder = tmp_path_factory.mktemp("cache")
+    pretrained_fc3_weights(cache_dir=folder, epochs=2)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def compression_dir(tmp_path_factory: pytest.TempPathFactory, fc3_cache: Path) -> Path:
+    """FC3 on digits: three acquisitions, two seeds, in two spawned worker processes."""
+    out = tmp_path_factory.mktemp("fc3")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("COMPRESSBO_CACHE", str(fc3_cache))  # inherited by the workers
+        run_comparison(
+            functools.partial(CompressionProblem, CompressConfig(samples=100)),
+            COMPRESSION_ACQUISITIONS, SEEDS, ITERATIONS, out,
+            n_init=N_INIT, workers=2, progress=False, optimizer_options=FAST,
+        )  # fmt: skip
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -180,9 +217,155 @@ def test_bad_input_raises_user_input_error(tmp_path: Path) -> None:
         run_comparison(problem, ["ei"], 0, 1, tmp_path / "c", progress=False)
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "runs.json").write_text("{}")
-    with pytest.raises(UserInputError, match="already holds a comparison"):
+    with pytest.raises(UserInputError, match="already holds a comparison.*or pass --resume"):
         run_comparison(problem, ["ei"], 1, 1, tmp_path / "d", progress=False)
     with pytest.raises(UserInputError, match="not a compressbo comparison"):
         load_comparison(tmp_path / "d")
     with pytest.raises(UserInputError, match="runs.json not found"):
         load_comparison(tmp_path / "missing")
+
+
+def test_compression_comparison_writes_every_artifact(compression_dir: Path) -> None:
+    for name in ("convergence.png", "recommendations.png"):
+        assert (compression_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    comparison = load_comparison(compression_dir)
+    assert comparison["complete"] is True
+    assert comparison["problem"]["name"] == "fc3" and comparison["problem"]["dim"] == 3
+    assert comparison["problem"]["score_label"] == "full-set ratio + 1 * error"
+    assert comparison["setup_seconds"] > 0
+    runs = comparison["runs"]
+    assert [(r["acquisition"], r["seed"]) for r in runs] == [
+        (a, s) for a in COMPRESSION_ACQUISITIONS for s in range(SEEDS)
+    ]
+    for run in runs:
+        assert run["setup_seconds"] > 0 and len(run["steps"]) == ITERATIONS
+        final = run["final_metrics"]
+        assert run["steps"][-1]["score"] == pytest.approx(final["score"])
+        assert final["score"] == pytest.approx(final["ratio"] + final["error"])
+        assert 0 < final["ratio"] <= 1.2 and 0 <= final["error"] <= 1
+        # 100 of 540 validation images per evaluation: binomial variances, never zero
+        for entry in run["initial_design"] + run["steps"]:
+            assert 0 < entry["yvar"] <= 0.25 / 100 + 1e-12
+    for seed in range(SEEDS):
+        designs = [r["initial_design"] for r in runs if r["seed"] == seed]
+        assert all(design == designs[0] for design in designs)
+    summary = (compression_dir / "summary.md").read_text()
+    assert "| acquisition | ratio | error |" in summary and "| Random |" in summary
+
+
+def test_compression_scores_use_the_whole_validation_set(
+    compression_dir: Path, fc3_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COMPRESSBO_CACHE", str(fc3_cache))
+    problem = CompressionProblem(CompressConfig(samples=100))
+    run = _runs(compression_dir)[1]
+    for step in run["steps"]:
+        x = torch.tensor(step["recommended_x"], dtype=torch.float64)
+        assert step["score"] == pytest.approx(problem.score(x), rel=1e-12)
+    # Subsample observations scatter around the full-set objective; scores do not.
+    x = torch.tensor(run["steps"][-1]["recommended_x"], dtype=torch.float64)
+    generator = torch.Generator().manual_seed(0)
+    observations = [problem.evaluate(x, generator)[0] for _ in range(8)]
+    assert len(set(observations)) > 1
+    assert abs(np.mean(observations) - problem.score(x)) < 4 * np.std(observations) / np.sqrt(8) + 1e-9
+
+
+def test_compression_report_regenerates_identical_files(compression_dir: Path, tmp_path: Path) -> None:
+    shutil.copy(compression_dir / "runs.json", tmp_path / "runs.json")
+    written = write_report(load_comparison(tmp_path), tmp_path)
+    assert written == ["convergence.png", "summary.md", "recommendations.png"]
+    for name in written:
+        assert (tmp_path / name).read_bytes() == (compression_dir / name).read_bytes()
+
+
+def test_known_optimum_acquisitions_need_an_optimum(
+    fc3_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COMPRESSBO_CACHE", str(fc3_cache))
+    problem = CompressionProblem(CompressConfig(samples=100))
+    with pytest.raises(UserInputError, match="erm, cbm need the objective's known optimum value; pass --known-optimum"):
+        run_comparison(problem, ["ei", "erm", "cbm"], 1, 1, tmp_path / "a", progress=False)
+    assert not (tmp_path / "a" / "runs.json").exists()
+    run = run_one(problem, "erm", 0, iterations=1, n_init=3, optimizer_options=FAST,
+                  known_optimum=0.05)  # fmt: skip
+    assert run["acquisition_options"] == {"f_star": 0.05}
+    # Synthetic problems pass their own optimum.
+    synthetic = make_problem("hartmann3")
+    run = run_one(synthetic, "cbm", 0, iterations=1, n_init=3, optimizer_options=FAST)
+    assert run["acquisition_options"] == {"f_star": synthetic.optimal_value}
+
+
+def test_score_every_scores_checkpoints_and_the_last_iteration(tmp_path: Path) -> None:
+    comparison = run_comparison(
+        make_problem("levy4"), ["ei"], 1, 5, tmp_path, n_init=4, workers=1, progress=False,
+        optimizer_options=FAST, score_every=2,
+    )  # fmt: skip
+    scores = [step["score"] for step in comparison["runs"][0]["steps"]]
+    assert [score is not None for score in scores] == [False, True, False, True, True]
+    assert comparison["runs"][0]["initial_recommendation"]["score"] is not None
+    curve = score_curves(comparison)["ei"]
+    assert np.isnan(curve[0, [1, 3]]).all() and np.isfinite(curve[0, [0, 2, 4, 5]]).all()
+    assert "Scored every 2 iterations" in (tmp_path / "summary.md").read_text()
+
+
+def test_resume_adds_missing_runs_and_keeps_finished_ones(tmp_path: Path) -> None:
+    kwargs = dict(n_init=4, workers=1, progress=False, optimizer_options=FAST)
+    first = run_comparison(make_problem("levy4"), ["cei"], [0], 2, tmp_path, **kwargs)
+    with pytest.raises(UserInputError, match="was run with iterations = 2, not 3"):
+        run_comparison(make_problem("levy4"), ["ei"], [0], 3, tmp_path, resume=True, **kwargs)
+    with pytest.raises(UserInputError, match="compares on levy4 with other problem settings"):
+        run_comparison(make_problem("levy6"), ["ei"], [0], 2, tmp_path, resume=True, **kwargs)
+    resumed = run_comparison(make_problem("levy4"), ["ei"], [0, 1], 2, tmp_path, resume=True, **kwargs)
+    assert resumed["settings"]["acquisitions"] == ["cei", "ei"]
+    assert resumed["settings"]["seeds"] == [0, 1]
+    assert [(r["acquisition"], r["seed"]) for r in resumed["runs"]] == [
+        ("cei", 0), ("cei", 1), ("ei", 0), ("ei", 1)
+    ]
+    assert resumed["runs"][0] == first["runs"][0]  # not rerun
+    assert load_comparison(tmp_path)["complete"] is True
+    with pytest.raises(UserInputError, match="holds no runs.json; drop --resume"):
+        run_comparison(make_problem("levy4"), ["ei"], 1, 2, tmp_path / "new", resume=True, **kwargs)
+
+
+def test_gp_sample_runs_optimize_one_function_per_seed(tmp_path: Path) -> None:
+    family = GPSampleFamily(dim=1, lengthscale=0.1)
+    comparison = run_comparison(
+        family, ["ei", "cei"], 2, 2, tmp_path, n_init=3, workers=1, progress=False,
+        optimizer_options=FAST,
+    )  # fmt: skip
+    assert comparison["problem"]["name"] == "gpsample1"
+    assert comparison["problem"]["optimal_value"] is None
+    optima = {run["seed"]: run["optimal_value"] for run in comparison["runs"]}
+    assert optima == {seed: family.for_seed(seed).optimal_value for seed in (0, 1)}
+    assert optima[0] != optima[1]
+    for run in comparison["runs"]:
+        function = family.for_seed(run["seed"])
+        for entry in run["initial_design"] + run["steps"]:
+            assert entry["yvar"] == pytest.approx(0.01)
+        for step in run["steps"]:
+            x = torch.tensor(step["recommended_x"], dtype=torch.float64)
+            assert step["score"] == pytest.approx(function.score(x)) and step["score"] >= 0
+
+
+def test_gp_sample_model_is_the_exact_posterior_of_the_known_kernel() -> None:
+    problem = GPSampleFamily(dim=2, lengthscale=0.3, outputscale=2.0).for_seed(0)
+    optimizer = Optimizer(problem.bounds, n_init=5, seed=0, known_kernel=problem.known_kernel)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        x = optimizer.ask()
+        optimizer.tell(x, *problem.evaluate(x, generator))
+    model = optimizer._fitted_model()
+    X, Y, test = optimizer.X, optimizer.Y, torch.rand(7, 2, dtype=torch.float64)
+
+    def kernel(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+        return 2.0 * torch.exp(-torch.cdist(A, B) ** 2 / (2 * 0.3**2))
+
+    K = kernel(X, X) + 0.1**2 * torch.eye(5, dtype=torch.float64)
+    mean = kernel(test, X) @ torch.linalg.solve(K, Y)
+    variance = 2.0 - (kernel(test, X) @ torch.linalg.solve(K, kernel(X, test))).diagonal()
+    with torch.no_grad():
+        posterior = model.posterior(test)
+    torch.testing.assert_close(posterior.mean.reshape(-1), mean)
+    torch.testing.assert_close(posterior.variance.reshape(-1), variance)
+    restored = Optimizer.from_state_dict(optimizer.state_dict())
+    assert restored.known_kernel == problem.known_kernel

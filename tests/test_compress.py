@@ -138,6 +138,8 @@ def test_resume_after_a_crash_between_history_and_state(env):
         (["--weights", "missing.pth"], "does not exist"),
         (["--data", "mnist", "--data-dir", "nowhere"], "nowhere"),
         (["--objective", "mse"], "unknown objective"),
+        (["--acq", "erm"], "--known-optimum VALUE"),
+        (["--acq", "cei", "--known-optimum", "0.05"], "--known-optimum applies to erm and cbm"),
         (["--samples", "10:x"], "START:END"),
         (["--samples", "10:1000"], "--samples 1000 is outside 1..540"),
         (["--resume", "nowhere-run"], "no config.json"),
@@ -208,3 +210,12 @@ def test_samples_schedule_grows_m_and_each_observation_keeps_its_variance(env):
     for record in history:
         p = (record["error"] * record["m"] + 1) / (record["m"] + 2)
         assert record["yvar"] == pytest.approx(p * (1 - p) / record["m"])
+
+
+def test_known_optimum_acquisitions_run_with_a_given_optimum(env):
+    out = env / "run"
+    argv = ["compress", "--acq", "cbm", "--known-optimum", "0.05", "--init", "3", "--iterations", "1", *FAST,
+            "--out", str(out)]
+    assert main(argv) == 0
+    history = _history(out)
+    assert history[-1]["phase"] == "bo" and history[-1]["acquisition_value"] <= 0  # negated CBM

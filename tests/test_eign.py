@@ -46,12 +46,12 @@ def data(n: int = 12, seed: int = 0, scale: float = 1.0):
     return X, Y, (scale * noise_std) ** 2
 
 
-def matern_gp(X, Y, Yvar) -> SingleTaskGP:
+def matern_gp(X, Y, Yvar, nu: float) -> SingleTaskGP:
     model = SingleTaskGP(
         X,
         Y.unsqueeze(-1),
         Yvar.unsqueeze(-1),
-        covar_module=ScaleKernel(MaternKernel(nu=2.5, ard_num_dims=2)),
+        covar_module=ScaleKernel(MaternKernel(nu=nu, ard_num_dims=2)),
         input_transform=Normalize(2, bounds=BOUNDS),
         outcome_transform=Standardize(m=1),
     )
@@ -59,12 +59,12 @@ def matern_gp(X, Y, Yvar) -> SingleTaskGP:
     return model.eval()
 
 
-@pytest.fixture(scope="module", params=["rbf", "matern52", "conditioned"])
+@pytest.fixture(scope="module", params=["rbf", "matern52", "matern32", "conditioned"])
 def fitted(request):
     X, Y, Yvar = data()
     with manual_seed(0):
-        if request.param == "matern52":
-            return matern_gp(X, Y, Yvar), X
+        if request.param.startswith("matern"):
+            return matern_gp(X, Y, Yvar, nu=2.5 if request.param == "matern52" else 1.5), X
         model = fit_gp(X, Y, Yvar, BOUNDS)
     if request.param == "conditioned":  # a kriging-believer model, as with pending points
         return condition_on_pending(model, torch.tensor([[0.4, 0.5]]).double()), X
@@ -78,6 +78,9 @@ def candidates(k: int = 5, seed: int = 1) -> torch.Tensor:
 
 def test_gradient_posterior_matches_finite_differences(fitted):
     model, _ = fitted
+    base = getattr(model.covar_module, "base_kernel", model.covar_module)
+    # Matern-3/2 has an r^3 term: the second difference is biased by O(step / l)
+    rel = 2e-2 if getattr(base, "nu", None) == 1.5 else 2e-3
     X = candidates()
     h = 1e-5 * (BOUNDS[1] - BOUNDS[0])
     joint = DerivativeGP(model).posterior(X)
@@ -93,14 +96,15 @@ def test_gradient_posterior_matches_finite_differences(fitted):
             # Cov(f, d_j f) and Cov(d_j f, d_j f) from differences of the covariance
             for i, x in enumerate(X):
                 e = step * 10  # larger step: the covariance is accurate to ~1e-12 only
-                C = model.posterior(torch.stack([x - e, x, x + e])).distribution.covariance_matrix
+                posterior = model.posterior(torch.stack([x - e, x, x + e]))
+                C = posterior.distribution.covariance_matrix
                 cross = (C[1, 2] - C[1, 0]) / (2 * e[j])  # central differences
                 grad_var = (C[2, 2] - 2 * C[0, 2] + C[0, 0]) / (2 * e[j]) ** 2
                 assert joint.cross_covariance[i, j].item() == pytest.approx(
                     cross.item(), rel=1e-3, abs=1e-4 * grad_var.sqrt().item()
                 )
                 assert joint.gradient_covariance[i, j, j].item() == pytest.approx(
-                    grad_var.item(), rel=2e-3
+                    grad_var.item(), rel=rel
                 )
     assert torch.all(torch.linalg.eigvalsh(joint.gradient_covariance) > 0)
     assert torch.all(joint.variance > 0)
@@ -171,7 +175,9 @@ def test_default_lam_is_scale_free():
 
 def test_eign_optimizes_to_an_in_bounds_candidate_through_the_optimizer():
     X, Y, Yvar = data(n=6)
-    optimizer = Optimizer(BOUNDS, acquisition="eign", n_init=6, seed=0, num_restarts=2, raw_samples=32)
+    optimizer = Optimizer(
+        BOUNDS, acquisition="eign", n_init=6, seed=0, num_restarts=2, raw_samples=32
+    )
     for x, y, v in zip(X, Y.tolist(), Yvar.tolist()):
         optimizer.tell(x, y, v)
     batch = optimizer.ask(2)  # the second sees the first as pending (kriging believer)

@@ -68,22 +68,22 @@ def test_kg_is_nonnegative_and_zero_without_a_crossing():
 @pytest.fixture(scope="module")
 def fitted_1d():
     generator = torch.Generator().manual_seed(0)
-    X = torch.rand(7, 1, generator=generator, dtype=torch.float64)
-    Y = torch.sin(6 * X[:, 0]) + 0.05 * torch.randn(7, generator=generator).double()
-    with manual_seed(0):
-        return fit_gp(X, Y, torch.full_like(Y, 0.0025), BOUNDS_1D), X
+    X = torch.rand(5, 1, generator=generator, dtype=torch.float64)
+    Y = torch.sin(6 * X[:, 0]) + 0.2 * torch.randn(5, generator=generator).double()
+    with manual_seed(0):  # few noisy points: the minimum can still move
+        return fit_gp(X, Y, torch.full_like(Y, 0.04), BOUNDS_1D), X
 
 
 def test_kg_tends_to_zero_as_the_noise_grows(fitted_1d):
     model, X = fitted_1d
-    x = torch.tensor([0.62], dtype=torch.float64)
+    x = torch.tensor([0.8], dtype=torch.float64)
     values = [
         discrete_knowledge_gradient_at(model, X, x, noise).item()
-        for noise in (1e-4, 1e-2, 1.0, 1e2, 1e4)
+        for noise in (1e-3, 1e-1, 10.0, 1e3)
     ]
-    assert values[0] > 0
-    assert all(later < earlier for earlier, later in zip(values, values[1:]))
-    assert values[-1] < 1e-2 * values[0]
+    assert values[0] > 1e-2
+    assert all(0 <= later < earlier for earlier, later in zip(values, values[1:]))
+    assert values[-1] < 1e-6 * values[0]
 
 
 def test_botorch_kg_agrees_with_the_exact_kg_over_a_dense_grid(fitted_1d):
@@ -92,7 +92,7 @@ def test_botorch_kg_agrees_with_the_exact_kg_over_a_dense_grid(fitted_1d):
     model, X = fitted_1d
     grid = torch.linspace(0, 1, 401, dtype=torch.float64).unsqueeze(-1)
     noise = training_data(model)[2].mean().item()
-    points = torch.tensor([[0.1], [0.45], [0.9]], dtype=torch.float64)
+    points = torch.tensor([[0.1], [0.5], [0.8], [0.9]], dtype=torch.float64)
     with manual_seed(0):
         kg = make_acquisition("kg", model, X, num_fantasies=128)
         botorch_values = kg.evaluate(
@@ -101,5 +101,5 @@ def test_botorch_kg_agrees_with_the_exact_kg_over_a_dense_grid(fitted_1d):
     exact = torch.stack(
         [discrete_knowledge_gradient_at(model, grid, x, noise) for x in points]
     )
-    assert torch.all(exact > 1e-4)
-    assert torch.allclose(botorch_values.detach(), exact, rtol=0.15, atol=0.02 * exact.max())
+    assert torch.all(exact > 5e-4) and exact.max() > 1e-2
+    assert torch.allclose(botorch_values.detach(), exact, rtol=0.1, atol=0.02 * exact.max())

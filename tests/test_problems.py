@@ -11,10 +11,23 @@ from compressbo.errors import UserInputError
 from compressbo.problems import (
     NOISE_FRACTION,
     PROBLEM_NAMES,
+    GPSampleFamily,
+    GPSampleProblem,
     NoisySyntheticProblem,
     Problem,
+    ProblemFamily,
+    is_synthetic,
     make_problem,
 )
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Torch with one thread: faster than two on a loaded 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 NAMES = ["hartmann3", "griewank4", "levy4", "powell4"]
 
@@ -120,3 +133,49 @@ def test_problem_pickles_for_worker_processes() -> None:
     )
     with pytest.raises(ValueError, match=r"shape \(3,\)"):
         problem.evaluate(torch.zeros(2), torch.Generator())
+
+
+def test_gp_samples_are_reproducible_per_seed_and_differ_across_seeds() -> None:
+    X = _points(GPSampleProblem(0, dim=2), 64)
+    first, again, other = GPSampleProblem(5, dim=2), GPSampleProblem(5, dim=2), GPSampleProblem(6, dim=2)
+    assert torch.equal(first.true_value(X), again.true_value(X))
+    assert not torch.allclose(first.true_value(X), other.true_value(X))
+    family = GPSampleFamily(dim=2)
+    assert torch.equal(family.for_seed(5).true_value(X), first.true_value(X))
+    assert isinstance(family, ProblemFamily) and not isinstance(family, Problem)
+    assert isinstance(first, Problem)
+    y1, yvar = first.evaluate(X[0], torch.Generator().manual_seed(1))
+    y2, _ = again.evaluate(X[0], torch.Generator().manual_seed(1))
+    assert y1 == y2 and yvar == pytest.approx(0.1**2)
+
+
+def test_gp_sample_covariance_matches_the_squared_exponential_kernel() -> None:
+    """Over many draws, Cov(f(x), f(x')) = s^2 exp(-|x - x'|^2 / (2 l^2)) (Monte Carlo)."""
+    lengthscale, outputscale = 0.2, 2.0
+    x = torch.tensor([[0.3, 0.4], [0.3, 0.4], [0.45, 0.5], [0.9, 0.1]], dtype=torch.float64)
+    draws = torch.stack(
+        [GPSampleProblem(i, 2, lengthscale, outputscale, features=512).true_value(x) for i in range(3000)]
+    )  # 3000 x 4
+    empirical = (draws[:, :1] * draws).mean(0)  # E[f(x0) f(x_j)], the mean is 0
+    distance2 = ((x - x[0]) ** 2).sum(-1)
+    expected = outputscale * torch.exp(-distance2 / (2 * lengthscale**2))
+    # Monte Carlo standard error of E[f f'] is about s^2 sqrt(2 / 3000) = 0.05
+    torch.testing.assert_close(empirical, expected, atol=0.16, rtol=0)
+    assert abs(float(draws.mean())) < 0.1
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_gp_sample_minimum_is_below_every_sobol_sample(seed: int) -> None:
+    problem = GPSampleProblem(seed, dim=2)
+    X = _points(problem, 2**13, seed=1000 + seed)  # independent of the search's Sobol points
+    assert problem.optimal_value <= float(problem.true_value(X).min())
+    assert problem.score(problem.minimizer) == pytest.approx(0.0, abs=1e-12)
+    assert bool(((problem.minimizer >= 0) & (problem.minimizer <= 1)).all())
+    assert problem.known_kernel == {"lengthscale": 0.2, "outputscale": 1.0}
+
+
+def test_synthetic_names_are_recognized() -> None:
+    assert is_synthetic("levy") and is_synthetic("Hartmann6")
+    assert not is_synthetic("fc3") and not is_synthetic("gpsample") and not is_synthetic("x/y.toml")
+    with pytest.raises(UserInputError, match="lengthscale > 0"):
+        GPSampleFamily(dim=2, lengthscale=0.0)
