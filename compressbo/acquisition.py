@@ -68,6 +68,7 @@ from compressbo.known_optimum import (
 
 MIN_VARIANCE = 1e-12  # variance floor of D = f(x+) - f(x), as BoTorch's analytic EI
 UCB_BETA = 2.0
+CPI_RELATIVE_MARGIN = 0.01  # default CPI margin xi, in units of the observations' std
 EIGN_RELATIVE_WEIGHT = 0.1  # default lam: lam * E_prior||grad f||^2 = 0.1 prior std of f
 
 
@@ -104,9 +105,9 @@ def log_corrected_expected_improvement(m: Tensor, st: Tensor) -> Tensor:
     return _log_ei_helper(m / st) + st.log()
 
 
-def corrected_probability_of_improvement(m: Tensor, st: Tensor) -> Tensor:
-    r"""``P(D > 0) = Phi(m / st)`` for ``D ~ N(m, st^2)``."""
-    return Phi(m / st)
+def corrected_probability_of_improvement(m: Tensor, st: Tensor, xi: float = 0.0) -> Tensor:
+    r"""``P(D > xi) = Phi((m - xi) / st)`` for ``D ~ N(m, st^2)``."""
+    return Phi((m - xi) / st)
 
 
 # ------------------------------------ the classes ------------------------------------
@@ -188,8 +189,32 @@ class LogCorrectedExpectedImprovement(_CorrectedImprovement):
 class CorrectedProbabilityOfImprovement(_CorrectedImprovement):
     r"""Corrected probability of improvement (Ma et al., ICCV 2019).
 
-    ``CPI(x) = P(f(x) < f(x+))`` under the joint posterior of ``(f(x), f(x+))``.
+    ``CPI(x) = P(f(x) < f(x+) - xi)`` under the joint posterior of ``(f(x), f(x+))``.
+
+    With ``xi = 0`` the supremum of CPI is approached at ``x -> x+``: the mean
+    difference and ``st`` vanish together there and their ratio tends to the directional
+    derivative of ``mu`` over that of ``st``, which is large along any descent direction
+    of ``mu`` at the incumbent. The maximizer then proposes the incumbent again and
+    again. A margin ``xi > 0`` (Kushner's, as for PI) makes CPI vanish at ``x+``; the
+    registry's ``cpi`` uses ``CPI_RELATIVE_MARGIN`` times the outcome std by default.
+
+    Example:
+        >>> CPI = CorrectedProbabilityOfImprovement(model, incumbent(model, train_X), xi=0.01)
+        >>> cpi = CPI(test_X)  # test_X: b x 1 x d -> b
     """
+
+    def __init__(self, model: Model, X_incumbent: Tensor, xi: float = 0.0) -> None:
+        r"""Set up CPI.
+
+        Args:
+            model: A fitted single-outcome model.
+            X_incumbent: A ``1 x d`` (or ``d``) tensor, the incumbent ``x+``.
+            xi: The improvement margin ``>= 0``, in objective units.
+        """
+        if not xi >= 0:
+            raise UserInputError(f"the CPI margin xi must be >= 0, got {xi}")
+        super().__init__(model, X_incumbent)
+        self.xi = float(xi)
 
     @t_batch_mode_transform(expected_q=1)
     def forward(self, X: Tensor) -> Tensor:
@@ -201,7 +226,7 @@ class CorrectedProbabilityOfImprovement(_CorrectedImprovement):
         Returns:
             A ``batch_shape`` tensor of CPI values.
         """
-        return corrected_probability_of_improvement(*self._improvement_moments(X))
+        return corrected_probability_of_improvement(*self._improvement_moments(X), self.xi)
 
 
 # ------------------------------- EI via gradient norms -------------------------------
@@ -417,6 +442,14 @@ def _pi(model: Model, X_observed: Tensor) -> AcquisitionFunction:
     )
 
 
+def _cpi(model: Model, X_observed: Tensor, xi: float | None = None) -> AcquisitionFunction:
+    if xi is None:
+        transform = getattr(model, "outcome_transform", None)
+        scale = transform.stdvs.item() if transform is not None and hasattr(transform, "stdvs") else 1.0
+        xi = CPI_RELATIVE_MARGIN * scale
+    return CorrectedProbabilityOfImprovement(model, incumbent(model, X_observed), xi=xi)
+
+
 def _ucb(model: Model, X_observed: Tensor, beta: float = UCB_BETA) -> AcquisitionFunction:
     return UpperConfidenceBound(model, beta=beta, maximize=False)
 
@@ -503,7 +536,7 @@ ACQUISITIONS: dict[str, AcquisitionSpec] = {
     "cei": AcquisitionSpec(_corrected(CorrectedExpectedImprovement)),
     "logcei": AcquisitionSpec(_corrected(LogCorrectedExpectedImprovement), log=True),
     "pi": AcquisitionSpec(_pi),
-    "cpi": AcquisitionSpec(_corrected(CorrectedProbabilityOfImprovement)),
+    "cpi": AcquisitionSpec(_cpi),
     "ucb": AcquisitionSpec(_ucb),
     "nei": AcquisitionSpec(_nei),
     "qlognei": AcquisitionSpec(_qlognei, log=True, monte_carlo=True),
@@ -562,7 +595,8 @@ def make_acquisition(
             ``bounds`` (kg; defaults to the box of the model's ``Normalize``
             transform), ``lam`` (eign; default: ``lam E_prior||grad f||^2`` equals
             ``EIGN_RELATIVE_WEIGHT`` times the prior std of ``f``, which is invariant
-            to rescaling ``f`` or the inputs), ``f_star`` (erm, cbm: required).
+            to rescaling ``f`` or the inputs), ``f_star`` (erm, cbm: required), ``xi``
+            (cpi: improvement margin; default ``CPI_RELATIVE_MARGIN`` times the outcome std).
 
     Returns:
         A BoTorch ``AcquisitionFunction``: input ``b x 1 x d`` (``b x (1 +

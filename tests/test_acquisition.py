@@ -106,6 +106,39 @@ def test_cei_and_cpi_match_monte_carlo_over_the_joint_posterior(fitted):
     assert torch.all(cei > 0)
     assert within_standard_errors(cei, D.clamp_min(0))
     assert within_standard_errors(cpi, (D > 0).double())
+    with torch.no_grad():
+        cpi_margin = CorrectedProbabilityOfImprovement(model, x_plus, xi=0.05)(X_test)
+    assert within_standard_errors(cpi_margin, (D > 0.05).double())
+    assert torch.all(cpi_margin < cpi)
+
+
+def _cpi_proposals_at_the_incumbent(options: dict) -> int:
+    from compressbo.optimizer import Optimizer
+    from compressbo.problems import make_problem
+
+    problem, noise = make_problem("hartmann3"), torch.Generator().manual_seed(0)
+    opt = Optimizer(problem.bounds, "cpi", seed=0, acquisition_options=options, num_restarts=4, raw_samples=128)
+    repeats = 0
+    for _ in range(12):
+        x = opt.ask()
+        if opt.last_acquisition_value is not None:
+            scaled = (x - opt.recommend().x) / (problem.bounds[1] - problem.bounds[0])
+            repeats += int(scaled.abs().max() < 1e-3)
+        opt.tell(x, *problem.evaluate(x, noise))
+    return repeats
+
+
+def test_cpi_margin_keeps_proposals_off_the_incumbent(fitted):
+    """Without a margin CPI's supremum sits at x+ and the maximizer re-proposes it every
+    step; with the default margin CPI vanishes there and no proposal repeats x+."""
+    model, X = fitted
+    x_plus = incumbent(model, X)
+    with torch.no_grad():
+        assert make_acquisition("cpi", model, X)(x_plus.unsqueeze(0)).item() < 1e-3
+    assert _cpi_proposals_at_the_incumbent({"xi": 0.0}) >= 4  # of 6 BO steps
+    assert _cpi_proposals_at_the_incumbent({}) == 0
+    with pytest.raises(UserInputError, match="margin"):
+        CorrectedProbabilityOfImprovement(model, x_plus, xi=-1.0)
 
 
 def test_cei_batch_is_one_two_by_two_posterior_per_candidate(fitted):
