@@ -32,15 +32,6 @@ BOUNDS = torch.tensor([[0.0, 0.0], [1.0, 2.0]], dtype=torch.float64)
 N_MC = 40_000
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny GP linear algebra: one thread avoids OpenMP spin-waits on a loaded CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def noisy_data(n: int = 12, seed: int = 0, scale: float = 1.0):
     """Branin-like smooth data with heteroscedastic known noise in the box."""
     generator = torch.Generator().manual_seed(seed)

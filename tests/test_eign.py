@@ -28,15 +28,6 @@ from compressbo.optimizer import Optimizer
 BOUNDS = torch.tensor([[0.0, -1.0], [1.0, 3.0]], dtype=torch.float64)  # not a cube
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny GP linear algebra: one thread avoids OpenMP spin-waits on a loaded CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def data(n: int = 12, seed: int = 0, scale: float = 1.0):
     generator = torch.Generator().manual_seed(seed)
     X = BOUNDS[0] + (BOUNDS[1] - BOUNDS[0]) * torch.rand(n, 2, generator=generator).double()

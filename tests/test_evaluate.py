@@ -22,15 +22,6 @@ from compressbo.evaluate import (
 CLASSES = 10
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny forwards thousands of times: thread wake-ups would dominate on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def oracle_set(n: int, wrong: int, seed: int = 0) -> TensorSet:
     """One-hot inputs of a 'predicted' class; exactly ``wrong`` labels disagree with it."""
     generator = torch.Generator().manual_seed(seed)

@@ -16,15 +16,6 @@ from compressbo.gp import GPFitWarning, condition_on_pending, fit_gp, incumbent
 BOUNDS = torch.tensor([[0.0, -1.0], [2.0, 1.0]], dtype=torch.float64)
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny GP linear algebra: one thread avoids OpenMP spin-waits on a loaded CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def quadratic_data(n: int = 20, seed: int = 0, noise_std: float = 0.05):
     generator = torch.Generator().manual_seed(seed)
     u = torch.rand(n, 2, generator=generator, dtype=torch.float64)

@@ -16,15 +16,6 @@ from compressbo.gp import fit_gp, training_data
 BOUNDS_1D = torch.tensor([[0.0], [1.0]], dtype=torch.float64)
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny GP linear algebra: one thread avoids OpenMP spin-waits on a loaded CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def lines(k: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     a = torch.randn(k, generator=generator, dtype=torch.float64)

@@ -24,15 +24,6 @@ BOUNDS = torch.tensor([[0.0, 0.0], [1.0, 2.0]], dtype=torch.float64)
 F_STAR = -1.0  # min of sin(3 x0) + (x1 - 1.2)^2 over the box
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny GP linear algebra: one thread avoids OpenMP spin-waits on a loaded CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def objective(X: torch.Tensor) -> torch.Tensor:
     return torch.sin(3 * X[..., 0]) + (X[..., 1] - 1.2) ** 2  # minimum -1 at (pi/2, 1.2)
 

@@ -22,15 +22,6 @@ from compressbo.networks import (
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """One LAPACK thread: on a busy 2-core machine spinning OpenMP threads make SVDs 10-100x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def factor_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("factors")

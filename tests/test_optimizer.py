@@ -15,15 +15,6 @@ OPTIMUM = torch.tensor([0.7, 0.35], dtype=torch.float64)
 FAST = {"num_restarts": 3, "raw_samples": 64}  # the properties below do not need more
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny GP linear algebra: one thread avoids OpenMP spin-waits on a loaded CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def quadratic(x: torch.Tensor) -> float:
     return float((((x - OPTIMUM) / torch.tensor([4.0, 1.0])) ** 2).sum() * 10)
 

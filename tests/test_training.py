@@ -13,15 +13,6 @@ from compressbo.training import pretrained_fc3_weights, train_fc3
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "train_fc3.py"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small matrix products: on a busy 2-core machine thread wake-ups would dominate."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def digits():
     return load_digits_split(seed=0)
