@@ -219,3 +219,37 @@ def test_known_optimum_acquisitions_run_with_a_given_optimum(env):
     assert main(argv) == 0
     history = _history(out)
     assert history[-1]["phase"] == "bo" and history[-1]["acquisition_value"] <= 0  # negated CBM
+
+
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGKILL"])
+def test_a_real_interrupt_or_kill_resumes_with_no_evaluation_lost_or_repeated(env, signal_name):
+    """The console script, stopped by Ctrl-C or killed mid-run, then resumed."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = env / "run"
+    argv = [sys.executable, "-m", "compressbo.cli", "compress", "--init", "4", "--iterations", "4", *FAST,
+            "--out", str(out)]
+    one_thread = {**os.environ, "OMP_NUM_THREADS": "1"}  # and COMPRESSBO_CACHE from the fixture
+    process = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=one_thread)
+    history = out / "history.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not history.exists() or len(history.read_text().splitlines()) < 5):
+        time.sleep(0.05)
+    process.send_signal(getattr(signal, signal_name))
+    _, err = process.communicate(timeout=60)
+    if signal_name == "SIGINT":
+        assert process.returncode == 130 and f"--resume {out}" in err and "Traceback" not in err
+    else:
+        assert process.returncode == -signal.SIGKILL
+    prefix = history.read_text()
+    assert 5 <= len(prefix.splitlines()) < 8
+
+    assert main(["compress", "--resume", str(out), "--quiet"]) == 0
+    records = _history(out)
+    assert history.read_text().startswith(prefix)
+    assert [r["iteration"] for r in records] == list(range(8))
+    assert len({tuple(r["theta"]) for r in records}) == 8
