@@ -15,7 +15,9 @@ the latent posterior mean ``mu``, standard deviation ``s`` and the incumbent ``x
 
 - EI via gradient norms, "EI-GN": EI of ``H(x) = f(x) + lam ||grad f(x)||^2``, with
   ``H`` moment-matched to a Gaussian from the joint posterior of ``(f, grad f)``
-  (``compressbo.gradients``) and ``H+ = min_i mu_H(x_i)``; ``lam = 0`` is EI.
+  (``compressbo.gradients``) and ``H+ = min_i mu_H(x_i)``; ``lam = 0`` is EI. With
+  observed gradients the joint posterior comes from a gradient-enhanced GP
+  (``compressbo.gradient_gp``, any ``JointPosteriorModel``) instead.
 - ERM and CBM (Nguyen & Osborne, 2020) need the known optimum ``f_star`` and work on
   a transformed GP (``compressbo.known_optimum``); they return the negated criterion.
 - ``random``: scrambled Sobol points, no model (``compressbo.optimizer.Optimizer``
@@ -31,6 +33,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 from botorch.acquisition import AcquisitionFunction
@@ -232,6 +235,17 @@ class CorrectedProbabilityOfImprovement(_CorrectedImprovement):
 # ------------------------------- EI via gradient norms -------------------------------
 
 
+@runtime_checkable
+class JointPosteriorModel(Protocol):
+    """A model of ``(f, grad f)`` itself, e.g. ``compressbo.gradient_gp.GradientGP``."""
+
+    def joint_posterior(self, X: Tensor) -> ValueGradientPosterior:
+        """The joint posterior at ``batch_shape x d`` points, in objective units."""
+
+    def prior_gradient_scale(self) -> tuple[float, float]:
+        """Prior ``(std of f, E||grad f||^2)`` in objective units."""
+
+
 def gradient_norm_moments(
     joint: ValueGradientPosterior, lam: float
 ) -> tuple[Tensor, Tensor]:
@@ -268,31 +282,46 @@ class ExpectedImprovementGradientNorm(AnalyticAcquisitionFunction):
     (``gradient_norm_moments``), used as a Gaussian. With ``lam = 0`` it is exactly
     BoTorch's ``ExpectedImprovement(best_f=mu+, maximize=False)``.
 
+    The joint posterior of ``(f, grad f)`` is the derivative of a value GP
+    (``DerivativeGP``), or, when ``model`` is a ``JointPosteriorModel`` (a GP that
+    observed gradients), that model's own ``joint_posterior``.
+
     Example:
         >>> eign = ExpectedImprovementGradientNorm(model, train_X, lam=0.01)
         >>> values = eign(test_X)  # test_X: b x 1 x d -> b
     """
 
-    def __init__(self, model: Model, X_observed: Tensor, lam: float) -> None:
+    def __init__(
+        self, model: Model | JointPosteriorModel, X_observed: Tensor, lam: float
+    ) -> None:
         r"""Set up EI-GN with the incumbent ``H+ = min_i mu_H(x_i)``.
 
         Args:
-            model: A fitted value GP (``compressbo.gp.fit_gp``).
+            model: A fitted value GP (``compressbo.gp.fit_gp``) or a gradient-enhanced
+                GP (``compressbo.gradient_gp.fit_gradient_gp``).
             X_observed: A ``n x d`` tensor of observed inputs.
             lam: The weight ``lam >= 0`` of the squared gradient norm.
         """
         super().__init__(model=model)
-        self.derivative = DerivativeGP(model)
+        gradient_enhanced = isinstance(model, JointPosteriorModel)
+        self.derivative = model if gradient_enhanced else DerivativeGP(model)
+        self.joint_posterior = (
+            model.joint_posterior if gradient_enhanced else self.derivative.posterior
+        )
         self.lam = float(lam)
         with torch.no_grad():
-            mean = model.posterior(X_observed).mean.reshape(-1)  # as EI's mu+ exactly
-            joint = self.derivative.posterior(X_observed)
+            joint = self.joint_posterior(X_observed)
+            mean = (
+                joint.mean
+                if gradient_enhanced
+                else model.posterior(X_observed).mean.reshape(-1)  # as EI's mu+ exactly
+            )
             mean_H = mean + (gradient_norm_moments(joint, self.lam)[0] - joint.mean)
         self.register_buffer("best_H", mean_H.min())
 
     def moments(self, X: Tensor) -> tuple[Tensor, Tensor]:
         r"""``(mu_H, s_H^2)`` at ``batch_shape x 1 x d`` inputs, each ``batch_shape``."""
-        return gradient_norm_moments(self.derivative.posterior(X.squeeze(-2)), self.lam)
+        return gradient_norm_moments(self.joint_posterior(X.squeeze(-2)), self.lam)
 
     @t_batch_mode_transform(expected_q=1)
     def forward(self, X: Tensor) -> Tensor:
@@ -394,12 +423,15 @@ class AcquisitionSpec:
         monte_carlo: It accepts ``X_pending`` (pending points are joint MC samples);
             otherwise pending points are handled by conditioning the model.
         known_optimum: It needs the option ``f_star``, the known optimum value.
+        gradient_enhanced: It also accepts a ``JointPosteriorModel`` (a GP that
+            observed gradients) in place of the value GP.
     """
 
     build: Callable[..., AcquisitionFunction] | None
     log: bool = False
     monte_carlo: bool = False
     known_optimum: bool = False
+    gradient_enhanced: bool = False
 
     @property
     def model_free(self) -> bool:
@@ -506,10 +538,13 @@ def _kg(
     )
 
 
-def _eign(model: Model, X_observed: Tensor, lam: float | None = None) -> AcquisitionFunction:
+def _eign(
+    model: Model | JointPosteriorModel, X_observed: Tensor, lam: float | None = None
+) -> AcquisitionFunction:
     """EI-GN; ``lam=None`` calibrates ``lam`` on the GP prior (``EIGN_RELATIVE_WEIGHT``)."""
     if lam is None:
-        prior_std, prior_sq_gradient = DerivativeGP(model).prior_gradient_scale()
+        source = model if isinstance(model, JointPosteriorModel) else DerivativeGP(model)
+        prior_std, prior_sq_gradient = source.prior_gradient_scale()
         lam = EIGN_RELATIVE_WEIGHT * prior_std / prior_sq_gradient
     if not (isinstance(lam, (int, float)) and lam >= 0 and lam < float("inf")):
         raise UserInputError(f"eign's lam must be a finite number >= 0, got {lam!r}.")
@@ -541,7 +576,7 @@ ACQUISITIONS: dict[str, AcquisitionSpec] = {
     "nei": AcquisitionSpec(_nei),
     "qlognei": AcquisitionSpec(_qlognei, log=True, monte_carlo=True),
     "kg": AcquisitionSpec(_kg, monte_carlo=True),
-    "eign": AcquisitionSpec(_eign),
+    "eign": AcquisitionSpec(_eign, gradient_enhanced=True),
     "erm": AcquisitionSpec(_erm, known_optimum=True),
     "cbm": AcquisitionSpec(_cbm, known_optimum=True),
     "random": AcquisitionSpec(None),
@@ -587,7 +622,9 @@ def make_acquisition(
 
     Args:
         name: One of ``ACQUISITION_NAMES``.
-        model: A fitted single-outcome GP (as returned by ``fit_gp``).
+        model: A fitted single-outcome GP (as returned by ``fit_gp``); for
+            acquisitions with a ``gradient_enhanced`` spec (eign) also a
+            gradient-enhanced GP (``compressbo.gradient_gp.fit_gradient_gp``).
         X_observed: A ``n x d`` tensor of observed inputs; the incumbent (or the
             baseline of NEI / qLogNEI) is taken among them.
         **options: Acquisition-specific options: ``beta`` (ucb, cbm),
@@ -605,14 +642,21 @@ def make_acquisition(
     Raises:
         UserInputError: ``name`` is unknown (the message lists the valid names), an
             option does not apply to ``name``, a required option (``f_star``) is
-            missing, or ``name`` is ``random`` (no acquisition function: use
-            ``Optimizer(acquisition="random")``).
+            missing, ``name`` is ``random`` (no acquisition function: use
+            ``Optimizer(acquisition="random")``), or ``model`` is a gradient-enhanced
+            GP and ``name`` cannot use one.
     """
     spec = acquisition_spec(name)
     if spec.build is None:
         raise UserInputError(
             f"acquisition {name!r} proposes scrambled Sobol points without a model; "
             f"use Optimizer(acquisition={name!r}) instead of make_acquisition."
+        )
+    if isinstance(model, JointPosteriorModel) and not spec.gradient_enhanced:
+        gradient_names = [n for n, s in ACQUISITIONS.items() if s.gradient_enhanced]
+        raise UserInputError(
+            f"acquisition {name!r} needs a value GP (compressbo.gp.fit_gp), not a "
+            f"gradient-enhanced GP; only {', '.join(gradient_names)} can use gradients."
         )
     try:
         return spec.build(model, X_observed, **options)

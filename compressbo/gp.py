@@ -40,7 +40,7 @@ VARIANCE_FLOOR = 1e-5
 RETRY_VARIANCE_FLOOR = 1e-3
 BELIEVER_VARIANCE = VARIANCE_FLOOR  # standardized noise of kriging-believer observations
 _MIN_STD = 1e-8  # Standardize's own threshold below which outcomes are not scaled
-_FIT_ERRORS = (NotPSDError, ModelFittingError, RuntimeError, ValueError)
+FIT_ERRORS = (NotPSDError, ModelFittingError, RuntimeError, ValueError)
 
 
 class GPFitWarning(RuntimeWarning):
@@ -75,16 +75,16 @@ def fit_gp(
         UserInputError: Shapes disagree, values are not finite, a variance is negative
             or the bounds are not a ``2 x d`` box with ``lower < upper``.
     """
-    X, Y, Yvar, bounds = _validated(train_X, train_Y, train_Yvar, bounds)
+    X, Y, Yvar, bounds = validated_training_data(train_X, train_Y, train_Yvar, bounds)
     if known_kernel is not None:
         return known_rbf_gp(X, Y, Yvar, bounds, **known_kernel)
-    scale = _outcome_variance(Y)
+    scale = outcome_variance(Y)
     for floor in (VARIANCE_FLOOR, RETRY_VARIANCE_FLOOR):
         model = _build_gp(X, Y, Yvar.clamp_min(floor * scale), bounds)
         try:
             fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
             return model.eval()
-        except _FIT_ERRORS as error:
+        except FIT_ERRORS as error:
             warnings.warn(
                 f"GP fit failed with variance floor {floor:g} ({type(error).__name__}: "
                 f"{error}); recovering.",
@@ -219,15 +219,16 @@ def _build_gp(X: Tensor, Y: Tensor, Yvar: Tensor, bounds: Tensor) -> SingleTaskG
     )
 
 
-def _outcome_variance(Y: Tensor) -> float:
+def outcome_variance(Y: Tensor) -> float:
     """The variance Standardize divides by (1 when ``Y`` is (nearly) constant)."""
     std = Y.std().item() if Y.shape[0] > 1 else 0.0
     return std**2 if std >= _MIN_STD else 1.0
 
 
-def _validated(
+def validated_training_data(
     X: Tensor, Y: Tensor, Yvar: Tensor, bounds: Tensor
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Float64 ``(X n x d, Y n x 1, Yvar n x 1, bounds 2 x d)``, or a one-line UserInputError."""
     X, Y, Yvar, bounds = (
         torch.as_tensor(t, dtype=torch.float64) for t in (X, Y, Yvar, bounds)
     )

@@ -10,6 +10,12 @@ r"""Ask/tell Bayesian optimizer for noisy objectives with known per-point varian
   acquisition (``compressbo.acquisition.make_acquisition``) and maximizes it with
   ``optimize_acqf`` (``num_restarts`` L-BFGS-B restarts from the best of
   ``raw_samples`` Sobol points, L-BFGS-B run to convergence).
+- Gradients: ``tell(x, y, yvar, gradient)`` may carry ``grad f(x)`` (exact, e.g. by
+  autograd). When every observation has one and the acquisition is
+  ``gradient_enhanced`` (eign), proposals use the gradient-enhanced GP
+  (``compressbo.gradient_gp.fit_gradient_gp``) instead of the value GP; with a
+  ``known_kernel`` they do not (that prior is for values only). ``recommend`` always
+  uses the value GP, so recommendations of all acquisitions come from the same model.
 - Pending points (asked, not yet told): analytic acquisitions see the GP conditioned
   on its own mean there (kriging believer), Monte Carlo ones get ``X_pending``. A
   proposal never duplicates a pending point.
@@ -39,6 +45,7 @@ from torch.quasirandom import SobolEngine
 from compressbo.acquisition import acquisition_spec, make_acquisition, validate_options
 from compressbo.errors import UserInputError
 from compressbo.gp import condition_on_pending, fit_gp, incumbent
+from compressbo.gradient_gp import fit_gradient_gp, GradientGP
 
 STATE_FORMAT = "compressbo.optimizer/1"
 DUPLICATE_TOLERANCE = 1e-6  # max-norm distance in the unit cube below which points match
@@ -142,10 +149,12 @@ class Optimizer:
         self._X = torch.empty(0, d, dtype=torch.float64)
         self._Y = torch.empty(0, dtype=torch.float64)
         self._Yvar = torch.empty(0, dtype=torch.float64)
+        self._gradients = torch.empty(0, d, dtype=torch.float64)  # NaN rows: not told
         self._pending = torch.empty(0, d, dtype=torch.float64)
         self._n_asked = 0
         self._sobol = SobolEngine(d, scramble=True, seed=self.seed)
         self._model: SingleTaskGP | None = None
+        self._gradient_model: GradientGP | None = None
         self.last_acquisition_value: float | None = None
         self.should_stop = False
 
@@ -177,6 +186,11 @@ class Optimizer:
         return self._Yvar.clone()
 
     @property
+    def gradients(self) -> Tensor:
+        """``n x d`` observed gradients; rows of NaN where none was told."""
+        return self._gradients.clone()
+
+    @property
     def pending(self) -> Tensor:
         """``k x d`` points asked but not yet told."""
         return self._pending.clone()
@@ -202,7 +216,13 @@ class Optimizer:
         points = [self._ask_one() for _ in range(1 if k is None else k)]
         return points[0] if k is None else torch.stack(points)
 
-    def tell(self, x: Tensor | Sequence[float], y: float, yvar: float) -> None:
+    def tell(
+        self,
+        x: Tensor | Sequence[float],
+        y: float,
+        yvar: float,
+        gradient: Tensor | Sequence[float] | None = None,
+    ) -> None:
         r"""Record an observation ``y = f(x) + noise`` with noise variance ``yvar``.
 
         Args:
@@ -210,6 +230,8 @@ class Optimizer:
                 from the pending set.
             y: The observed value (finite).
             yvar: Its noise variance (finite, ``>= 0``).
+            gradient: The exact gradient ``grad f(x)``, a ``d`` tensor (or sequence),
+                or None.
         """
         x = torch.as_tensor(x, dtype=torch.float64).reshape(-1)
         if x.shape != (self.dim,):
@@ -224,13 +246,24 @@ class Optimizer:
         y, yvar = _finite_float(y, "y"), _finite_float(yvar, "yvar")
         if yvar < 0:
             raise UserInputError(f"yvar must be >= 0 (a variance), got {yvar}.")
+        if gradient is None:
+            gradient = torch.full((self.dim,), math.nan, dtype=torch.float64)
+        else:
+            gradient = torch.as_tensor(gradient, dtype=torch.float64).reshape(-1)
+            if gradient.shape != (self.dim,) or not bool(torch.isfinite(gradient).all()):
+                raise UserInputError(
+                    f"gradient must be {self.dim} finite values (df/dx at x) or None, "
+                    f"got {gradient.tolist()}."
+                )
         match = self._pending_index(x)
         if match is not None:
             self._pending = torch.cat([self._pending[:match], self._pending[match + 1 :]])
         self._X = torch.cat([self._X, x.unsqueeze(0)])
         self._Y = torch.cat([self._Y, self._Y.new_tensor([y])])
         self._Yvar = torch.cat([self._Yvar, self._Yvar.new_tensor([yvar])])
+        self._gradients = torch.cat([self._gradients, gradient.unsqueeze(0)])
         self._model = None
+        self._gradient_model = None
 
     def recommend(self) -> Recommendation:
         """The incumbent (lowest posterior mean among observed points) and its moments."""
@@ -264,6 +297,9 @@ class Optimizer:
             "X": self._X.tolist(),
             "Y": self._Y.tolist(),
             "Yvar": self._Yvar.tolist(),
+            "gradients": [
+                None if bool(row.isnan().any()) else row.tolist() for row in self._gradients
+            ],
             "pending": self._pending.tolist(),
             "n_asked": self._n_asked,
             "sobol_drawn": int(self._sobol.num_generated),
@@ -293,6 +329,11 @@ class Optimizer:
         restored._X = torch.tensor(state["X"], dtype=torch.float64).reshape(-1, d)
         restored._Y = torch.tensor(state["Y"], dtype=torch.float64).reshape(-1)
         restored._Yvar = torch.tensor(state["Yvar"], dtype=torch.float64).reshape(-1)
+        gradients = state.get("gradients") or [None] * len(restored._Y)
+        restored._gradients = torch.tensor(
+            [[math.nan] * d if row is None else row for row in gradients],
+            dtype=torch.float64,
+        ).reshape(-1, d)
         restored._pending = torch.tensor(state["pending"], dtype=torch.float64).reshape(-1, d)
         restored._n_asked = int(state["n_asked"])
         restored._sobol.fast_forward(int(state["sobol_drawn"]))
@@ -339,16 +380,37 @@ class Optimizer:
                 )
         return self._model
 
+    def _fitted_gradient_model(self) -> GradientGP:
+        if self._gradient_model is None:
+            with manual_seed(_derived_seed(self.seed, _FIT, self.n_observed)):
+                self._gradient_model = fit_gradient_gp(
+                    self._X, self._Y, self._gradients, self._Yvar, self._bounds
+                )
+        return self._gradient_model
+
+    def _uses_gradients(self) -> bool:
+        """Whether proposals come from the gradient-enhanced GP."""
+        return (
+            acquisition_spec(self.acquisition).gradient_enhanced
+            and self.known_kernel is None
+            and not bool(self._gradients.isnan().any())
+        )
+
     def _propose(self) -> tuple[Tensor, float]:
         """Maximize the acquisition; the best restart that is not a pending point."""
-        model = self._fitted_model()
+        gradient_enhanced = self._uses_gradients()
+        model = self._fitted_gradient_model() if gradient_enhanced else self._fitted_model()
         options = dict(self.acquisition_options)
         X_baseline = self._X
         if len(self._pending):
             if acquisition_spec(self.acquisition).monte_carlo:
                 options["X_pending"] = self._pending
             else:
-                model = condition_on_pending(model, self._pending)
+                model = (
+                    model.condition_on_pending(self._pending)
+                    if gradient_enhanced
+                    else condition_on_pending(model, self._pending)
+                )
                 X_baseline = torch.cat([self._X, self._pending])
         acquisition = make_acquisition(self.acquisition, model, X_baseline, **options)
         candidates, values = optimize_acqf(
