@@ -320,6 +320,7 @@ class GPSampleFamily:
         self.bounds = torch.stack([torch.zeros(dim), torch.ones(dim)]).to(torch.float64)
         self.optimal_value = None
         self.score_label = "simple regret f(x) - f*"
+        self._members: dict[int, GPSampleProblem] = {}
 
     def __repr__(self) -> str:
         return (
@@ -328,10 +329,12 @@ class GPSampleFamily:
         )
 
     def for_seed(self, seed: int) -> GPSampleProblem:
-        """Function number ``seed``."""
-        return GPSampleProblem(
-            seed, self.dim, self.lengthscale, self.outputscale, self.noise_std
-        )
+        """Function number ``seed`` (built once per family and process, minimum included)."""
+        if seed not in self._members:
+            self._members[seed] = GPSampleProblem(
+                seed, self.dim, self.lengthscale, self.outputscale, self.noise_std
+            )
+        return self._members[seed]
 
 
 def _check_gp_sample(dim: int, lengthscale: float, outputscale: float, noise_std: float) -> None:

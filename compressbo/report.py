@@ -276,7 +276,7 @@ def plot_recommendations(comparison: dict[str, Any], path: str | Path) -> None:
     metrics = final_metrics(comparison)
     figure, axis = plt.subplots(figsize=(6.0, 4.2), dpi=100)
     colors = plt.get_cmap("tab10").colors
-    markers = "o^sDv<>ph*"
+    markers = "o^sDv<>"  # 7 markers against 10 colours: 70 distinct (colour, marker) pairs
     names = [name for name in comparison["settings"]["acquisitions"] if name in metrics]
     for index, name in enumerate(names):
         ratio = [m["ratio"] for m in metrics[name]]

@@ -6,10 +6,28 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import compressbo.compare
 from compressbo.acquisition import ACQUISITION_NAMES
 from compressbo.cli import COMMANDS, main
+from compressbo.training import pretrained_fc3_weights
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Torch with one thread: faster than two on a loaded 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def fc3_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("cache")
+    pretrained_fc3_weights(cache_dir=folder, epochs=2)
+    return folder
 
 
 def _error_line(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
@@ -43,9 +61,47 @@ def test_compare_then_report_round_trip(tmp_path: Path, capsys: pytest.CaptureFi
     assert "wrote" in capsys.readouterr().out
 
 
+def test_compare_on_a_compression_problem_then_report(
+    tmp_path: Path, fc3_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COMPRESSBO_CACHE", str(fc3_cache))
+    out = tmp_path / "fc3"
+    argv = ["compare", "--problem", "fc3", "--acq", "cei", "erm", "--known-optimum", "0.05",
+            "--seeds", "1", "--iterations", "3", "--init", "4", "--workers", "1",
+            "--samples", "50", "--gamma", "2", "--bounds", "0.02", "0.5", "--score-every", "2",
+            "--num-restarts", "2", "--raw-samples", "32", "--out", str(out), "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    comparison = json.loads((out / "runs.json").read_text())
+    assert comparison["problem"]["score_label"] == "full-set ratio + 2 * error"
+    assert comparison["problem"]["bounds"] == [[0.02] * 3, [0.5] * 3]
+    assert comparison["settings"]["known_optimum"] == 0.05
+    assert comparison["settings"]["optimizer_options"] == {"num_restarts": 2, "raw_samples": 32}
+    erm = comparison["runs"][1]
+    assert erm["acquisition"] == "erm" and erm["acquisition_options"] == {"f_star": 0.05}
+    assert [step["score"] is None for step in erm["steps"]] == [True, False, False]
+    for entry in erm["initial_design"]:
+        assert entry["yvar"] <= 4 * 0.25 / 50 + 1e-12  # gamma^2 p(1-p)/m
+    files = {name: (out / name).read_bytes() for name in ("summary.md", "convergence.png", "recommendations.png")}
+    for name in files:
+        (out / name).unlink()
+    assert main(["report", str(out)]) == 0
+    assert {name: (out / name).read_bytes() for name in files} == files
+
+
 @pytest.mark.parametrize(
     "argv, expected",
     [
+        (["compare", "--problem", "fc3", "--acq", "ei", "erm", "--out", "x"],
+         "erm need the objective's known optimum value; pass --known-optimum VALUE"),
+        (["compare", "--problem", "levy4", "--samples", "100", "--out", "x"],
+         "--samples apply only to compression problems, not 'levy4'; drop them"),
+        (["compare", "--problem", "fc3", "--dim", "3", "--out", "x"], "--dim does not apply"),
+        (["compare", "--problem", "fc3", "--samples", "50:100", "--out", "x"],
+         "compare needs one subsample size, not --samples 50:100"),
+        (["compare", "--problem", "nosuchnet", "--out", "x"],
+         "unknown problem 'nosuchnet'; choose one of hartmann, griewank, levy, powell (optionally with a dimension, e.g. hartmann3), gpsample, or a compression spec (fc3"),
+        (["compare", "--problem", "levy4", "--score-every", "0", "--out", "x"],
+         "--score-every must be at least 1"),
         (["compare", "--problem", "rosenbrock", "--out", "x"],
          "unknown problem 'rosenbrock'; choose one of hartmann, griewank, levy, powell"),
         (["compare", "--problem", "levy", "--dim", "4", "--acq", "ei", "foo", "--out", "x"],
@@ -62,9 +118,10 @@ def test_compare_then_report_round_trip(tmp_path: Path, capsys: pytest.CaptureFi
 )  # fmt: skip
 def test_bad_input_is_one_line_and_exit_code_2(
     argv: list[str], expected: str, capsys: pytest.CaptureFixture[str], tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, fc3_cache: Path,
 ) -> None:  # fmt: skip
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COMPRESSBO_CACHE", str(fc3_cache))
     assert expected in _error_line(capsys, argv)
     assert not (tmp_path / "x").exists()
 
