@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any, Union
 
 import torch
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from compressbo.errors import UserInputError
@@ -266,6 +267,12 @@ def run_one(
     if acquisition_spec(acquisition).known_optimum:
         f_star = problem.optimal_value if known_optimum is None else known_optimum
         acquisition_options["f_star"] = f_star
+    # gradient-enhanced acquisitions observe the exact gradient where the problem has one
+    observe_gradient = acquisition_spec(acquisition).gradient_enhanced and hasattr(problem, "true_gradient")
+
+    def gradient(x: Tensor) -> Tensor | None:
+        return problem.true_gradient(x) if observe_gradient else None
+
     torch.manual_seed(seed)
     noise = torch.Generator().manual_seed(seed)
     optimizer = Optimizer(
@@ -283,7 +290,7 @@ def run_one(
     for _ in range(n_init):
         x = optimizer.ask()
         y, yvar = problem.evaluate(x, noise)
-        optimizer.tell(x, y, yvar)
+        optimizer.tell(x, y, yvar, gradient=gradient(x))
         initial_design.append({"x": x.tolist(), "y": y, "yvar": yvar})
 
     steps = []
@@ -300,7 +307,7 @@ def run_one(
             ask_time = time.perf_counter() - start
             y, yvar = problem.evaluate(x, noise)
             start = time.perf_counter()
-            optimizer.tell(x, y, yvar)
+            optimizer.tell(x, y, yvar, gradient=gradient(x))
             recommendation = optimizer.recommend()  # fits the GP the next ask() reuses
             step_time = ask_time + time.perf_counter() - start
         scored = iteration % score_every == 0 or iteration == iterations
@@ -322,6 +329,7 @@ def run_one(
         "seed": seed,
         "n_init": n_init,
         "acquisition_options": acquisition_options,
+        "observed_gradients": observe_gradient,
         "optimal_value": problem.optimal_value,
         "initial_design": initial_design,
         "initial_recommendation": initial_recommendation,

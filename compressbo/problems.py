@@ -141,6 +141,14 @@ class NoisySyntheticProblem:
         """
         return self.test_function.evaluate_true(X.to(torch.float64))
 
+    def true_gradient(self, x: Tensor) -> Tensor:
+        """Gradient of the noise-free objective at ``x`` (shape ``d``), by autograd.
+
+        Gradient-enhanced acquisitions (``eign``) observe it beside each noisy value.
+        """
+        x = _as_point(x, self.dim).detach().requires_grad_(True)
+        return torch.autograd.grad(self.true_value(x), x)[0]
+
     def noise_std(self, X: Tensor) -> Tensor:
         """Standard deviation ``sigma(X)`` of the observation noise.
 

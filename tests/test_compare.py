@@ -369,3 +369,24 @@ def test_gp_sample_model_is_the_exact_posterior_of_the_known_kernel() -> None:
     torch.testing.assert_close(posterior.variance.reshape(-1), variance)
     restored = Optimizer.from_state_dict(optimizer.state_dict())
     assert restored.known_kernel == problem.known_kernel
+
+
+def test_eign_observes_exact_gradients_on_synthetic_problems():
+    from compressbo.compare import run_one
+    from compressbo.problems import make_problem
+
+    problem = make_problem("hartmann3")
+    x = torch.tensor([0.2, 0.5, 0.7], dtype=torch.float64)
+    h = 1e-6 * torch.eye(3, dtype=torch.float64)
+    finite = torch.stack([(problem.true_value(x + e) - problem.true_value(x - e)) / 2e-6 for e in h])
+    assert torch.allclose(problem.true_gradient(x), finite, rtol=1e-5, atol=1e-8)
+
+    options = {"num_restarts": 2, "raw_samples": 32}
+    with_gradients = run_one(problem, "eign", 0, iterations=2, optimizer_options=options)
+    value_only = run_one(problem, "ei", 0, iterations=2, optimizer_options=options)
+    assert with_gradients["observed_gradients"] and not value_only["observed_gradients"]
+    assert with_gradients["initial_design"] == value_only["initial_design"]
+    bounds = problem.bounds
+    for step in with_gradients["steps"]:
+        x = torch.tensor(step["x"], dtype=torch.float64)
+        assert torch.all((bounds[0] <= x) & (x <= bounds[1]))
