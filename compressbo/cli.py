@@ -13,6 +13,7 @@ import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import NoReturn
 
 from compressbo import __version__
@@ -94,8 +95,11 @@ def _run_compress(args: argparse.Namespace) -> int:
         else:
             path, best = start(config, out, progress=not args.quiet)
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; every finished evaluation is saved. Continue with: "
-              f"{PROG} compress --resume {out}", file=sys.stderr)
+        if (Path(out) / "config.json").exists():
+            print(f"{PROG}: interrupted; every finished evaluation is saved. Continue with: "
+                  f"{PROG} compress --resume {out}", file=sys.stderr)
+        else:
+            print(f"{PROG}: interrupted before the first evaluation; nothing was saved", file=sys.stderr)
         return 130
     if not args.quiet:
         print(
@@ -226,7 +230,13 @@ def _add_report_parser(subparsers: argparse._SubParsersAction) -> None:
 def _run_report(args: argparse.Namespace) -> int:
     from compressbo.report import load_comparison, write_report
 
-    written = write_report(load_comparison(args.directory), args.directory)
+    comparison = load_comparison(args.directory)
+    try:
+        written = write_report(comparison, args.directory)
+    except OSError as err:
+        raise UserInputError(f"cannot write the report into {args.directory} ({err.strerror or err}); check its permissions") from None
+    except (KeyError, TypeError, ValueError) as err:
+        raise UserInputError(f"{args.directory}/runs.json is incomplete or damaged ({type(err).__name__}: {err})") from None
     print(f"wrote {', '.join(f'{args.directory}/{name}' for name in written)}")
     return 0
 

@@ -27,10 +27,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from compressbo.acquisition import ACQUISITION_NAMES, acquisition_spec
+from compressbo.acquisition import acquisition_spec
 from compressbo.data import DATASET_NAMES, load_validation
 from compressbo.errors import UserInputError
-from compressbo.evaluate import OBJECTIVES, CompressionObjective, SubsampleEvaluator
+from compressbo.evaluate import OBJECTIVES, CompressionObjective, SubsampleEvaluator, resolve_device
 from compressbo.networks import Compressor, NetworkSpec, build_network, load_spec, preprocessing, save_compressed
 from compressbo.optimizer import Optimizer
 from compressbo.runs import RunDirectory, package_versions
@@ -99,9 +99,10 @@ class CompressConfig:
 
     def validate(self) -> None:
         """Check what can be checked without loading anything; raise :class:`UserInputError`."""
-        if self.acq not in ACQUISITION_NAMES:
-            raise UserInputError(f"unknown acquisition {self.acq!r}; choose one of {', '.join(ACQUISITION_NAMES)}")
-        if self.known_optimum is not None and not acquisition_spec(self.acq).known_optimum:
+        spec = acquisition_spec(self.acq)  # names the valid acquisitions when unknown
+        if self.kappa is not None and (spec.known_optimum or spec.model_free):
+            raise UserInputError(f"--kappa does not apply to {self.acq} (it has no improvement value); drop --kappa")
+        if self.known_optimum is not None and not spec.known_optimum:
             raise UserInputError(f"--known-optimum applies to erm and cbm, not to {self.acq}; drop it or choose one of those")
         if self.objective not in OBJECTIVES:
             raise UserInputError(f"unknown objective {self.objective!r}; choose one of {', '.join(OBJECTIVES)}")
@@ -116,6 +117,14 @@ class CompressConfig:
             raise UserInputError(f"--gamma must be a non-negative number, got {self.gamma}")
         if self.kappa is not None and not (math.isfinite(self.kappa) and self.kappa > 0):
             raise UserInputError(f"--kappa must be a positive number, got {self.kappa}")
+        resolve_device(self.device)
+        if self.batch_size is not None and self.batch_size < 1:
+            raise UserInputError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.num_restarts < 1 or self.raw_samples < self.num_restarts:
+            raise UserInputError(
+                f"--num-restarts {self.num_restarts} and --raw-samples {self.raw_samples}: need "
+                "num_restarts >= 1 and raw_samples >= num_restarts"
+            )
         if self.bounds is not None:
             lo, hi = self.bounds
             if not 0 < lo < hi <= 1:
@@ -318,9 +327,16 @@ class CompressionJob:
         self._save_state()
         return x, self.pending_acquisition_value, time.perf_counter() - started
 
-    def step(self) -> dict[str, Any]:
-        """Ask, evaluate on a fresh subsample, tell, and record one evaluation."""
+    def step(self) -> dict[str, Any] | None:
+        """Ask, evaluate on a fresh subsample, tell, and record one evaluation.
+
+        Returns:
+            The evaluation's record, or ``None`` when the proposal fell below ``kappa``:
+            the paper's rule stops there, without spending the evaluation.
+        """
         x, acquisition_value, seconds_ask = self._next_point()
+        if self.optimizer.should_stop:
+            return None
         observation = self.objective(x)
         started = time.perf_counter()
         self.optimizer.tell(x, observation.y, observation.yvar)
@@ -329,7 +345,7 @@ class CompressionJob:
         iteration = len(self.history)
         record = {
             "iteration": iteration,
-            "phase": "init" if acquisition_value is None else "bo",
+            "phase": "init" if iteration < self.optimizer.n_init else "bo",
             "theta": x.tolist(),
             **observation.to_dict(),
             "acquisition_value": acquisition_value,
@@ -363,12 +379,14 @@ class CompressionJob:
         with bar:
             while len(self.history) < self.budget and not self.optimizer.should_stop:
                 record = self.step()
+                if record is None:
+                    break
                 best = min(best, record["y"])
                 bar.set_postfix(y=f"{record['y']:.4f}", best=f"{best:.4f}", refresh=False)
                 bar.update(1)
         if self.optimizer.should_stop:
             logger.warning(
-                "stopped after %d evaluations: the maximized %s fell below kappa = %g",
+                "stopped after %d evaluations: the maximized %s of the next proposal fell below kappa = %g",
                 len(self.history),
                 self.config.acq,
                 self.config.kappa,
@@ -380,15 +398,14 @@ class CompressionJob:
 
         rec = self._recommended()
         theta = torch.tensor(rec["theta"], dtype=torch.float64)
-        metrics = self.objective.full_metrics(theta)
         compressed = self.compressor.compress(theta)
+        metrics = self.objective.full_metrics(theta, compressed)
         best = {
             "theta": rec["theta"],
             "posterior_mean": rec["mean"],
             "posterior_std": rec["std"],
             "evaluations": len(self.history),
             "stopped_by_kappa": self.optimizer.should_stop,
-            "objective_full": metrics["ratio"] + self.config.gamma * metrics["error"],
             **metrics,
             "layers": [dataclasses.asdict(layer) for layer in compressed.layers],
         }
@@ -419,6 +436,12 @@ def start(config: CompressConfig, out: str | Path | None = None, *, progress: bo
 def resume(directory: str | Path, *, progress: bool = True) -> tuple[Path, dict]:
     """Continue the run in ``directory`` with its own settings."""
     run = RunDirectory.open(directory)
-    job = CompressionJob(CompressConfig.from_dict(run.config["settings"]), run, progress=progress)
-    job.restore()
+    settings = run.config.get("settings")
+    if not isinstance(settings, dict):
+        raise UserInputError(f"--resume {run.path}: its config.json was not written by compressbo compress")
+    job = CompressionJob(CompressConfig.from_dict(settings), run, progress=progress)
+    try:
+        job.restore()
+    except (KeyError, TypeError, ValueError) as err:
+        raise UserInputError(f"--resume {run.path}: its history or state is damaged ({type(err).__name__}: {err})") from None
     return run.path, job.execute()

@@ -91,20 +91,10 @@ class CompressionProblem:
 
     def metrics(self, x: Tensor) -> dict[str, float]:
         """Whole-validation-set ``ratio``, ``error`` (and ``distance``) and ``score`` of ``x``."""
-        compressor, evaluator = self.setup.compressor, self.setup.evaluator
-        key = json.dumps(compressor.ranks(x))
+        key = json.dumps(self.setup.compressor.ranks(x))
         if key not in self._metrics:
-            compressed = compressor.compress(x)
-            metrics = {
-                "ratio": float(compressed.ratio),
-                "error": evaluator.full_error(compressed.module),
-            }
-            measure = metrics["error"]
-            if self.config.objective == "distill":
-                estimate = evaluator.distill(compressed.module, self.setup.network, len(evaluator))
-                metrics["distance"] = measure = estimate.distance
-            metrics["score"] = metrics["ratio"] + self.config.gamma * measure
-            self._metrics[key] = metrics
+            full = self.objective.full_metrics(x)
+            self._metrics[key] = {name: full[name] for name in ("ratio", "error", "distance", "score") if name in full}
         return dict(self._metrics[key])
 
     def score(self, x: Tensor) -> float:

@@ -264,15 +264,21 @@ class SubsampleEvaluator:
             known[missing] = True
         return logits[device_indices]
 
-    def distill(self, module: nn.Module, reference: nn.Module, m: int) -> DistillEstimate:
+    def distill(self, module: nn.Module, reference: nn.Module, m: int | None = None) -> DistillEstimate:
         """Mean squared logit distance of ``module`` to ``reference`` on a fresh subsample.
+
+        Args:
+            module: The compressed network.
+            reference: The original network (its logits are cached per example).
+            m: Subsample size; ``None`` for the whole set (draws no subsample).
 
         Raises:
             UserInputError: ``m`` below 2 (no standard error) or larger than the validation set.
         """
-        if m < 2:
+        if m is not None and m < 2:
             raise UserInputError(f"the distill objective needs --samples of at least 2, got {m}")
-        indices = self.sample(m)
+        indices = self.sample(m) if m is not None else torch.arange(len(self.dataset))
+        m = indices.numel()
         target = self.reference_logits(reference, indices)
         logits = self.logits(module, indices)
         per_example = (logits.double() - target.double()).pow(2).mean(dim=1)
@@ -427,26 +433,38 @@ class CompressionObjective:
             self._original_error = self.evaluator.full_error(self.reference)
         return self._original_error
 
-    def full_metrics(self, theta: Any) -> dict[str, Any]:
+    def full_metrics(self, theta: Any, compressed: CompressedLike | None = None) -> dict[str, Any]:
         """Whole-validation-set metrics of ``theta`` (for the recommended point).
+
+        Args:
+            theta: The per-layer parameters.
+            compressed: ``compressor.compress(theta)``, when the caller already has it.
 
         Returns:
             ``ratio``, ``model_ratio``, ``flops_ratio`` (``None`` where the compressor does
-            not report them), ``ranks``, ``error`` (full set), ``original_error`` (``reference``'s
-            full-set error, ``None`` without a reference) and ``samples`` (the set's size).
+            not report them), ``ranks``, ``error`` (full set), ``distance`` (full-set logit
+            distance, ``objective="distill"`` only), ``score`` (the objective on the full set:
+            ``ratio + gamma * error``, or ``ratio + gamma * distance`` for distill),
+            ``original_error`` (``reference``'s full-set error, ``None`` without a reference)
+            and ``samples`` (the set's size).
         """
-        compressed = self.compressor.compress(theta)
+        compressed = compressed if compressed is not None else self.compressor.compress(theta)
         model_ratio = getattr(compressed, "model_ratio", None)
         flops_ratio = getattr(compressed, "flops_ratio", None)
-        return {
+        metrics = {
             "ratio": float(compressed.ratio),
             "model_ratio": None if model_ratio is None else float(model_ratio),
             "flops_ratio": None if flops_ratio is None else float(flops_ratio),
             "ranks": _jsonable(compressed.ranks),
             "error": self.evaluator.full_error(compressed.module),
-            "original_error": self.original_error(),
-            "samples": len(self.evaluator),
         }
+        measure = metrics["error"]
+        if self.objective == "distill":
+            metrics["distance"] = measure = self.evaluator.distill(compressed.module, self.reference).distance
+        metrics["score"] = metrics["ratio"] + self.gamma * measure
+        metrics["original_error"] = self.original_error()
+        metrics["samples"] = len(self.evaluator)
+        return metrics
 
     def state_dict(self) -> dict[str, Any]:
         """JSON-able state for resuming: evaluations done and the evaluator's subsample sequence."""

@@ -17,7 +17,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 __all__ = ["plot_convergence", "plot_pareto", "markdown_report", "write_artifacts"]
 
 
-def plot_convergence(history: list[dict[str, Any]], path: Path) -> None:
+def _objective_label(settings: dict[str, Any]) -> str:
+    measure = "distance" if settings["objective"] == "distill" else "error"
+    return f"ratio + {settings['gamma']:g} * {measure}"
+
+
+def plot_convergence(history: list[dict[str, Any]], settings: dict[str, Any], path: Path) -> None:
     """Posterior mean (+-1 std) of the recommended point, and every observation, vs evaluation."""
     n = [r["iteration"] + 1 for r in history]
     mean = [r["recommended"]["mean"] for r in history]
@@ -30,7 +35,7 @@ def plot_convergence(history: list[dict[str, Any]], path: Path) -> None:
     if 0 < n_init < len(history):
         ax.axvline(n_init + 0.5, color="0.3", ls=":", lw=1, label="end of initial design")
     ax.set_xlabel("evaluation")
-    ax.set_ylabel("objective  ratio + gamma * error")
+    ax.set_ylabel(f"objective  {_objective_label(settings)}")
     ax.legend(frameon=False, fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -95,7 +100,8 @@ def markdown_report(history: list[dict[str, Any]], best: dict[str, Any], setting
         f"| FLOPs ratio | {_fmt(best['flops_ratio'])} |",
         f"| top-1 error, compressed | {_fmt(best['error'])} |",
         f"| top-1 error, original | {_fmt(best['original_error'])} |",
-        f"| objective ratio + gamma * error | {_fmt(best['objective_full'])} |",
+        *([f"| logit distance to the original | {_fmt(best['distance'])} |"] if "distance" in best else []),
+        f"| objective ({_objective_label(settings)}) | {_fmt(best['score'])} |",
         f"| posterior mean (std) of the objective | {_fmt(best['posterior_mean'])} ({_fmt(best['posterior_std'])}) |",
         f"| validation examples | {best['samples']} |",
         "",
@@ -115,6 +121,6 @@ def markdown_report(history: list[dict[str, Any]], best: dict[str, Any], setting
 def write_artifacts(directory: Path, history: list[dict[str, Any]], best: dict[str, Any], settings: dict[str, Any]) -> None:
     """Write ``convergence.png``, ``pareto.png`` and ``report.md`` into ``directory``."""
     directory = Path(directory)
-    plot_convergence(history, directory / "convergence.png")
+    plot_convergence(history, settings, directory / "convergence.png")
     plot_pareto(history, best, directory / "pareto.png")
     (directory / "report.md").write_text(markdown_report(history, best, settings))

@@ -99,6 +99,13 @@ class RunDirectory:
             raise UserInputError(
                 f"--resume {run.path}: no {CONFIG} there; pass the --out directory of an earlier run"
             )
+        try:
+            config = run.config
+            state = run.load_state()
+        except (OSError, json.JSONDecodeError) as err:
+            raise UserInputError(f"--resume {run.path}: cannot read its files ({err}); the run directory is damaged") from None
+        if not isinstance(config, dict) or not (state is None or isinstance(state, dict)):
+            raise UserInputError(f"--resume {run.path}: its {CONFIG} or {STATE} was not written by compressbo")
         return run
 
     def discard_if_empty(self) -> None:

@@ -56,7 +56,7 @@ def test_compress_writes_every_artifact(env):
     best = json.loads((out / "best.json").read_text())
     assert best["samples"] == 540  # the whole digits validation split
     assert 0 < best["ratio"] <= 1.2 and 0 <= best["error"] <= 1
-    assert best["objective_full"] == pytest.approx(best["ratio"] + best["error"])
+    assert best["score"] == pytest.approx(best["ratio"] + best["error"])
     assert [layer["name"] for layer in best["layers"]] == ["fc1", "fc2", "fc3"]
     assert "| fc2 | svd |" in (out / "report.md").read_text()
 
@@ -124,7 +124,9 @@ def test_resume_after_a_crash_between_history_and_state(env):
     thetas = [tuple(r["theta"]) for r in history]
     assert len(set(thetas)) == len(thetas)
     final = json.loads((out / "optimizer_state.json").read_text())["optimizer"]
-    assert len(final["X"]) == 5 and final["pending"] == []
+    assert final["pending"] == []
+    assert final["X"] == [r["theta"] for r in history]  # nothing dropped, nothing told twice
+    assert final["Y"] == [r["y"] for r in history] and final["Yvar"] == [r["yvar"] for r in history]
 
 
 @pytest.mark.parametrize(
@@ -253,3 +255,35 @@ def test_a_real_interrupt_or_kill_resumes_with_no_evaluation_lost_or_repeated(en
     assert history.read_text().startswith(prefix)
     assert [r["iteration"] for r in records] == list(range(8))
     assert len({tuple(r["theta"]) for r in records}) == 8
+
+
+def test_kappa_stops_before_evaluating_the_proposal_and_resume_agrees(env):
+    """The paper's rule: the first proposal whose maximized CEI is below kappa is not evaluated,
+    and a run killed right after that ask resumes to the same history."""
+    args = ["compress", "--init", "4", "--iterations", "6", *FAST]
+    assert main([*args, "--out", str(env / "probe")]) == 0
+    values = [r["acquisition_value"] for r in _history(env / "probe")[4:]]
+    kappa = max(values) * 1.0001  # the first BO proposal already falls below it
+    assert main([*args, "--kappa", str(kappa), "--out", str(env / "straight")]) == 0
+    straight = _history(env / "straight")
+    best = json.loads((env / "straight" / "best.json").read_text())
+    assert len(straight) == 4 and best["stopped_by_kappa"] and best["evaluations"] == 4
+
+    # a kill right after that ask: the state holds the below-kappa proposal as pending
+    out = env / "cut"
+    assert main([*args, "--kappa", str(kappa), "--init", "4", "--iterations", "0", "--out", str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    config["settings"]["iterations"] = 6
+    (out / "config.json").write_text(json.dumps(config))
+    (out / "best.json").unlink()
+    assert main(["compress", "--resume", str(out), "--quiet"]) == 0
+    assert len(_history(out)) == 4 and json.loads((out / "best.json").read_text())["stopped_by_kappa"]
+
+
+def test_damaged_run_directory_is_a_one_line_error(env, capsys):
+    out = env / "run"
+    assert main(["compress", "--init", "3", "--iterations", "0", *FAST, "--out", str(out)]) == 0
+    (out / "optimizer_state.json").write_text("{not json")
+    with pytest.raises(SystemExit) as info:
+        main(["compress", "--resume", str(out)])
+    assert info.value.code == 2 and "damaged" in capsys.readouterr().err
