@@ -87,7 +87,6 @@ def _run_compress(args: argparse.Namespace) -> int:
         out = args.resume
     else:
         config = CompressConfig(**given)
-        config.validate()
         out = args.out if args.out is not None else str(default_out(config))
     try:
         if args.resume is not None:

@@ -35,7 +35,6 @@ its process took to build the problem.
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 import queue
@@ -51,6 +50,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from compressbo.errors import UserInputError
+from compressbo.files import write_json_atomic
 from compressbo.problems import Problem, ProblemFamily
 from compressbo.report import RUNS_FILE, write_report
 
@@ -178,7 +178,7 @@ def run_comparison(
     if resume:
         comparison = _resumed(out_dir, comparison)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(comparison, out_dir / RUNS_FILE)
+    write_json_atomic(out_dir / RUNS_FILE, comparison, indent=1)
 
     settings = comparison["settings"]
     done = {(run["acquisition"], run["seed"]) for run in comparison["runs"]}
@@ -198,7 +198,7 @@ def run_comparison(
     def record(run: dict[str, Any]) -> None:
         comparison["runs"].append(run)
         comparison["runs"].sort(key=lambda r: order[(r["acquisition"], r["seed"])])
-        _write_json(comparison, out_dir / RUNS_FILE)
+        write_json_atomic(out_dir / RUNS_FILE, comparison, indent=1)
 
     with tqdm(
         total=len(tasks) * iterations,
@@ -223,7 +223,7 @@ def run_comparison(
         bar.update(bar.total - bar.n)
 
     comparison["complete"] = True
-    _write_json(comparison, out_dir / RUNS_FILE)
+    write_json_atomic(out_dir / RUNS_FILE, comparison, indent=1)
     write_report(comparison, out_dir)
     return comparison
 
@@ -458,8 +458,3 @@ def _finite_or_none(value: Any) -> float | None:
     return value if value == value and abs(value) != float("inf") else None
 
 
-def _write_json(data: dict[str, Any], path: Path) -> None:
-    """Write atomically: a crash mid-write never leaves a truncated ``runs.json``."""
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(partial, path)

@@ -260,7 +260,6 @@ class CompressionJob:
     """
 
     def __init__(self, config: CompressConfig, run: RunDirectory, *, progress: bool = True) -> None:
-        config.validate()
         self.config = config
         self.run = run
         self.progress = progress

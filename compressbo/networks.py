@@ -492,7 +492,7 @@ class Compressor:
         spec: Its spec.
         scheme: Rank scheme (``"params"`` or ``"plain"``); ``None`` for ``spec.scheme``.
         method: Factorization for all layers (e.g. ``"vh"`` for VGG-16); ``None`` for the spec's.
-        cache_dir: Factor cache directory; ``None`` for ``factors/`` in :func:`compressbo.paths.user_cache_dir`,
+        cache_dir: Factor cache directory; ``None`` for ``factors/`` in :func:`compressbo.files.user_cache_dir`,
             ``False`` for no disk cache.
 
     Attributes:

@@ -262,8 +262,7 @@ def plot_convergence(comparison: dict[str, Any], path: str | Path) -> None:
     if curves:
         axis.legend(ncol=2 if len(curves) > 5 else 1, fontsize="small", frameon=False)
     figure.tight_layout()
-    figure.savefig(path, format="png", metadata={"Software": None})
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def plot_recommendations(comparison: dict[str, Any], path: str | Path) -> None:
@@ -292,6 +291,17 @@ def plot_recommendations(comparison: dict[str, Any], path: str | Path) -> None:
     axis.grid(True, alpha=0.3)
     axis.legend(ncol=2 if len(names) > 5 else 1, fontsize="small", frameon=False)
     figure.tight_layout()
+    save_figure(figure, path)
+
+
+def save_figure(figure: Any, path: str | Path) -> None:
+    """Write ``figure`` as a PNG and close it.
+
+    No software stamp goes into the file, so a plot regenerated from the same data is
+    byte-identical.
+    """
+    import matplotlib.pyplot as plt
+
     figure.savefig(path, format="png", metadata={"Software": None})
     plt.close(figure)
 

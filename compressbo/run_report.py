@@ -11,6 +11,8 @@ from typing import Any
 
 import matplotlib
 
+from compressbo.report import save_figure
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
@@ -39,8 +41,7 @@ def plot_convergence(history: list[dict[str, Any]], settings: dict[str, Any], pa
     ax.legend(frameon=False, fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_pareto(history: list[dict[str, Any]], best: dict[str, Any], path: Path) -> None:
@@ -66,8 +67,7 @@ def plot_pareto(history: list[dict[str, Any]], best: dict[str, Any], path: Path)
     ax.legend(frameon=False, fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _fmt(value: Any, digits: int = 4) -> str:

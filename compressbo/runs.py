@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from compressbo.errors import UserInputError
+from compressbo.files import write_json_atomic
 
 __all__ = ["RunDirectory", "package_versions"]
 
@@ -40,16 +41,6 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[name] = "not installed"
     return versions
-
-
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class RunDirectory:
@@ -128,7 +119,7 @@ class RunDirectory:
 
     def write_json(self, name: str, obj: Any) -> None:
         """Write ``obj`` to ``name`` atomically (a crash leaves the old file or the new one)."""
-        _write_json_atomic(self.path / name, obj)
+        write_json_atomic(self.path / name, obj)
 
     def append(self, record: dict[str, Any]) -> None:
         """Append one evaluation to ``history.jsonl`` and force it to disk."""

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from compressbo.architectures import fc3
 from compressbo.data import TensorSet, load_digits_split
 from compressbo.errors import UserInputError
-from compressbo.paths import user_cache_dir
+from compressbo.files import atomic_write, user_cache_dir, write_json_atomic
 
 __all__ = ["PretrainedWeights", "pretrained_fc3_weights", "train_fc3"]
 
@@ -106,12 +106,6 @@ class PretrainedWeights:
     trained: bool
 
 
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def pretrained_fc3_weights(
     spec_name: str = "fc3",
     dataset: str = "digits",
@@ -165,7 +159,7 @@ def pretrained_fc3_weights(
         "train_seconds": round(seconds, 3),
         "torch": torch.__version__,
     }
-    _atomic_write(path, lambda tmp: torch.save(state, tmp))
-    _atomic_write(sidecar, lambda tmp: tmp.write_text(json.dumps(record, indent=2) + "\n"))
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    write_json_atomic(sidecar, record)
     logger.info("trained FC3 on digits in %.1f s: validation error %.4f, saved to %s", seconds, val_error, path)
     return PretrainedWeights(path, float(val_error), trained=True)

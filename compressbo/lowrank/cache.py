@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from compressbo.paths import user_cache_dir
+from compressbo.files import atomic_write, user_cache_dir
 
 from ._params import single_threaded
 from .factorize import Factors, build_factorized, check_ranks, decompose
@@ -78,7 +77,7 @@ class LayerFactors:
 
 
 def default_cache_dir() -> Path:
-    """``factors/`` in compressbo's cache directory (:func:`compressbo.paths.user_cache_dir`)."""
+    """``factors/`` in compressbo's cache directory (:func:`compressbo.files.user_cache_dir`)."""
     return user_cache_dir() / "factors"
 
 
@@ -143,11 +142,4 @@ def _read(path: Path, method: str) -> Factors | None:
 def _write(path: Path, factors: Factors) -> None:
     """Atomically write ``factors`` (a dict of tensors) to ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(handle)
-    try:
-        torch.save(factors.state(), temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    atomic_write(path, lambda temporary: torch.save(factors.state(), temporary))
