@@ -31,28 +31,37 @@ class _ArgumentParser(argparse.ArgumentParser):
         _fail(message)
 
 
-_COMPRESS_SETTINGS = {
-    # flag: (type, help); every default is CompressConfig's
-    "model": (str, "spec name in models/ or a spec .toml path (fc3)"),
-    "weights": (str, "'random', a torchvision weights name (IMAGENET1K_V1) or a .pth state dict (spec default)"),
-    "data": (str, "dataset: digits, mnist or imagenet (spec default)"),
-    "data_dir": (str, "directory of the MNIST IDX files or of the ImageNet root (holding val/)"),
-    "acq": (str, "acquisition function (cei)"),
-    "iterations": (int, "BO iterations after the initial design (30)"),
-    "init": (int, "initial Sobol points (max(5, 2d))"),
-    "samples": (lambda text: int(text) if text.isdigit() else text, "validation examples per evaluation, m (200); START:END grows m linearly over the run"),
-    "gamma": (float, "weight of the error in ratio + gamma * error (1.0)"),
-    "objective": (str, "error or distill (error)"),
-    "kappa": (float, "stop once the maximized acquisition value is below kappa (never)"),
-    "known_optimum": (float, "f*, a lower bound of the objective you believe is attained: needed by erm and cbm"),
-    "seed": (int, "seed of the search and of the subsamples (0)"),
-    "device": (str, "auto, cpu, cuda or cuda:N (auto)"),
-    "batch_size": (int, "evaluation batch size (512 on a CPU, 1024 on a GPU)"),
-    "scheme": (str, "rank scheme: params (theta = fraction of parameters kept) or plain (spec default)"),
-    "method": (str, "conv factorization for all layers: tucker2 or vh (spec default)"),
-    "num_restarts": (int, "L-BFGS-B restarts of the acquisition maximization (10)"),
-    "raw_samples": (int, "raw samples seeding the restarts (512)"),
+_COMPRESS_SETTINGS: dict[str, dict] = {
+    # flag: argparse keywords; every default is CompressConfig's (None: not given)
+    "model": {"type": str, "help": "spec name in models/ or a spec .toml path (fc3)"},
+    "weights": {"type": str, "help": "'random', a torchvision weights name (IMAGENET1K_V1) or a .pth state dict (spec default)"},
+    "data": {"type": str, "help": "dataset: digits, mnist or imagenet (spec default)"},
+    "data_dir": {"type": str, "help": "directory of the MNIST IDX files or of the ImageNet root (holding val/)"},
+    "acq": {"type": str, "help": "acquisition function (cei)"},
+    "iterations": {"type": int, "help": "BO iterations after the initial design (30)"},
+    "init": {"type": int, "help": "initial Sobol points (max(5, 2d))"},
+    "samples": {"type": lambda text: int(text) if text.isdigit() else text, "help": "validation examples per evaluation, m (200); START:END grows m linearly over the run"},
+    "gamma": {"type": float, "help": "weight of the error in ratio + gamma * error (1.0)"},
+    "objective": {"type": str, "help": "error or distill (error)"},
+    "kappa": {"type": float, "help": "stop once the maximized acquisition value is below kappa (never)"},
+    "known_optimum": {"type": float, "help": "f*, a lower bound of the objective you believe is attained: needed by erm and cbm"},
+    "seed": {"type": int, "help": "seed of the search and of the subsamples (0)"},
+    "device": {"type": str, "help": "auto, cpu, cuda or cuda:N (auto)"},
+    "batch_size": {"type": int, "help": "evaluation batch size (512 on a CPU, 1024 on a GPU)"},
+    "scheme": {"type": str, "help": "rank scheme: params (theta = fraction of parameters kept) or plain (spec default)"},
+    "method": {"type": str, "help": "conv factorization for all layers: tucker2 or vh (spec default)"},
+    "num_restarts": {"type": int, "help": "L-BFGS-B restarts of the acquisition maximization (10)"},
+    "raw_samples": {"type": int, "help": "raw samples seeding the restarts (512)"},
+    "bounds": {"nargs": 2, "type": float, "metavar": ("LO", "HI"), "help": "theta box of every layer, 0 < LO < HI <= 1 (spec default)"},
+    "amp": {"action": "store_true", "default": None, "help": "evaluate under autocast"},
+    "download": {"action": "store_true", "default": None, "help": "allow downloading MNIST into --data-dir"},
 }
+
+
+def _add_settings(parser: argparse.ArgumentParser | argparse._ArgumentGroup, names: Sequence[str]) -> None:
+    """Add the ``compress`` setting flags ``names`` (shared with ``compare``)."""
+    for name in names:
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, **_COMPRESS_SETTINGS[name])
 
 
 def _add_compress_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -62,11 +71,7 @@ def _add_compress_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Compress a network by low-rank factorization, choosing each layer's rank "
         "by Bayesian optimization of ratio + gamma * error on random validation subsamples.",
     )
-    for name, (kind, text) in _COMPRESS_SETTINGS.items():
-        parser.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help=text)
-    parser.add_argument("--bounds", nargs=2, type=float, metavar=("LO", "HI"), help="theta box of every layer, 0 < LO < HI <= 1 (spec default)")
-    parser.add_argument("--amp", action="store_true", default=None, help="evaluate under autocast")
-    parser.add_argument("--download", action="store_true", default=None, help="allow downloading MNIST into --data-dir")
+    _add_settings(parser, list(_COMPRESS_SETTINGS))
     parser.add_argument("--out", help="new run directory (runs/<model>-<acq>-<time>)")
     parser.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR with its own settings")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or messages")
@@ -78,7 +83,7 @@ def _run_compress(args: argparse.Namespace) -> int:
     from compressbo.compress import CompressConfig, default_out, resume, start
 
     logging.basicConfig(format=f"{PROG}: %(message)s", level=logging.ERROR if args.quiet else logging.INFO)
-    settings = {name: getattr(args, name) for name in [*_COMPRESS_SETTINGS, "bounds", "amp", "download"]}
+    settings = {name: getattr(args, name) for name in _COMPRESS_SETTINGS}
     given = {name: value for name, value in settings.items() if value is not None}
     if args.resume is not None:
         if given or args.out is not None:
@@ -139,13 +144,11 @@ def _add_compare_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--init", type=int, help="initial Sobol points (optimizer default)")
     parser.add_argument("--workers", type=int, help="worker processes (CPU count)")
     parser.add_argument("--score-every", type=int, default=1, metavar="N", help="score the recommendation every N iterations and after the last (1)")
-    parser.add_argument("--known-optimum", type=float, metavar="VALUE", help="f* for erm/cbm on a compression problem (synthetic problems know theirs)")
-    compress_group = parser.add_argument_group("compression problems (as for compress)")
-    for name in _PROBLEM_SETTINGS + _OPTIMIZER_SETTINGS:
-        kind, text = _COMPRESS_SETTINGS[name]
-        compress_group.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help=text)
-    compress_group.add_argument("--bounds", nargs=2, type=float, metavar=("LO", "HI"), help="theta box of every layer, 0 < LO < HI <= 1 (spec default)")
-    compress_group.add_argument("--amp", action="store_true", default=None, help="evaluate under autocast")
+    _add_settings(parser, ["known_optimum"])  # synthetic problems and GP samples know their own
+    _add_settings(
+        parser.add_argument_group("compression problems (as for compress)"),
+        [*_PROBLEM_SETTINGS, *_OPTIMIZER_SETTINGS, "bounds", "amp"],
+    )
     gp_group = parser.add_argument_group("gpsample")
     gp_group.add_argument("--lengthscale", type=float, default=0.2, help="prior lengthscale on [0, 1]^d (0.2)")
     gp_group.add_argument("--outputscale", type=float, default=1.0, help="prior variance (1.0)")
