@@ -59,18 +59,18 @@ from botorch.utils.transforms import t_batch_mode_transform
 from torch import Tensor
 
 from compressbo.errors import UserInputError
-from compressbo.gp import incumbent
+from compressbo.gp import incumbent, search_bounds
 from compressbo.gradients import DerivativeGP, ValueGradientPosterior
 from compressbo.known_optimum import (
     CBM_BETA,
+    MIN_VARIANCE,
     fit_transformed_gp,
     NegativeConfidenceBoundMinimization,
     NegativeExpectedRegret,
     validated_f_star,
 )
 
-MIN_VARIANCE = 1e-12  # variance floor of D = f(x+) - f(x), as BoTorch's analytic EI
-UCB_BETA = 2.0
+UCB_BETA = CBM_BETA  # one confidence weight for UCB and CBM
 CPI_RELATIVE_MARGIN = 0.01  # default CPI margin xi, in units of the observations' std
 EIGN_RELATIVE_WEIGHT = 0.1  # default lam: lam * E_prior||grad f||^2 = 0.1 prior std of f
 
@@ -451,13 +451,6 @@ def _negate(model: Model) -> ScalarizedPosteriorTransform:
     return ScalarizedPosteriorTransform(weights=weights)
 
 
-def _search_bounds(model: Model) -> Tensor:
-    """The ``2 x d`` box of the model's ``Normalize`` input transform."""
-    transform = model.input_transform
-    lower = transform.offset.reshape(-1)
-    return torch.stack([lower, lower + transform.coefficient.reshape(-1)])
-
-
 def _ei(model: Model, X_observed: Tensor) -> AcquisitionFunction:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NumericsWarning)  # EI is compared on purpose
@@ -521,7 +514,7 @@ def _kg(
 ) -> AcquisitionFunction:
     """One-shot KG with ``current_value = max_x -mu(x)``, so values are true KG."""
     negate = _negate(model)
-    bounds = _search_bounds(model) if bounds is None else bounds
+    bounds = search_bounds(model) if bounds is None else bounds
     _, current_value = optimize_acqf(
         PosteriorMean(model, posterior_transform=negate),
         bounds=bounds,

@@ -209,6 +209,13 @@ def training_data(model: SingleTaskGP) -> tuple[Tensor, Tensor, Tensor]:
     return X.detach(), Y.detach(), Yvar.detach()
 
 
+def search_bounds(model: SingleTaskGP) -> Tensor:
+    """The ``2 x d`` search box of a model fitted by :func:`fit_gp` (its ``Normalize`` transform)."""
+    transform = model.input_transform
+    lower = transform.offset.reshape(-1)
+    return torch.stack([lower, lower + transform.coefficient.reshape(-1)]).detach()
+
+
 def _build_gp(X: Tensor, Y: Tensor, Yvar: Tensor, bounds: Tensor) -> SingleTaskGP:
     return SingleTaskGP(
         train_X=X,

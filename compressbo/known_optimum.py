@@ -31,10 +31,10 @@ from botorch.utils.transforms import t_batch_mode_transform
 from torch import Tensor
 
 from compressbo.errors import UserInputError
-from compressbo.gp import fit_gp, training_data
+from compressbo.gp import fit_gp, search_bounds, training_data
 
-MIN_VARIANCE = 1e-12  # floor of s_f^2 inside ERM's division, as BoTorch's analytic EI
-CBM_BETA = 2.0  # constant confidence weight, as compressbo.acquisition.UCB_BETA
+MIN_VARIANCE = 1e-12  # variance floor of the analytic acquisitions, as BoTorch's analytic EI
+CBM_BETA = 2.0  # constant confidence weight (also UCB's)
 
 
 def transformed_observations(
@@ -69,10 +69,7 @@ def fit_transformed_gp(model: SingleTaskGP, f_star: float) -> SingleTaskGP:
     """
     X, Y, Yvar = training_data(model)
     g, g_var = transformed_observations(Y, Yvar, f_star)
-    transform = model.input_transform
-    lower = transform.offset.reshape(-1)
-    bounds = torch.stack([lower, lower + transform.coefficient.reshape(-1)]).detach()
-    return fit_gp(X, g, g_var, bounds)
+    return fit_gp(X, g, g_var, search_bounds(model))
 
 
 def transformed_moments(
