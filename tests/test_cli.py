@@ -6,28 +6,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 import compressbo.compare
 from compressbo.acquisition import ACQUISITION_NAMES
 from compressbo.cli import COMMANDS, main
-from compressbo.training import pretrained_fc3_weights
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Torch with one thread: faster than two on a loaded 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def fc3_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("cache")
-    pretrained_fc3_weights(cache_dir=folder, epochs=2)
-    return folder
 
 
 def _error_line(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:

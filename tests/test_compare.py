@@ -23,7 +23,6 @@ from compressbo.report import (
     summary_markdown,
     write_report,
 )
-from compressbo.training import pretrained_fc3_weights
 
 ACQUISITIONS = ["ei", "cei", "logcei"]
 SEEDS = 2
@@ -33,21 +32,6 @@ FAST = {"num_restarts": 2, "raw_samples": 32}
 COMPRESSION_ACQUISITIONS = ["ei", "cei", "random"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Torch with one thread: faster than two on a loaded 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def fc3_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A private cache holding FC3 trained briefly on digits (problems find it there)."""
-    folder = tmp_path_factory.mktemp("cache")
-    pretrained_fc3_weights(cache_dir=folder, epochs=2)
-    return folder
 
 
 @pytest.fixture(scope="module")

@@ -9,24 +9,13 @@ import torch
 
 from compressbo.cli import main
 from compressbo.networks import load_compressed
-from compressbo.training import pretrained_fc3_weights
 
 FAST = ["--num-restarts", "2", "--raw-samples", "32", "--samples", "100", "--quiet"]
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    """A private cache holding FC3 trained briefly on digits (the job finds it there)."""
-    folder = tmp_path_factory.mktemp("cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("COMPRESSBO_CACHE", str(folder))
-        pretrained_fc3_weights(cache_dir=folder, epochs=2)
-    return folder
-
-
 @pytest.fixture
-def env(cache, monkeypatch, tmp_path):
-    monkeypatch.setenv("COMPRESSBO_CACHE", str(cache))
+def env(fc3_cache, monkeypatch, tmp_path):
+    monkeypatch.setenv("COMPRESSBO_CACHE", str(fc3_cache))
     return tmp_path
 
 

@@ -21,14 +21,6 @@ from compressbo.problems import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Torch with one thread: faster than two on a loaded 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 NAMES = ["hartmann3", "griewank4", "levy4", "powell4"]
 
 
