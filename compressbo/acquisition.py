@@ -59,7 +59,7 @@ from botorch.utils.transforms import t_batch_mode_transform
 from torch import Tensor
 
 from compressbo.errors import UserInputError
-from compressbo.gp import incumbent, search_bounds
+from compressbo.gp import incumbent, outcome_scale, search_bounds
 from compressbo.gradients import DerivativeGP, ValueGradientPosterior
 from compressbo.known_optimum import (
     CBM_BETA,
@@ -71,7 +71,7 @@ from compressbo.known_optimum import (
 )
 
 UCB_BETA = CBM_BETA  # one confidence weight for UCB and CBM
-CPI_RELATIVE_MARGIN = 0.01  # default CPI margin xi, in units of the observations' std
+CPI_RELATIVE_MARGIN = 0.01  # default CPI margin xi, in units of gp.outcome_scale (the outcome std)
 EIGN_RELATIVE_WEIGHT = 0.1  # default lam: lam * E_prior||grad f||^2 = 0.1 prior std of f
 
 
@@ -425,6 +425,10 @@ class AcquisitionSpec:
         known_optimum: It needs the option ``f_star``, the known optimum value.
         gradient_enhanced: It also accepts a ``JointPosteriorModel`` (a GP that
             observed gradients) in place of the value GP.
+        vanishes_when_done: Its maximized value tends to 0 as the search converges (an
+            expected improvement or value of information), so stopping once it falls
+            below ``kappa`` is meaningful. Not so for UCB (a negated bound), PI (at least
+            about 1/2 near the incumbent), ERM, CBM and random.
     """
 
     build: Callable[..., AcquisitionFunction] | None
@@ -432,6 +436,7 @@ class AcquisitionSpec:
     monte_carlo: bool = False
     known_optimum: bool = False
     gradient_enhanced: bool = False
+    vanishes_when_done: bool = True
 
     @property
     def model_free(self) -> bool:
@@ -469,9 +474,7 @@ def _pi(model: Model, X_observed: Tensor) -> AcquisitionFunction:
 
 def _cpi(model: Model, X_observed: Tensor, xi: float | None = None) -> AcquisitionFunction:
     if xi is None:
-        transform = getattr(model, "outcome_transform", None)
-        scale = transform.stdvs.item() if transform is not None and hasattr(transform, "stdvs") else 1.0
-        xi = CPI_RELATIVE_MARGIN * scale
+        xi = CPI_RELATIVE_MARGIN * outcome_scale(model)
     return CorrectedProbabilityOfImprovement(model, incumbent(model, X_observed), xi=xi)
 
 
@@ -563,16 +566,16 @@ ACQUISITIONS: dict[str, AcquisitionSpec] = {
     "logei": AcquisitionSpec(_logei, log=True),
     "cei": AcquisitionSpec(_corrected(CorrectedExpectedImprovement)),
     "logcei": AcquisitionSpec(_corrected(LogCorrectedExpectedImprovement), log=True),
-    "pi": AcquisitionSpec(_pi),
+    "pi": AcquisitionSpec(_pi, vanishes_when_done=False),
     "cpi": AcquisitionSpec(_cpi),
-    "ucb": AcquisitionSpec(_ucb),
+    "ucb": AcquisitionSpec(_ucb, vanishes_when_done=False),
     "nei": AcquisitionSpec(_nei),
     "qlognei": AcquisitionSpec(_qlognei, log=True, monte_carlo=True),
     "kg": AcquisitionSpec(_kg, monte_carlo=True),
     "eign": AcquisitionSpec(_eign, gradient_enhanced=True),
-    "erm": AcquisitionSpec(_erm, known_optimum=True),
-    "cbm": AcquisitionSpec(_cbm, known_optimum=True),
-    "random": AcquisitionSpec(None),
+    "erm": AcquisitionSpec(_erm, known_optimum=True, vanishes_when_done=False),
+    "cbm": AcquisitionSpec(_cbm, known_optimum=True, vanishes_when_done=False),
+    "random": AcquisitionSpec(None, vanishes_when_done=False),
 }
 ACQUISITION_NAMES: tuple[str, ...] = tuple(ACQUISITIONS)
 

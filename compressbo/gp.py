@@ -162,28 +162,52 @@ def incumbent(model: SingleTaskGP, X_observed: Tensor) -> Tensor:
     return X_observed[mean.argmin()].unsqueeze(0)
 
 
-def condition_on_pending(model: SingleTaskGP, X_pending: Tensor) -> SingleTaskGP:
-    r"""Kriging believer: condition the GP on its own posterior mean at pending points.
+def condition_on_pending(
+    model: SingleTaskGP, X_pending: Tensor, lie: float | None = None
+) -> SingleTaskGP:
+    r"""Condition the GP on believed observations at pending points.
 
-    The pending points are added as (almost) noise-free observations of the current
-    posterior mean, which leaves the mean unchanged and collapses the variance there,
-    so an acquisition no longer rewards evaluating them again. Hyperparameters are
-    kept.
+    By default this is the kriging believer: the pending points are added as (almost)
+    noise-free observations of the current posterior mean, which leaves the mean unchanged
+    and collapses the variance there, so an improvement-based acquisition no longer rewards
+    evaluating them again. With ``lie`` set it is the constant liar (Ginsbourger et al.,
+    2010): every pending point is believed to return ``lie``. Acquisitions that reward a
+    small variance as well as a low mean (CBM, ERM) need a pessimistic lie such as the
+    largest observation, or they re-propose the pending points. Hyperparameters are kept.
 
     Args:
-        model: A fitted ``SingleTaskGP`` (as returned by ``fit_gp``).
+        model: A fitted ``SingleTaskGP`` (as returned by ``fit_gp`` or ``known_rbf_gp``).
         X_pending: A ``k x d`` tensor of points asked but not yet told.
+        lie: The value every pending point is believed to return (objective units), or
+            None for the posterior mean.
 
     Returns:
-        A new ``SingleTaskGP`` conditioned on the ``k`` believer observations
+        A new ``SingleTaskGP`` conditioned on the ``k`` believed observations
         (``model`` itself when ``k == 0``).
     """
     if X_pending.shape[0] == 0:
         return model
     with torch.no_grad():
         believed_Y = model.posterior(X_pending).mean
-    noise = torch.full_like(believed_Y, BELIEVER_VARIANCE)
+    if lie is not None:
+        believed_Y = torch.full_like(believed_Y, lie)
+    # BoTorch takes this noise in the model's outcome units: standardized when the model
+    # standardizes (then it is already relative), objective units otherwise.
+    unit = 1.0 if getattr(model, "outcome_transform", None) is not None else outcome_scale(model) ** 2
+    noise = torch.full_like(believed_Y, BELIEVER_VARIANCE * unit)
     return model.condition_on_observations(X=X_pending, Y=believed_Y, noise=noise)
+
+
+def outcome_scale(model: SingleTaskGP) -> float:
+    """The objective's scale under ``model``: the std its ``Standardize`` divides by, else
+    the prior std ``sqrt(outputscale)`` of a ``ScaleKernel``, else 1."""
+    transform = getattr(model, "outcome_transform", None)
+    if transform is not None and hasattr(transform, "stdvs"):
+        return transform.stdvs.item()
+    kernel = getattr(model, "covar_module", None)
+    if isinstance(kernel, ScaleKernel):
+        return kernel.outputscale.detach().sqrt().item()
+    return 1.0
 
 
 def training_data(model: SingleTaskGP) -> tuple[Tensor, Tensor, Tensor]:

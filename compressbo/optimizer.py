@@ -123,10 +123,10 @@ class Optimizer:
             )
         validate_options(acquisition, options)
         spec = acquisition_spec(acquisition)
-        if kappa is not None and (spec.known_optimum or spec.model_free):
+        if kappa is not None and not spec.vanishes_when_done:
             raise UserInputError(
-                f"kappa does not apply to acquisition {acquisition!r} (it has no "
-                "improvement value to compare); drop kappa or use e.g. cei."
+                f"kappa does not apply to acquisition {acquisition!r} (its maximized value "
+                "does not fall to 0 as the search converges); drop kappa or use e.g. cei."
             )
         n_init = max(5, 2 * d) if n_init is None else n_init
         if not isinstance(n_init, int) or n_init < 1:
@@ -403,14 +403,15 @@ class Optimizer:
         options = dict(self.acquisition_options)
         X_baseline = self._X
         if len(self._pending):
-            if acquisition_spec(self.acquisition).monte_carlo:
+            spec = acquisition_spec(self.acquisition)
+            if spec.monte_carlo:
                 options["X_pending"] = self._pending
+            elif gradient_enhanced:
+                model = model.condition_on_pending(self._pending)
             else:
-                model = (
-                    model.condition_on_pending(self._pending)
-                    if gradient_enhanced
-                    else condition_on_pending(model, self._pending)
-                )
+                # CBM and ERM also reward a small variance: believe the worst observation
+                lie = self._Y.max().item() if spec.known_optimum else None
+                model = condition_on_pending(model, self._pending, lie=lie)
                 X_baseline = torch.cat([self._X, self._pending])
         acquisition = make_acquisition(self.acquisition, model, X_baseline, **options)
         candidates, values = optimize_acqf(

@@ -140,13 +140,37 @@ def test_incumbent_is_lowest_posterior_mean_not_lowest_noisy_y():
     assert f[mean.argmin()] < f.quantile(0.2)
 
 
-def test_kriging_believer_keeps_mean_and_collapses_variance():
+@pytest.mark.parametrize("scale", [1.0, 1e-3])  # the believer's noise is relative to Y's scale
+@pytest.mark.parametrize("known_kernel", [False, True])
+def test_kriging_believer_keeps_mean_and_collapses_variance(known_kernel, scale):
     X, Y, Yvar, _ = quadratic_data()
-    model = fit_gp(X, Y, Yvar, BOUNDS)
+    Y, Yvar = scale * Y, scale**2 * Yvar
+    if known_kernel:  # no outcome transform: the noise must still be small relative to Y
+        model = gp.known_rbf_gp(X, Y.unsqueeze(-1), Yvar.unsqueeze(-1), BOUNDS, 1.0, Y.var().item())
+    else:
+        model = fit_gp(X, Y, Yvar, BOUNDS)
     pending = torch.tensor([[0.5, 0.5], [1.5, -0.5]], dtype=torch.float64)
     believer = condition_on_pending(model, pending)
     with torch.no_grad():
         before, after = model.posterior(pending), believer.posterior(pending)
     assert torch.allclose(before.mean, after.mean, atol=1e-3 * Y.std())
-    assert torch.all(after.variance < 1e-3 * before.variance + 1e-4 * Y.var())
+    assert torch.all(after.variance < 1e-3 * (before.variance + Y.var()))
     assert condition_on_pending(model, torch.empty(0, 2, dtype=torch.float64)) is model
+
+
+def test_constant_liar_believes_the_lie_at_pending_points():
+    X, Y, Yvar, _ = quadratic_data()
+    model = fit_gp(X, Y, Yvar, BOUNDS)
+    pending = torch.tensor([[1.2, 0.3]], dtype=torch.float64)  # the minimizer of f
+    liar = condition_on_pending(model, pending, lie=Y.max().item())
+    with torch.no_grad():
+        believed, lied = model.posterior(pending).mean.item(), liar.posterior(pending).mean.item()
+    assert believed < Y.min().item() + 0.1 * Y.std().item()  # the model knows it is low here
+    assert lied == pytest.approx(Y.max().item(), abs=0.01 * Y.std().item())
+
+
+def test_outcome_scale_is_the_standardized_std_or_the_prior_std():
+    X, Y, Yvar, _ = quadratic_data()
+    assert gp.outcome_scale(fit_gp(X, Y, Yvar, BOUNDS)) == pytest.approx(Y.std().item())
+    known = gp.known_rbf_gp(X, Y.unsqueeze(-1), Yvar.unsqueeze(-1), BOUNDS, 1.0, 0.25)
+    assert gp.outcome_scale(known) == pytest.approx(0.5)

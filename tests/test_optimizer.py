@@ -115,9 +115,12 @@ def test_tell_removes_the_pending_point():
     assert torch.equal(optimizer.Y, torch.tensor([0.5, 0.1], dtype=torch.float64))
 
 
-@pytest.mark.parametrize("acquisition", ["cei", "ei", "qlognei"])
+@pytest.mark.parametrize("acquisition", ["cei", "ei", "qlognei", "cbm", "erm"])
 def test_pending_points_are_accounted_for_and_never_duplicated(acquisition):
-    optimizer = Optimizer(BOUNDS, acquisition=acquisition, seed=0, **FAST)
+    options = {"f_star": -1.0} if acquisition in ("cbm", "erm") else {}
+    optimizer = Optimizer(
+        BOUNDS, acquisition=acquisition, seed=0, acquisition_options=options, **FAST
+    )
     run(optimizer, 6)
     lone = Optimizer.from_state_dict(optimizer.state_dict()).ask()
     batch = optimizer.ask(3)
@@ -149,6 +152,12 @@ def test_kappa_stops_at_the_first_proposal_below_kappa(acquisition):
         observe(optimizer, x, step)
     assert stops == [False] * (4 + j) + [True]
     assert optimizer.last_acquisition_value == pytest.approx(values[j])
+
+
+@pytest.mark.parametrize("acquisition", ["ucb", "pi", "random"])
+def test_kappa_is_refused_where_the_acquisition_does_not_vanish(acquisition):
+    with pytest.raises(UserInputError, match="kappa does not apply.*does not fall to 0"):
+        Optimizer(BOUNDS, acquisition=acquisition, kappa=1e-3)
 
 
 @pytest.mark.parametrize("steps", [2, 7])  # in the Sobol phase, and in the BO phase
