@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from compressbo import __version__
-from compressbo.errors import UserInputError
+from compressbo.errors import ReportedInterrupt, UserInputError
 
 PROG = "compressbo"
 # BoTorch's import triggers this torch deprecation; it is noise to a command-line user.
@@ -43,7 +43,7 @@ _COMPRESS_SETTINGS: dict[str, dict] = {
     "samples": {"type": lambda text: int(text) if text.isdigit() else text, "help": "validation examples per evaluation, m (200); START:END grows m linearly over the run"},
     "gamma": {"type": float, "help": "weight of the error in ratio + gamma * error (1.0)"},
     "objective": {"type": str, "help": "error or distill (error)"},
-    "kappa": {"type": float, "help": "stop once the maximized acquisition value is below kappa (never)"},
+    "kappa": {"type": float, "help": "stop once the maximized acquisition value is below kappa, in objective units (log acquisitions compare log kappa; never)"},
     "known_optimum": {"type": float, "help": "f*, a lower bound of the objective you believe is attained: needed by erm and cbm"},
     "seed": {"type": int, "help": "seed of the search and of the subsamples (0)"},
     "device": {"type": str, "help": "auto, cpu, cuda or cuda:N (auto)"},
@@ -73,7 +73,7 @@ def _add_compress_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     _add_settings(parser, list(_COMPRESS_SETTINGS))
     parser.add_argument("--out", help="new run directory (runs/<model>-<acq>-<time>)")
-    parser.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR with its own settings")
+    parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR with its own settings (with --iterations: extend it)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or messages")
 
 
@@ -86,16 +86,20 @@ def _run_compress(args: argparse.Namespace) -> int:
     settings = {name: getattr(args, name) for name in _COMPRESS_SETTINGS}
     given = {name: value for name, value in settings.items() if value is not None}
     if args.resume is not None:
-        if given or args.out is not None:
-            flags = ", ".join("--" + name.replace("_", "-") for name in [*given, *(["out"] if args.out else [])])
-            raise UserInputError(f"--resume continues with the settings in {args.resume}/config.json; drop {flags}")
+        fixed = [name for name in given if name != "iterations"]  # --iterations extends the run
+        if fixed or args.out is not None:
+            flags = ", ".join("--" + name.replace("_", "-") for name in [*fixed, *(["out"] if args.out else [])])
+            raise UserInputError(
+                f"--resume continues with the settings in {args.resume}/config.json (only --iterations "
+                f"may grow); drop {flags}"
+            )
         out = args.resume
     else:
         config = CompressConfig(**given)
         out = args.out if args.out is not None else str(default_out(config))
     try:
         if args.resume is not None:
-            path, best = resume(args.resume, progress=not args.quiet)
+            path, best = resume(args.resume, iterations=args.iterations, progress=not args.quiet)
         else:
             path, best = start(config, out, progress=not args.quiet)
     except KeyboardInterrupt:
@@ -170,7 +174,7 @@ def _compare_problem(args: argparse.Namespace):
             flags = ", ".join("--" + name.replace("_", "-") for name in compression_flags)
             raise UserInputError(f"{flags} apply only to compression problems, not {args.problem!r}; drop them")
         if args.problem == "gpsample":
-            return GPSampleFamily(args.dim or 2, args.lengthscale, args.outputscale, args.noise_std)
+            return GPSampleFamily(2 if args.dim is None else args.dim, args.lengthscale, args.outputscale, args.noise_std)
         return make_problem(args.problem, args.dim)
     from compressbo.compress import CompressConfig
     from compressbo.compression_problem import CompressionProblem
@@ -272,6 +276,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command][1](args)
     except UserInputError as error:
         _fail(str(error))
+    except ReportedInterrupt:
+        return 130
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130

@@ -8,7 +8,9 @@ e.g. GP samples) gives each seed its own member. Runs go to a process pool; the 
 builds the problem first (so expensive problems fill their disk caches once), each worker
 builds it once from those caches, the parent shows one tqdm bar over all BO iterations and
 rewrites ``runs.json`` after every finished run, so an interrupted comparison keeps what it
-has and ``resume=True`` adds the missing runs (or new acquisitions and seeds) later.
+has and ``resume=True`` adds the missing runs (or new acquisitions and seeds) later. On Ctrl-C
+the parent saves the runs that finished, prints one line on stderr saying which, and how to
+continue, and re-raises ``KeyboardInterrupt``.
 
 ``runs.json`` layout (JSON, never pickle)::
 
@@ -38,6 +40,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue
+import shlex
+import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -49,8 +53,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from compressbo.errors import UserInputError
-from compressbo.files import write_json_atomic
+from compressbo.errors import ReportedInterrupt, UserInputError
+from compressbo.files import check_output_directory, write_json_atomic
 from compressbo.problems import Problem, ProblemFamily
 from compressbo.report import RUNS_FILE, write_report
 
@@ -91,8 +95,8 @@ def run_comparison(
         acquisitions: Names from ``compressbo.acquisition.ACQUISITION_NAMES``.
         seeds: Seeds to run, or a count ``n`` meaning seeds ``0 .. n-1``.
         iterations: BO iterations per run, after the initial design.
-        out_dir: Directory for ``runs.json``, the plots and ``summary.md``; it must not
-            already hold a ``runs.json`` unless ``resume``.
+        out_dir: Directory for ``runs.json``, the plots and ``summary.md``: new or empty, or
+            holding an earlier comparison's ``runs.json`` if (and only if) ``resume``.
         n_init: Initial design size; the optimizer's default when ``None``.
         workers: Worker processes (default ``os.cpu_count()``); ``1`` runs in this process.
         progress: Show a tqdm bar over all BO iterations.
@@ -110,8 +114,10 @@ def run_comparison(
 
     Raises:
         UserInputError: Unknown acquisition, bad seeds/iterations/workers/score_every, a
-            known-optimum acquisition without a known optimum, an ``out_dir`` that already
-            holds a comparison (without ``resume``) or one with other settings.
+            known-optimum acquisition without a known optimum, an ``out_dir`` that is empty,
+            a file, a directory holding other files, unwritable, or that already holds a
+            comparison (without ``resume``) or one with other settings.
+        KeyboardInterrupt: Ctrl-C; the finished runs are saved in ``runs.json`` first.
     """
     from compressbo.acquisition import ACQUISITION_NAMES, acquisition_spec
 
@@ -134,7 +140,7 @@ def run_comparison(
     workers = (os.cpu_count() or 1) if workers is None else workers
     if workers < 1:
         raise UserInputError(f"workers must be at least 1, not {workers}")
-    out_dir = Path(out_dir)
+    out_dir = check_output_directory(out_dir, keep=(RUNS_FILE,), kind="comparison")
     if (out_dir / RUNS_FILE).exists() and not resume:
         raise UserInputError(
             f"{out_dir} already holds a comparison ({RUNS_FILE}); choose a new --out "
@@ -177,8 +183,12 @@ def run_comparison(
     }
     if resume:
         comparison = _resumed(out_dir, comparison)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out_dir / RUNS_FILE, comparison, indent=1)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out_dir / RUNS_FILE, comparison, indent=1)
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise UserInputError(f"cannot write --out {out_dir} ({reason}); choose a writable directory") from None
 
     settings = comparison["settings"]
     done = {(run["acquisition"], run["seed"]) for run in comparison["runs"]}
@@ -196,35 +206,40 @@ def run_comparison(
     }
 
     def record(run: dict[str, Any]) -> None:
+        if any((r["acquisition"], r["seed"]) == (run["acquisition"], run["seed"]) for r in comparison["runs"]):
+            return  # already recorded (the pool saves finished runs again on Ctrl-C)
         comparison["runs"].append(run)
         comparison["runs"].sort(key=lambda r: order[(r["acquisition"], r["seed"])])
         write_json_atomic(out_dir / RUNS_FILE, comparison, indent=1)
 
-    with tqdm(
-        total=len(tasks) * iterations,
-        disable=not progress,
-        desc=f"compare {problem_instance.name}",
-        unit="it",
-        dynamic_ncols=True,
-    ) as bar:
-        kwargs = {
-            "iterations": iterations,
-            "n_init": n_init,
-            "optimizer_options": options,
-            "score_every": score_every,
-            "known_optimum": known_optimum,
-        }
-        if min(workers, len(tasks)) <= 1:
-            for name, seed in tasks:
-                run = run_one(problem_instance, name, seed, on_step=bar.update, **kwargs)
-                record({**run, "setup_seconds": setup_seconds})
-        else:
-            _run_pool(problem, tasks, min(workers, len(tasks)), kwargs, record, bar)
-        bar.update(bar.total - bar.n)
-
-    comparison["complete"] = True
-    write_json_atomic(out_dir / RUNS_FILE, comparison, indent=1)
-    write_report(comparison, out_dir)
+    kwargs = {
+        "iterations": iterations,
+        "n_init": n_init,
+        "optimizer_options": options,
+        "score_every": score_every,
+        "known_optimum": known_optimum,
+    }
+    try:
+        with tqdm(
+            total=len(tasks) * iterations,
+            disable=not progress,
+            desc=f"compare {problem_instance.name}",
+            unit="it",
+            dynamic_ncols=True,
+        ) as bar:
+            if min(workers, len(tasks)) <= 1:
+                for name, seed in tasks:
+                    run = run_one(problem_instance, name, seed, on_step=bar.update, **kwargs)
+                    record({**run, "setup_seconds": setup_seconds})
+            else:
+                _run_pool(problem, tasks, min(workers, len(tasks)), kwargs, record, bar)
+            bar.update(bar.total - bar.n)
+        comparison["complete"] = True
+        write_json_atomic(out_dir / RUNS_FILE, comparison, indent=1)
+        write_report(comparison, out_dir)
+    except KeyboardInterrupt:
+        _save_interrupted(comparison, out_dir)
+        raise ReportedInterrupt from None
     return comparison
 
 
@@ -385,26 +400,57 @@ def _run_pool(
     """Run ``tasks`` on a spawn-context process pool, ticking ``bar`` per BO iteration."""
     context = multiprocessing.get_context("spawn")
     ticks = context.Queue()
-    with ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=context,
-        initializer=_init_worker,
-        initargs=(problem, ticks),
-    ) as pool:
-        pending: set[Future] = {
-            pool.submit(_run_in_worker, name, seed, kwargs) for name, seed in tasks
-        }
-        try:
-            while pending:
-                done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-                _drain(ticks, bar)
-                for future in done:
-                    record(future.result())
-        except BaseException:
-            for future in pending:
-                future.cancel()
-            raise
-        _drain(ticks, bar)
+    pending: set[Future] = set()
+    try:
+        with ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=context,
+            initializer=_init_worker,
+            initargs=(problem, ticks),
+        ) as pool:
+            pending = {pool.submit(_run_in_worker, name, seed, kwargs) for name, seed in tasks}
+            try:
+                while pending:
+                    done, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                    _drain(ticks, bar)
+                    for future in done:
+                        record(future.result())
+                        pending.discard(future)
+            except BaseException:
+                for future in pending:
+                    future.cancel()
+                raise
+    finally:
+        _record_finished(pending, record)  # on failure: runs that finished meanwhile are kept
+    _drain(ticks, bar)
+
+
+def _record_finished(futures: set[Future], record: Callable[[dict[str, Any]], None]) -> None:
+    """Record the runs among ``futures`` that finished but were not recorded yet."""
+    for future in futures:
+        if future.done() and not future.cancelled() and future.exception() is None:
+            record(future.result())
+
+
+def _save_interrupted(comparison: dict[str, Any], out_dir: Path) -> None:
+    """Save the finished runs once more and say on stderr which they are and how to go on."""
+    write_json_atomic(out_dir / RUNS_FILE, comparison, indent=1)
+    print(_interrupted_message(comparison, out_dir), file=sys.stderr, flush=True)
+
+
+def _interrupted_message(comparison: dict[str, Any], out_dir: Path) -> str:
+    """One line: which runs of ``comparison`` are saved in ``out_dir`` and how to continue."""
+    settings, runs = comparison["settings"], comparison["runs"]
+    per_acquisition = ", ".join(
+        f"{name} {sum(run['acquisition'] == name for run in runs)}/{len(settings['seeds'])}"
+        for name in settings["acquisitions"]
+    )
+    total = len(settings["acquisitions"]) * len(settings["seeds"])
+    return (
+        f"compressbo: {len(runs)} of {total} runs finished and are saved in {out_dir / RUNS_FILE} "
+        f"(seeds per acquisition: {per_acquisition}); continue with the same flags: "
+        f"compressbo compare ... --out {shlex.quote(str(out_dir))} --resume"
+    )
 
 
 def _init_worker(problem: ProblemSource, ticks: Any) -> None:

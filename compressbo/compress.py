@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import re
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,7 +34,7 @@ from compressbo.errors import UserInputError
 from compressbo.evaluate import OBJECTIVES, CompressionObjective, SubsampleEvaluator, resolve_device
 from compressbo.networks import Compressor, NetworkSpec, build_network, load_spec, preprocessing, save_compressed
 from compressbo.optimizer import Optimizer
-from compressbo.runs import RunDirectory, package_versions
+from compressbo.runs import CONFIG, RunDirectory, package_versions
 
 __all__ = ["CompressConfig", "CompressionJob", "CompressionSetup", "start", "resume"]
 
@@ -100,10 +101,20 @@ class CompressConfig:
     def validate(self) -> None:
         """Check what can be checked without loading anything; raise :class:`UserInputError`."""
         spec = acquisition_spec(self.acq)  # names the valid acquisitions when unknown
-        if self.kappa is not None and (spec.known_optimum or spec.model_free):
-            raise UserInputError(f"--kappa does not apply to {self.acq} (it has no improvement value); drop --kappa")
+        if self.kappa is not None and not spec.vanishes_when_done:
+            raise UserInputError(
+                f"--kappa does not apply to {self.acq} (its maximized value does not fall to 0 as "
+                "the search converges); drop --kappa or use an improvement acquisition such as cei"
+            )
         if self.known_optimum is not None and not spec.known_optimum:
             raise UserInputError(f"--known-optimum applies to erm and cbm, not to {self.acq}; drop it or choose one of those")
+        if spec.known_optimum and self.known_optimum is None:
+            raise UserInputError(
+                f"--acq {self.acq} needs --known-optimum VALUE, the objective's optimum (a lower "
+                "bound you believe is attained)"
+            )
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
+            raise UserInputError(f"--seed must be an integer in 0..2^63-1, got {self.seed}")
         if self.objective not in OBJECTIVES:
             raise UserInputError(f"unknown objective {self.objective!r}; choose one of {', '.join(OBJECTIVES)}")
         if self.data is not None and self.data not in DATASET_NAMES:
@@ -112,7 +123,12 @@ class CompressConfig:
             raise UserInputError(f"--iterations must be >= 0, got {self.iterations}")
         if self.init is not None and self.init < 1:
             raise UserInputError(f"--init must be >= 1, got {self.init}")
-        samples_range(self.samples)
+        first, last = samples_range(self.samples)
+        if self.objective == "distill" and min(first, last) < 2:
+            raise UserInputError(
+                f"--objective distill needs --samples of at least 2 (its variance is a sample "
+                f"variance), got {self.samples}"
+            )
         if not (math.isfinite(self.gamma) and self.gamma >= 0):
             raise UserInputError(f"--gamma must be a non-negative number, got {self.gamma}")
         if self.kappa is not None and not (math.isfinite(self.kappa) and self.kappa > 0):
@@ -137,20 +153,22 @@ class CompressConfig:
 
     @classmethod
     def from_dict(cls, settings: dict[str, Any]) -> CompressConfig:
+        """The config saved by :meth:`to_dict`, validated (a damaged one raises UserInputError)."""
         names = {field.name for field in dataclasses.fields(cls)}
-        config = cls(**{k: v for k, v in settings.items() if k in names})
-        if config.bounds is not None:
-            config.bounds = tuple(config.bounds)
+        try:
+            config = cls(**{k: v for k, v in settings.items() if k in names})
+            if config.bounds is not None:
+                config.bounds = tuple(config.bounds)
+            config.validate()
+        except (TypeError, ValueError) as err:
+            raise UserInputError(f"the saved settings are damaged ({err}); start a new run") from None
         return config
 
 
 def samples_range(samples: int | str) -> tuple[int, int]:
     """``(m at the first evaluation, m at the last)`` from ``--samples M`` or ``START:END``."""
-    try:
-        start, _, end = str(samples).partition(":")
-        first, last = int(start), int(end or start)
-    except ValueError:
-        first = last = 0
+    match = re.fullmatch(r"([0-9]+)(?::([0-9]+))?", str(samples))
+    first, last = (int(match[1]), int(match[2] or match[1])) if match else (0, 0)
     if first < 1 or last < 1:
         raise UserInputError(f"--samples {samples} must be a positive integer M or a range START:END of them")
     return first, last
@@ -206,12 +224,16 @@ class CompressionSetup:
             download=config.download,
             seed=DATA_SEED,
         )
-        network = build_network(spec, _resolve_weights(config, spec))
-        compressor = Compressor(network, spec, scheme=config.scheme, method=config.method)
         evaluator = SubsampleEvaluator(
             dataset, device=config.device, batch_size=config.batch_size, amp=config.amp, seed=config.seed
         )
-        evaluator.check_samples(max(samples_range(config.samples)))
+        if max(samples_range(config.samples)) > len(dataset):
+            raise UserInputError(
+                f"--samples {config.samples} asks for more than the {len(dataset)} validation examples; "
+                "choose a smaller m"
+            )
+        network = build_network(spec, _resolve_weights(config, spec))
+        compressor = Compressor(network, spec, scheme=config.scheme, method=config.method)
         bounds = compressor.bounds
         if config.bounds is not None:
             bounds = torch.tensor(config.bounds, dtype=torch.float64).reshape(2, 1).expand(2, compressor.dim).clone()
@@ -279,6 +301,7 @@ class CompressionJob:
         self.objective = self.setup.objective(linear_schedule(start_m, end_m, self.budget))
         self.history: list[dict[str, Any]] = []
         self.pending_acquisition_value: float | None = None
+        self._warned_known_optimum = False
 
     @property
     def budget(self) -> int:
@@ -299,12 +322,29 @@ class CompressionJob:
         if state is not None:
             self.optimizer.load_state_dict(state["optimizer"])
             self.pending_acquisition_value = state.get("pending_acquisition_value")
+        self._check_agreement()
         for record in self.history[self.optimizer.n_observed :]:
             self.optimizer.tell(torch.tensor(record["theta"], dtype=torch.float64), record["y"], record["yvar"])
         evaluations = len(self.history)
         self.objective.load_state_dict(
             {"evaluations": evaluations, "evaluator": {"seed": self.config.seed, "draws": evaluations}}
         )
+
+    def _check_agreement(self) -> None:
+        """The history and the optimizer state must tell one story; raise UserInputError if not.
+
+        The state may lag the history by the evaluations of one crash, never lead it, and
+        the points it observed must be the history's first points in order.
+        """
+        if [r.get("iteration") for r in self.history] != list(range(len(self.history))):
+            raise ValueError("history.jsonl's iterations are not 0, 1, 2, ...")
+        n = self.optimizer.n_observed
+        thetas = torch.tensor([r["theta"] for r in self.history[:n]], dtype=torch.float64).reshape(-1, self.optimizer.dim)
+        if n > len(self.history) or not torch.allclose(self.optimizer.X, thetas, rtol=0, atol=1e-12):
+            raise ValueError(
+                f"the optimizer state holds {n} evaluations that are not the first ones of "
+                f"history.jsonl ({len(self.history)} evaluations); was a file replaced or cut?"
+            )
 
     def _save_state(self) -> None:
         self.run.save_state(
@@ -353,9 +393,23 @@ class CompressionJob:
         }
         self.run.append(record)
         self.history.append(record)
+        self._check_known_optimum(record)
         self.pending_acquisition_value = None
         self._save_state()
         return record
+
+    def _check_known_optimum(self, record: dict[str, Any]) -> None:
+        """Warn once when an observation lies clearly below ``--known-optimum``."""
+        f_star = self.config.known_optimum
+        if f_star is None or self._warned_known_optimum:
+            return
+        if record["y"] < f_star - 3 * math.sqrt(record["yvar"]):
+            self._warned_known_optimum = True
+            logger.warning(
+                "--known-optimum %g is above the observed objective %.4g (by more than 3 noise std): "
+                "%s assumes f* is the minimum, so its proposals are unreliable; rerun with a lower value",
+                f_star, record["y"], self.config.acq,
+            )
 
     def _recommended(self) -> dict[str, Any]:
         """The current recommendation (the lowest posterior mean; the only point at n = 1)."""
@@ -422,7 +476,7 @@ class CompressionJob:
 def start(config: CompressConfig, out: str | Path | None = None, *, progress: bool = True) -> tuple[Path, dict]:
     """Run a new compression job in ``out`` (default :func:`default_out`)."""
     config.validate()
-    out = Path(out) if out is not None else default_out(config)
+    out = out if out is not None else default_out(config)  # '' reaches the check as given
     run = RunDirectory.create(out, {"settings": config.to_dict(), "versions": package_versions()})
     try:
         job = CompressionJob(config, run, progress=progress)
@@ -432,13 +486,30 @@ def start(config: CompressConfig, out: str | Path | None = None, *, progress: bo
     return run.path, job.execute()
 
 
-def resume(directory: str | Path, *, progress: bool = True) -> tuple[Path, dict]:
-    """Continue the run in ``directory`` with its own settings."""
+def resume(directory: str | Path, *, iterations: int | None = None, progress: bool = True) -> tuple[Path, dict]:
+    """Continue the run in ``directory`` with its own settings.
+
+    Args:
+        directory: The run directory.
+        iterations: A larger number of BO iterations, to extend a finished run; None keeps
+            the run's own.
+        progress: Show a tqdm progress bar.
+    """
     run = RunDirectory.open(directory)
-    settings = run.config.get("settings")
+    config = run.config
+    settings = config.get("settings")
     if not isinstance(settings, dict):
         raise UserInputError(f"--resume {run.path}: its config.json was not written by compressbo compress")
-    job = CompressionJob(CompressConfig.from_dict(settings), run, progress=progress)
+    settings = CompressConfig.from_dict(settings)
+    if iterations is not None and iterations != settings.iterations:
+        if iterations < settings.iterations:
+            raise UserInputError(
+                f"--iterations {iterations} with --resume: the run already has {settings.iterations}; "
+                "it can only be extended"
+            )
+        settings.iterations = iterations
+        run.write_json(CONFIG, {**config, "settings": settings.to_dict()})
+    job = CompressionJob(settings, run, progress=progress)
     try:
         job.restore()
     except (KeyError, TypeError, ValueError) as err:

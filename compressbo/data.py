@@ -156,8 +156,14 @@ class ImageFolderSet(ValidationSet):
     def _load(self, index: int) -> Tensor:
         from PIL import Image
 
-        with open(self.paths[index], "rb") as f:
-            image = Image.open(f).convert("RGB")
+        try:
+            with open(self.paths[index], "rb") as f:
+                image = Image.open(f).convert("RGB")
+        except OSError as error:  # PIL's UnidentifiedImageError is an OSError
+            raise UserInputError(
+                f"cannot read validation image {self.paths[index]} ({type(error).__name__}); "
+                "replace or remove the file"
+            ) from None
         tensor = self.transform(image)
         with self._lock:
             self.decodes += 1

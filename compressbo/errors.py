@@ -1,4 +1,4 @@
-"""The one exception type the command line turns into a one-line message."""
+"""The exceptions the command line turns into a one-line message."""
 
 
 class UserInputError(ValueError):
@@ -7,3 +7,7 @@ class UserInputError(ValueError):
     The command line prints ``compressbo: error: <message>`` on one line and exits
     with code 2; library callers get an ordinary ``ValueError`` subclass.
     """
+
+
+class ReportedInterrupt(KeyboardInterrupt):
+    """Ctrl-C, after the command has said on stderr what was saved and how to continue."""

@@ -83,6 +83,7 @@ _SPEC_KEYS = {
 }  # fmt: skip
 _REQUIRED_KEYS = ("builder", "weights", "dataset", "input_size", "layers")
 _EXPORT_FORMAT = "compressbo-compressed-1"
+RANDOM_WEIGHTS_SEED = 0  # torch seed of --weights random
 
 
 # ----------------------------------------------------------------------------- specs
@@ -339,6 +340,8 @@ def checkpoint_path(weights: Any) -> Path:
 
 def _load_state_dict(network: nn.Module, path: Path, what: str) -> None:
     """Load a ``.pth`` state dict (``weights_only=True``) into ``network``, with clear errors."""
+    if path.is_dir():
+        raise UserInputError(f"{what}: --weights {path} is a directory; pass the .pth state dict file in it")
     if not path.is_file():
         raise UserInputError(f"{what}: weights file {path} does not exist")
     try:
@@ -384,12 +387,14 @@ def build_network(spec: NetworkSpec, weights: str | os.PathLike | None = None) -
             "(compressbo.training) and pass the resulting .pth file"
         )
     if weights == "random":
-        network = builder(**spec.builder_kwargs)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_WEIGHTS_SEED)  # one random network per spec: runs and resumes agree
+            network = _built(builder(**spec.builder_kwargs), spec)
     elif _is_weights_file(weights):
         path = Path(weights).expanduser()
         if weights == spec.weights and not path.is_absolute() and spec.path is not None and not path.exists():
             path = spec.path.parent / path  # a spec's own weights path is relative to the spec
-        network = builder(**spec.builder_kwargs)
+        network = _built(builder(**spec.builder_kwargs), spec)
         _load_state_dict(network, path, spec.name)
     else:
         member = _torchvision_weights(spec, builder, weights)
@@ -403,8 +408,21 @@ def build_network(spec: NetworkSpec, weights: str | os.PathLike | None = None) -
             network = builder(weights=member, **spec.builder_kwargs)
         except Exception as error:
             raise UserInputError(f"{spec.name}: cannot load {checkpoint} ({error})".split("\n")[0]) from None
+    network = _built(network, spec)
+    for name, tensor in network.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise UserInputError(f"{spec.name}: weight {name} holds NaN or infinite values; pass trained, finite weights")
     check_layers(network, spec)
     return network.eval()
+
+
+def _built(network: Any, spec: NetworkSpec) -> nn.Module:
+    """``network`` if the spec's builder returned a module; a one-line UserInputError if not."""
+    if not isinstance(network, nn.Module):
+        raise UserInputError(
+            f"{spec.name}: builder {spec.builder!r} returned a {type(network).__name__}, not a torch.nn.Module"
+        )
+    return network
 
 
 def check_layers(network: nn.Module, spec: NetworkSpec) -> list[nn.Module]:

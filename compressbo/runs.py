@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from compressbo.errors import UserInputError
-from compressbo.files import write_json_atomic
+from compressbo.files import check_output_directory, write_json_atomic
 
 __all__ = ["RunDirectory", "package_versions"]
 
@@ -56,10 +56,13 @@ class RunDirectory:
     def create(cls, path: str | Path, config: dict[str, Any]) -> RunDirectory:
         """Make a new run directory and write its ``config.json``.
 
+        ``path`` must be new or an empty directory, so no file of the user's is overwritten.
+
         Raises:
-            UserInputError: ``path`` already holds a run, or cannot be written.
+            UserInputError: ``path`` is empty, a file, a directory holding a run or other
+                files, or cannot be written.
         """
-        run = cls(Path(path))
+        run = cls(check_output_directory(path, keep=(CONFIG, HISTORY), kind="run"))
         if (run.path / HISTORY).exists() or (run.path / CONFIG).exists():
             raise UserInputError(
                 f"--out {run.path} already holds a run; continue it with "
@@ -131,21 +134,21 @@ class RunDirectory:
     def history(self) -> list[dict[str, Any]]:
         """Every evaluation recorded so far, in order.
 
-        A torn last line (the process died mid-write) is dropped, and the file is truncated
-        to its complete lines so later appends stay valid JSON Lines.
+        A torn last line (no trailing newline: the process died mid-write) is dropped, and
+        the file is truncated to its complete lines so later appends stay valid JSON Lines.
+
+        Raises:
+            UserInputError: A complete line is not a JSON object; the file is left as it is.
         """
         path = self.path / HISTORY
         if not path.exists():
             return []
         records, good_bytes = [], 0
         with open(path, "rb") as f:
-            for raw in f:
+            for number, raw in enumerate(f, start=1):
                 if not raw.endswith(b"\n"):
-                    break
-                try:
-                    records.append(json.loads(raw))
-                except json.JSONDecodeError:
-                    break
+                    break  # only the last line can lack its newline
+                records.append(_parse_record(raw, path, number))
                 good_bytes += len(raw)
         if good_bytes != path.stat().st_size:
             with open(path, "r+b") as f:
@@ -157,3 +160,17 @@ class RunDirectory:
 
     def load_state(self) -> dict[str, Any] | None:
         return self.read_json(STATE) if (self.path / STATE).exists() else None
+
+
+def _parse_record(raw: bytes, path: Path, number: int) -> dict[str, Any]:
+    """The JSON object on line ``number`` of ``path``; UserInputError if it is not one."""
+    try:
+        record = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        record = None
+    if not isinstance(record, dict):
+        raise UserInputError(
+            f"{path} line {number} is not a JSON object: the run directory is damaged; nothing "
+            "was changed (repair that line from a backup, or start a new run with another --out)"
+        )
+    return record

@@ -374,3 +374,80 @@ def test_eign_observes_exact_gradients_on_synthetic_problems():
     for step in with_gradients["steps"]:
         x = torch.tensor(step["x"], dtype=torch.float64)
         assert torch.all((bounds[0] <= x) & (x <= bounds[1]))
+
+
+def test_out_must_be_new_empty_or_an_earlier_comparison(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # "" must not mean the current directory
+    problem = make_problem("levy4")
+    kwargs = dict(n_init=4, workers=1, progress=False, optimizer_options=FAST)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "convergence.png").write_bytes(b"my plot")
+    (tmp_path / "file").write_text("my data")
+    cases = [
+        (mine, False, "--out .*mine exists and holds other files, not a compressbo comparison; choose a new"),
+        (mine, True, "--out .*mine exists and holds other files"),
+        (tmp_path / "file", False, "--out .*file is a file, not a directory"),
+        ("", False, "--out must name a directory"),
+        ("", True, "--out must name a directory"),
+    ]
+    for out, resume, message in cases:
+        with pytest.raises(UserInputError, match=message) as info:
+            run_comparison(problem, ["ei"], 1, 1, out, resume=resume, **kwargs)
+        assert "\n" not in str(info.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "mine"]
+    assert [p.name for p in mine.iterdir()] == ["convergence.png"]
+    assert (mine / "convergence.png").read_bytes() == b"my plot"
+    assert (tmp_path / "file").read_text() == "my data"
+
+
+def test_ctrl_c_saves_finished_runs_and_says_how_to_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import compressbo.compare
+
+    kwargs = dict(n_init=4, workers=1, progress=False, optimizer_options=FAST)
+    real_run_one = compressbo.compare.run_one
+    calls = []
+
+    def interrupted_on_the_second_run(*args: object, **options: object) -> dict:
+        calls.append(args[1:3])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_run_one(*args, **options)
+
+    monkeypatch.setattr(compressbo.compare, "run_one", interrupted_on_the_second_run)
+    out = tmp_path / "cmp"
+    with pytest.raises(KeyboardInterrupt):
+        run_comparison(make_problem("levy4"), ["ei", "cei"], [0, 1], 2, out, **kwargs)
+    saved = load_comparison(out)
+    assert [(r["acquisition"], r["seed"]) for r in saved["runs"]] == [("ei", 0)]
+    assert saved["complete"] is False
+    assert capsys.readouterr().err.splitlines() == [
+        f"compressbo: 1 of 4 runs finished and are saved in {out / 'runs.json'} (seeds per "
+        f"acquisition: ei 1/2, cei 0/2); continue with the same flags: "
+        f"compressbo compare ... --out {out} --resume"
+    ]
+    monkeypatch.setattr(compressbo.compare, "run_one", real_run_one)
+    resumed = run_comparison(make_problem("levy4"), ["ei", "cei"], [0, 1], 2, out, resume=True, **kwargs)
+    assert resumed["complete"] is True and len(resumed["runs"]) == 4
+    assert resumed["runs"][0] == saved["runs"][0]  # the saved run is kept, not rerun
+
+
+def test_pool_keeps_the_runs_that_finish_after_ctrl_c() -> None:
+    from tqdm import tqdm
+
+    from compressbo.compare import _run_pool
+
+    recorded: dict[tuple[str, int], dict] = {}
+
+    def record(run: dict) -> None:
+        first = not recorded
+        recorded[(run["acquisition"], run["seed"])] = run
+        if first:
+            raise KeyboardInterrupt  # Ctrl-C while the other run is still running
+
+    kwargs = {"iterations": 1, "n_init": 3, "optimizer_options": FAST, "score_every": 1, "known_optimum": None}
+    with tqdm(disable=True) as bar, pytest.raises(KeyboardInterrupt):
+        _run_pool(make_problem("levy4"), [("ei", 0), ("cei", 0)], 2, kwargs, record, bar)
+    assert sorted(recorded) == [("cei", 0), ("ei", 0)]

@@ -125,14 +125,19 @@ def test_resume_after_a_crash_between_history_and_state(env):
         (["--acq", "foo"], "unknown acquisition 'foo'"),
         (["--bounds", "0", "0.5"], "0 < lo < hi <= 1"),
         (["--bounds", "0.2", "1.5"], "0 < lo < hi <= 1"),
-        (["--samples", "100000"], "--samples 100000 is outside 1..540"),
+        (["--samples", "100000"], "--samples 100000 asks for more than the 540 validation examples"),
+        (["--samples", "100:"], "START:END"),
+        (["--samples", " 100"], "START:END"),
+        (["--seed", "-1"], "--seed must be an integer in 0..2^63-1"),
+        (["--acq", "ucb", "--kappa", "0.001"], "--kappa does not apply to ucb"),
+        (["--objective", "distill", "--samples", "1:100"], "distill needs --samples of at least 2"),
         (["--weights", "missing.pth"], "does not exist"),
         (["--data", "mnist", "--data-dir", "nowhere"], "nowhere"),
         (["--objective", "mse"], "unknown objective"),
         (["--acq", "erm"], "--known-optimum VALUE"),
         (["--acq", "cei", "--known-optimum", "0.05"], "--known-optimum applies to erm and cbm"),
         (["--samples", "10:x"], "START:END"),
-        (["--samples", "10:1000"], "--samples 1000 is outside 1..540"),
+        (["--samples", "10:1000"], "--samples 10:1000 asks for more than the 540"),
         (["--resume", "nowhere-run"], "no config.json"),
     ],
 )
@@ -156,9 +161,24 @@ def test_unwritable_out_exits_2(env, capsys):
 
 def test_resume_refuses_new_settings(env, capsys):
     with pytest.raises(SystemExit) as info:
-        main(["compress", "--resume", str(env), "--acq", "ei"])
+        main(["compress", "--resume", str(env), "--acq", "ei", "--iterations", "9"])
     assert info.value.code == 2
-    assert "drop --acq" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "drop --acq" in err and "--iterations" not in err.split("drop")[1]
+
+
+def test_resume_with_more_iterations_extends_a_finished_run(env, capsys):
+    out = env / "run"
+    assert main(["compress", "--init", "3", "--iterations", "1", *FAST, "--out", str(out)]) == 0
+    before = (out / "history.jsonl").read_text()
+    assert main(["compress", "--resume", str(out), "--iterations", "3", "--quiet"]) == 0
+    after = (out / "history.jsonl").read_text()
+    assert after.startswith(before) and len(_history(out)) == 3 + 3
+    assert json.loads((out / "config.json").read_text())["settings"]["iterations"] == 3
+    assert json.loads((out / "best.json").read_text())["evaluations"] == 6
+    with pytest.raises(SystemExit) as info:
+        main(["compress", "--resume", str(out), "--iterations", "2"])
+    assert info.value.code == 2 and "can only be extended" in capsys.readouterr().err
 
 
 def _jpeg_folder(root, classes=("n01440764", "n01443537"), per_class=3):
@@ -210,6 +230,14 @@ def test_known_optimum_acquisitions_run_with_a_given_optimum(env):
     assert main(argv) == 0
     history = _history(out)
     assert history[-1]["phase"] == "bo" and history[-1]["acquisition_value"] <= 0  # negated CBM
+
+
+def test_a_known_optimum_above_the_observations_is_warned_about_once(env, caplog):
+    argv = ["compress", "--acq", "erm", "--known-optimum", "100", "--init", "3", "--iterations", "1", *FAST,
+            "--out", str(env / "run")]
+    assert main(argv) == 0
+    warned = [r for r in caplog.records if "--known-optimum 100 is above the observed objective" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].levelname == "WARNING"
 
 
 @pytest.mark.parametrize("signal_name", ["SIGINT", "SIGKILL"])
@@ -276,3 +304,16 @@ def test_damaged_run_directory_is_a_one_line_error(env, capsys):
     with pytest.raises(SystemExit) as info:
         main(["compress", "--resume", str(out)])
     assert info.value.code == 2 and "damaged" in capsys.readouterr().err
+
+
+def test_resume_refuses_a_state_that_is_not_the_historys(env, capsys):
+    first, second = env / "first", env / "second"
+    for out, seed in ((first, "0"), (second, "1")):
+        assert main(["compress", "--init", "3", "--iterations", "0", *FAST, "--seed", seed, "--out", str(out)]) == 0
+    history = (first / "history.jsonl").read_text()
+    (first / "optimizer_state.json").write_text((second / "optimizer_state.json").read_text())
+    with pytest.raises(SystemExit) as info:
+        main(["compress", "--resume", str(first), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 2 and "\n" not in err and "not the first ones of history.jsonl" in err
+    assert (first / "history.jsonl").read_text() == history  # nothing lost, nothing appended

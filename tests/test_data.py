@@ -180,6 +180,15 @@ def test_imagenet_images_are_decoded_once(tmp_path):
     assert torch.equal(first.flip(0), again[:4])
 
 
+def test_an_unreadable_image_is_a_one_line_error_naming_it(tmp_path):
+    write_jpeg_folder(tmp_path, per_class=2)
+    broken = sorted((tmp_path / "val").glob("*/*.JPEG"))[1]
+    broken.write_bytes(b"not a jpeg")
+    data = load_imagenet_val(tmp_path, transform=SMALL_TRANSFORM)
+    with pytest.raises(UserInputError, match=f"cannot read validation image {broken}.*replace or remove"):
+        data.get(torch.arange(4))
+
+
 def test_imagenet_cache_respects_its_memory_bound(tmp_path):
     write_jpeg_folder(tmp_path, per_class=3)
     one_image = 3 * 16 * 16 * 4

@@ -184,8 +184,34 @@ def test_state_dict_weights(tmp_path: Path, fc3) -> None:
     assert not loaded.training
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), network.state_dict().values()))
     _one_line_error(lambda: build_network(spec, weights=tmp_path / "nope.pth"), "nope.pth does not exist")
+    _one_line_error(lambda: build_network(spec, weights=tmp_path), "is a directory; pass the .pth state dict file in it")
     torch.save({"fc1.weight": torch.zeros(3)}, tmp_path / "bad.pth")
     _one_line_error(lambda: build_network(spec, weights=tmp_path / "bad.pth"), "does not fit the architecture")
+
+
+def test_non_finite_weights_are_refused(tmp_path: Path, fc3) -> None:
+    spec, network = fc3
+    state = {k: v.clone() for k, v in network.state_dict().items()}
+    state["fc2.weight"][3, 5] = float("nan")
+    torch.save(state, tmp_path / "nan.pth")
+    _one_line_error(lambda: build_network(spec, weights=tmp_path / "nan.pth"), "fc2.weight holds NaN or infinite")
+
+
+def test_random_weights_are_one_network_per_spec() -> None:
+    spec = load_spec("fc3")
+    torch.manual_seed(1)
+    first = build_network(spec, weights="random")
+    torch.manual_seed(2)
+    second = build_network(spec, weights="random")
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
+    after_build = torch.rand(3)
+    torch.manual_seed(2)
+    assert torch.equal(after_build, torch.rand(3))  # the caller's random stream is untouched
+
+
+def test_a_builder_that_returns_no_module_is_named() -> None:
+    spec = dataclasses.replace(load_spec("fc3"), builder="os:getcwd")
+    _one_line_error(lambda: build_network(spec, weights="random"), "builder 'os:getcwd' returned a str")
 
 
 # ----------------------------------------------------------------------------- compression

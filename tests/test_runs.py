@@ -64,3 +64,43 @@ def test_discard_if_empty_frees_the_directory_only_before_any_evaluation(tmp_pat
     run.append({"iteration": 0})
     run.discard_if_empty()
     assert (tmp_path / "b" / "config.json").exists()
+
+
+def test_history_refuses_a_damaged_complete_line_and_changes_nothing(tmp_path):
+    run = RunDirectory.create(tmp_path, {})
+    for i in range(4):
+        run.append({"iteration": i})
+    path = tmp_path / "history.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    for number, bad in [(2, "garbage\n"), (3, "[1, 2]\n"), (2, "\n")]:
+        damaged = "".join(lines[: number - 1]) + bad + "".join(lines[number:]) + '{"iteration": 4, "y'
+        path.write_text(damaged)
+        with pytest.raises(UserInputError) as info:
+            run.history()
+        message = str(info.value)
+        assert f"{path} line {number} is not a JSON object" in message
+        assert "damaged" in message and "nothing was changed" in message and "\n" not in message
+        assert path.read_text() == damaged  # every later record, and the torn tail, are kept
+
+
+def test_create_refuses_a_directory_of_other_files_a_file_and_an_empty_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # "" must not mean the current directory
+    mine = tmp_path / "mine"
+    (mine / "model").mkdir(parents=True)
+    (mine / "report.md").write_text("my report")
+    message = "--out .*mine exists and holds other files.*choose a new or empty directory"
+    with pytest.raises(UserInputError, match=message):
+        RunDirectory.create(mine, {"acq": "cei"})
+    assert sorted(p.name for p in mine.iterdir()) == ["model", "report.md"]
+    assert (mine / "report.md").read_text() == "my report"
+
+    (tmp_path / "file").write_text("data")
+    with pytest.raises(UserInputError, match="--out .*file is a file, not a directory") as info:
+        RunDirectory.create(tmp_path / "file", {})
+    assert "\n" not in str(info.value) and (tmp_path / "file").read_text() == "data"
+    with pytest.raises(UserInputError, match="--out must name a directory"):
+        RunDirectory.create("", {})
+    assert not (tmp_path / "config.json").exists()
+
+    (tmp_path / "empty").mkdir()
+    assert RunDirectory.create(tmp_path / "empty", {"acq": "ei"}).config == {"acq": "ei"}

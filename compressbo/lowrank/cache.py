@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -124,7 +125,15 @@ class FactorCache:
         layer_factors = LayerFactors.compute(layer, method)
         self.computed += 1
         if path is not None:
-            _write(path, layer_factors.factors)
+            try:
+                _write(path, layer_factors.factors)
+            except OSError as error:  # a cache is an optimization: warn, keep going
+                warnings.warn(
+                    f"cannot write the factor cache {path.parent} ({error.strerror or error}); "
+                    "factors are recomputed next run. Set COMPRESSBO_CACHE to a writable folder.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
         return layer_factors
 
 

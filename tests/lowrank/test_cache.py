@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from torch import nn
 
@@ -45,6 +46,14 @@ def test_unreadable_file_is_recomputed(tmp_path: Path) -> None:
     assert cache.computed == 1
     torch.testing.assert_close(factors.factors.reconstruct((16, 8)), conv.weight.detach(), rtol=1e-4, atol=1e-5)
     assert FactorCache(tmp_path).get(conv, "tucker2") is not None and path.stat().st_size > 100
+
+
+def test_an_unwritable_cache_warns_and_still_returns_the_factors(tmp_path: Path) -> None:
+    conv = _conv()
+    (tmp_path / "factors").write_text("a file where the cache folder should be")
+    with pytest.warns(RuntimeWarning, match="cannot write the factor cache.*COMPRESSBO_CACHE"):
+        factors = FactorCache(tmp_path / "factors").get(conv, "tucker2")
+    torch.testing.assert_close(factors.factors.reconstruct((16, 8)), conv.weight.detach(), rtol=1e-4, atol=1e-5)
 
 
 def test_no_disk_cache_and_default_location(tmp_path: Path, monkeypatch) -> None:
