@@ -228,21 +228,28 @@ def _run_compare(args: argparse.Namespace) -> int:
 def _add_report_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "report",
-        help="regenerate summary.md and the plots from a comparison's runs.json",
+        help="regenerate the plots and the Markdown report of a comparison or a compress run (no recomputation)",
     )
-    parser.add_argument("directory", metavar="DIR", help="a directory written by compare")
+    parser.add_argument("directory", metavar="DIR", help="a directory written by compare or compress")
 
 
 def _run_report(args: argparse.Namespace) -> int:
     from compressbo.report import load_comparison, write_report
+    from compressbo.run_report import regenerate
 
-    comparison = load_comparison(args.directory)
+    is_run = not (Path(args.directory) / "runs.json").exists() and (Path(args.directory) / "config.json").exists()
     try:
-        written = write_report(comparison, args.directory)
+        if is_run:
+            written = regenerate(args.directory)
+        else:
+            written = write_report(load_comparison(args.directory), args.directory)
+    except UserInputError:
+        raise
     except OSError as err:
         raise UserInputError(f"cannot write the report into {args.directory} ({err.strerror or err}); check its permissions") from None
     except (KeyError, TypeError, ValueError) as err:
-        raise UserInputError(f"{args.directory}/runs.json is incomplete or damaged ({type(err).__name__}: {err})") from None
+        damaged = "history.jsonl or best.json" if is_run else "runs.json"
+        raise UserInputError(f"{args.directory}: its {damaged} is incomplete or damaged ({type(err).__name__}: {err})") from None
     print(f"wrote {', '.join(f'{args.directory}/{name}' for name in written)}")
     return 0
 

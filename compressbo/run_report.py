@@ -16,7 +16,9 @@ from compressbo.report import save_figure
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-__all__ = ["plot_convergence", "plot_pareto", "markdown_report", "write_artifacts"]
+__all__ = ["plot_convergence", "plot_pareto", "markdown_report", "regenerate", "write_artifacts", "ARTIFACTS"]
+
+ARTIFACTS = ("convergence.png", "pareto.png", "report.md")
 
 
 def _objective_label(settings: dict[str, Any]) -> str:
@@ -124,3 +126,26 @@ def write_artifacts(directory: Path, history: list[dict[str, Any]], best: dict[s
     plot_convergence(history, settings, directory / "convergence.png")
     plot_pareto(history, best, directory / "pareto.png")
     (directory / "report.md").write_text(markdown_report(history, best, settings))
+
+
+def regenerate(directory: str | Path) -> list[str]:
+    """Rewrite a finished compress run's artifacts from its files (no evaluation).
+
+    Returns:
+        The names of the files written (:data:`ARTIFACTS`).
+
+    Raises:
+        UserInputError: ``directory`` is not a compress run, or it has not finished.
+    """
+    from compressbo.errors import UserInputError
+    from compressbo.runs import RunDirectory
+
+    run = RunDirectory.open(directory)
+    settings = run.config.get("settings")
+    if not (run.path / "best.json").is_file():
+        raise UserInputError(
+            f"{run.path} has no best.json: the run has not finished; finish it with "
+            f"compressbo compress --resume {run.path}"
+        )
+    write_artifacts(run.path, run.history(), run.read_json("best.json"), settings)
+    return list(ARTIFACTS)

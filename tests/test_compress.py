@@ -54,6 +54,27 @@ def test_compress_writes_every_artifact(env):
     assert [model.fc1[0].out_features, model.fc2[0].out_features, model.fc3[0].out_features] == best["ranks"]
     assert model(torch.randn(4, 1, 28, 28)).shape == (4, 10)
 
+    # `compressbo report` regenerates the artifacts from the files alone, identically.
+    report = (out / "report.md").read_text()
+    for name in ("report.md", "convergence.png", "pareto.png"):
+        (out / name).unlink()
+    history_before = (out / "history.jsonl").read_text()
+    assert main(["report", str(out)]) == 0
+    assert (out / "report.md").read_text() == report
+    assert (out / "convergence.png").stat().st_size > 0 and (out / "pareto.png").stat().st_size > 0
+    assert (out / "history.jsonl").read_text() == history_before
+
+
+def test_report_on_an_unfinished_run_says_how_to_finish_it(env, monkeypatch, capsys):
+    out = env / "run"
+    _interrupt_after(monkeypatch, 2)
+    assert main(["compress", "--init", "3", "--iterations", "1", *FAST, "--out", str(out)]) == 130
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        main(["report", str(out)])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "has not finished" in err and f"--resume {out}" in err
+
 
 def _interrupt_after(monkeypatch, calls):
     """Make the objective raise KeyboardInterrupt (Ctrl-C) at its ``calls + 1``-th call."""
