@@ -234,6 +234,8 @@ class CompressionSetup:
             )
         network = build_network(spec, _resolve_weights(config, spec))
         compressor = Compressor(network, spec, scheme=config.scheme, method=config.method)
+        # once, so the layers every compressed network shares with it are already there
+        network.to(evaluator.device)
         bounds = compressor.bounds
         if config.bounds is not None:
             bounds = torch.tensor(config.bounds, dtype=torch.float64).reshape(2, 1).expand(2, compressor.dim).clone()

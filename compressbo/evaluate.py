@@ -41,6 +41,7 @@ from torch import Tensor, nn
 
 from compressbo.data import TensorSet, ValidationSet
 from compressbo.errors import UserInputError
+from compressbo.networks import parameter_dtype
 
 __all__ = [
     "MIN_VARIANCE",
@@ -65,7 +66,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """
     name = str(device)
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         resolved = torch.device(name)
     except RuntimeError:
@@ -78,7 +79,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         raise UserInputError(f"device {name!r} requested but no CUDA GPU is available; use --device cpu or auto")
     if resolved.index is not None and resolved.index >= torch.cuda.device_count():
         raise UserInputError(f"device {name!r} does not exist: {torch.cuda.device_count()} GPU(s) visible")
-    return resolved
+    # with its index, so it compares equal to the device tensors report (cuda:0 != cuda)
+    return torch.device("cuda", torch.cuda.current_device() if resolved.index is None else resolved.index)
 
 
 def binomial_variance(wrong: int, m: int) -> float:
@@ -206,26 +208,26 @@ class SubsampleEvaluator:
     def _autocast(self) -> contextlib.AbstractContextManager:
         return torch.autocast(self.device.type) if self.amp else contextlib.nullcontext()
 
-    def _batches(self, indices: Tensor) -> Iterator[tuple[Tensor, Tensor]]:
-        """``(indices on the device, inputs on the device)`` per batch."""
+    def _batches(self, indices: Tensor, dtype: torch.dtype) -> Iterator[tuple[Tensor, Tensor]]:
+        """``(indices on the device, inputs on the device in dtype)`` per batch."""
         device_indices = indices.to(self.device, non_blocking=True)
         source = device_indices if self._resident else indices
         for start in range(0, indices.numel(), self.batch_size):
             stop = start + self.batch_size
             inputs, _ = self.dataset.get(source[start:stop], pin_memory=self._pin)
-            yield device_indices[start:stop], inputs.to(self.device, non_blocking=True)
+            yield device_indices[start:stop], inputs.to(self.device, dtype=dtype, non_blocking=True)
 
     def logits(self, module: nn.Module, indices: Tensor) -> Tensor:
         """The network's float32 logits on ``indices`` (``len(indices) x C``, on the device)."""
         module = self._prepare(module)
         with torch.inference_mode(), self._autocast():
-            return torch.cat([module(x).float() for _, x in self._batches(indices)])
+            return torch.cat([module(x).float() for _, x in self._batches(indices, parameter_dtype(module))])
 
     def _count_wrong(self, module: nn.Module, indices: Tensor) -> int:
         module = self._prepare(module)
         wrong = torch.zeros((), dtype=torch.long, device=self.device)
         with torch.inference_mode(), self._autocast():
-            for idx, x in self._batches(indices):
+            for idx, x in self._batches(indices, parameter_dtype(module)):
                 wrong += (module(x).argmax(dim=1) != self.labels[idx]).sum()
         return int(wrong)
 

@@ -69,6 +69,7 @@ __all__ = [
     "checkpoint_path",
     "load_compressed",
     "load_spec",
+    "parameter_dtype",
     "models_dirs",
     "preprocessing",
     "replace_layers",
@@ -542,8 +543,16 @@ class Compressor:
             self.factors.append(cache.get(module, layer.method))
             (self.decomposed if cache.computed > computed else self.loaded).append(layer.name)
         self._io = _io_sizes(network, self.spec)
-        self._total_params = sum(p.numel() for p in network.parameters())
-        self._total_macs = sum(_positions(out_hw) * m.weight.numel() for m, (_, out_hw) in self._io.items())
+        for layer, module in zip(self.spec.layers, modules):
+            if module not in self._io:
+                raise UserInputError(
+                    f"{self.spec.name}: layer '{layer.name}' is not called by the network's forward pass; "
+                    "compress only layers the network uses"
+                )
+        self._total_params = _unique_params(network)
+        self._total_macs = sum(
+            _positions(out_hw) * m.weight.numel() for m, calls in self._io.items() for _, out_hw in calls
+        )
 
     @property
     def layer_names(self) -> list[str]:
@@ -578,7 +587,7 @@ class Compressor:
         for spec, factors, layer_ranks in zip(self.spec.layers, self.factors, ranks):
             layer_ranks = check_ranks(factors.layer, factors.method, layer_ranks)
             replacements[spec.name] = factors.build(layer_ranks)
-            in_hw, out_hw = self._io[factors.layer]
+            calls = self._io[factors.layer]
             before, after = factors.full_params, factors.params(layer_ranks)
             records.append(
                 LayerRecord(
@@ -589,18 +598,22 @@ class Compressor:
                     params_before=before,
                     params_after=after,
                     ratio=after / before,
-                    macs_before=full_macs(factors.geometry, out_hw),
-                    macs_after=factorized_macs(factors.geometry, factors.method, layer_ranks, in_hw, out_hw),
+                    macs_before=sum(full_macs(factors.geometry, out_hw) for _, out_hw in calls),
+                    macs_after=sum(
+                        factorized_macs(factors.geometry, factors.method, layer_ranks, in_hw, out_hw)
+                        for in_hw, out_hw in calls
+                    ),
                 )
             )
         params_before = sum(r.params_before for r in records)
         params_after = sum(r.params_after for r in records)
         macs_delta = sum(r.macs_after - r.macs_before for r in records)
+        module = replace_layers(self.network, replacements).eval()
         return CompressedNetwork(
-            module=replace_layers(self.network, replacements).eval(),
+            module=module,
             ranks=[r.ranks for r in records],
             ratio=params_after / params_before,
-            model_ratio=(self._total_params - params_before + params_after) / self._total_params,
+            model_ratio=_unique_params(module) / self._total_params,
             flops_ratio=(self._total_macs + macs_delta) / self._total_macs,
             layers=tuple(records),
         )
@@ -610,13 +623,24 @@ def _positions(hw: tuple[int, int]) -> int:
     return hw[0] * hw[1]
 
 
-def _io_sizes(network: nn.Module, spec: NetworkSpec) -> dict[nn.Module, tuple[tuple[int, int], tuple[int, int]]]:
-    """Input and output spatial sizes of every Conv2d/Linear for one ``spec.input_size`` input.
+def parameter_dtype(module: nn.Module) -> torch.dtype:
+    """The dtype of ``module``'s first floating-point parameter (float32 if none): its inputs' dtype."""
+    return next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
 
-    Runs the network once on the ``meta`` device (shapes only, no arithmetic). A Linear's
-    size is ``(positions, 1)``, ``positions`` being the product of its inner dimensions.
+
+def _unique_params(module: nn.Module) -> int:
+    """Parameters of ``module``, each storage counted once (tied weights, shared aliases)."""
+    return sum({p.data_ptr(): p.numel() for p in module.parameters()}.values())
+
+
+def _io_sizes(network: nn.Module, spec: NetworkSpec) -> dict[nn.Module, list[tuple[tuple[int, int], tuple[int, int]]]]:
+    """Input and output spatial sizes of every call of every Conv2d/Linear for one ``spec.input_size`` input.
+
+    Runs the network once on the ``meta`` device (shapes only, no arithmetic), in the dtype of
+    its parameters. A Linear's size is ``(positions, 1)``, ``positions`` being the product of
+    its inner dimensions. A module called twice has two entries.
     """
-    sizes: dict[nn.Module, tuple[tuple[int, int], tuple[int, int]]] = {}
+    sizes: dict[nn.Module, list[tuple[tuple[int, int], tuple[int, int]]]] = {}
 
     def spatial(tensor: Tensor, module: nn.Module) -> tuple[int, int]:
         if isinstance(module, nn.Conv2d):
@@ -624,14 +648,14 @@ def _io_sizes(network: nn.Module, spec: NetworkSpec) -> dict[nn.Module, tuple[tu
         return (math.prod(tensor.shape[1:-1]), 1)
 
     def record(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
-        sizes[module] = (spatial(inputs[0], module), spatial(output, module))
+        sizes.setdefault(module, []).append((spatial(inputs[0], module), spatial(output, module)))
 
     handles = [m.register_forward_hook(record) for m in network.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     tensors = [*network.named_parameters(), *network.named_buffers()]
     state = {name: torch.empty_like(tensor, device="meta") for name, tensor in tensors}
     try:
         with torch.no_grad():
-            functional_call(network, state, (torch.empty(1, *spec.input_size, device="meta"),))
+            functional_call(network, state, (torch.empty(1, *spec.input_size, device="meta", dtype=parameter_dtype(network)),))
     except Exception as error:
         raise UserInputError(
             f"{spec.name}: input_size {list(spec.input_size)} does not fit the network ({error})".split("\n")[0]
@@ -650,13 +674,18 @@ def replace_layers(module: nn.Module, replacements: dict[str, nn.Module], prefix
         replacements: New submodules by dotted name, e.g. ``{"features.0": nn.Sequential(...)}``.
         prefix: Dotted name of ``module`` inside the root (recursion).
 
-    Every module object is shallow-copied (its own ``_modules``/``_parameters``/``_buffers``
-    dicts, the same tensors), so ``.train()`` or replacing children on the copy leaves the
-    original untouched, and building costs microseconds per module.
+    Every module object is shallow-copied: its own ``_modules``, ``_buffers`` and hook dicts,
+    and its own ``nn.Parameter`` objects viewing the original's storage. So ``.train()``,
+    ``.to(...)``, ``.double()``, hooks or replacing children on the copy leave the original
+    untouched, and building costs microseconds per module; in-place updates of the shared
+    storage (an optimizer step) do reach the original.
     """
     clone = copy.copy(module)
-    clone._parameters = dict(module._parameters)
+    clone._parameters = {name: _alias(p) for name, p in module._parameters.items()}
     clone._buffers = dict(module._buffers)
+    for name, value in vars(module).items():
+        if "hooks" in name and isinstance(value, dict):
+            setattr(clone, name, type(value)(value))
     clone._modules = {}
     for name, child in module._modules.items():
         path = f"{prefix}{name}"
@@ -667,6 +696,11 @@ def replace_layers(module: nn.Module, replacements: dict[str, nn.Module], prefix
         else:
             clone._modules[name] = None
     return clone
+
+
+def _alias(parameter: nn.Parameter | None) -> nn.Parameter | None:
+    """A new ``nn.Parameter`` on the same storage (``None`` stays ``None``)."""
+    return None if parameter is None else nn.Parameter(parameter.data, requires_grad=parameter.requires_grad)
 
 
 # ----------------------------------------------------------------------------- export

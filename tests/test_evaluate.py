@@ -215,6 +215,14 @@ def test_unknown_device_and_bad_batch_size_are_user_errors():
         SubsampleEvaluator(oracle_set(20, 2), device="cpu", batch_size=0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_networks_in_other_dtypes_get_inputs_in_their_dtype(dtype):
+    evaluator = SubsampleEvaluator(oracle_set(200, 30), device="cpu")
+    net = identity_classifier().to(dtype)
+    assert evaluator.full_error(net) == 30 / 200
+    assert evaluator.logits(net, torch.arange(5)).dtype == torch.float32
+
+
 def test_amp_on_cpu_keeps_the_prediction():
     evaluator = SubsampleEvaluator(oracle_set(200, 30), device="cpu", amp=True)
     assert evaluator.full_error(identity_classifier()) == 30 / 200
@@ -226,6 +234,7 @@ def test_gpu_evaluation_moves_the_network_and_keeps_the_pool_on_the_device():
     net = identity_classifier()
     assert evaluator.error(net, 500).error == 0.1
     assert net.weight.is_cuda and evaluator.dataset.inputs.is_cuda
+    assert evaluator.device == net.weight.device  # "cuda" resolved with its index: the pool is resident
 
 
 # ------------------------------------------------------------------ image folders

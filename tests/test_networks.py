@@ -264,6 +264,59 @@ def test_compression_leaves_original_untouched(fc3) -> None:
     assert all(torch.equal(p, before[name]) for name, p in network.named_parameters())
 
 
+def test_converting_or_hooking_the_compressed_network_leaves_the_original_alone() -> None:
+    spec = spec_from_dict(_spec_data(), "fc1-fc2")  # fc3 is not compressed: shared with the original
+    network = build_network(spec, weights="random")
+    compressed = Compressor(network, spec, cache_dir=False).compress([0.1, 0.1])
+    calls = []
+    compressed.module.fc3.register_forward_hook(lambda *args: calls.append(1))
+    compressed.module.double()
+    x = torch.randn(2, 1, 28, 28)
+    assert network.fc3.weight.dtype == torch.float32 and network(x).dtype == torch.float32
+    assert calls == []  # the hook belongs to the compressed network only
+    assert compressed.module(x.double()).dtype == torch.float64 and calls == [1]
+
+
+class TiedNet(nn.Module):
+    """A conv net in float64 with a weight tied between two layers and a layer called twice."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)  # called twice
+        self.head = nn.Linear(8, 8)
+        self.tied = nn.Linear(8, 8)
+        self.tied.weight = self.head.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv2(self.conv2(self.conv1(x))).mean(dim=(2, 3))
+        return self.tied(self.head(x))
+
+
+def tied_net() -> nn.Module:
+    return TiedNet().double()
+
+
+def test_ratios_count_tied_weights_once_and_every_call_of_a_layer() -> None:
+    spec = spec_from_dict(
+        _spec_data(builder=f"{__name__}:tied_net", input_size=[3, 6, 6], method="tucker2",
+                   layers=[{"name": "conv2"}, {"name": "head", "method": "svd"}]),
+        "tied",
+    )  # fmt: skip
+    network = build_network(spec, weights="random")
+    compressed = Compressor(network, spec, cache_dir=False).compress([0.3, 0.5])
+    unique = lambda m: sum({p.data_ptr(): p.numel() for p in m.parameters()}.values())  # noqa: E731
+    assert compressed.model_ratio == pytest.approx(unique(compressed.module) / unique(network))
+    # tied.weight keeps the head's original weight alive: only the head's bias is saved
+    saved = network.head.bias.numel() + network.conv2.weight.numel() + network.conv2.bias.numel()
+    factors = sum(p.numel() for m in (compressed.module.head, compressed.module.conv2) for p in m.parameters())
+    assert unique(compressed.module) == unique(network) - saved + factors
+    x = torch.randn(1, 3, 6, 6, dtype=torch.float64)
+    assert compressed.module(x).dtype == torch.float64  # a float64 conv net compresses and runs
+    macs = lambda m: _macs(m, spec.input_size, torch.float64)  # noqa: E731
+    assert compressed.flops_ratio == pytest.approx(macs(compressed.module) / macs(network))
+
+
 def test_vgg16_and_resnet50_dimensions_and_forward(vgg16, resnet50) -> None:
     x = torch.randn(1, 3, 64, 64)
     for (spec, network, compressor), d in ((vgg16, 13), (resnet50, 16)):
@@ -349,7 +402,7 @@ def test_check_layers_returns_modules(fc3) -> None:
     assert check_layers(network, spec) == [network.fc1, network.fc2, network.fc3]
 
 
-def _macs(module: nn.Module, input_size) -> int:
+def _macs(module: nn.Module, input_size, dtype: torch.dtype = torch.float32) -> int:
     """Conv2d/Linear multiply-accumulates for one input, counted from shapes on the meta device."""
     total = 0
 
@@ -359,7 +412,7 @@ def _macs(module: nn.Module, input_size) -> int:
 
     handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     state = {n: torch.empty_like(t, device="meta") for n, t in [*module.named_parameters(), *module.named_buffers()]}
-    functional_call(module, state, (torch.empty(1, *input_size, device="meta"),))
+    functional_call(module, state, (torch.empty(1, *input_size, device="meta", dtype=dtype),))
     for handle in handles:
         handle.remove()
     return total

@@ -179,11 +179,12 @@ def ranks_for_theta(theta: float, geometry: LayerGeometry, method: str, scheme: 
     full = max_ranks(geometry, method)
     if scheme == "plain":
         if method == "tucker2":
-            return tuple(max(1, min(r, math.floor(theta * r))) for r in full)  # type: ignore[return-value]
-        return max(1, min(full, math.floor(theta * full)))
+            return tuple(max(1, min(r, math.floor(theta * r + 1e-9))) for r in full)  # type: ignore[return-value]
+        return max(1, min(full, math.floor(theta * full + 1e-9)))
     if scheme != "params":
         raise ValueError(f"unknown rank scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
-    budget = theta * full_params(geometry)
+    # theta exactly at a rank's own ratio keeps that rank despite round-off in theta * params
+    budget = theta * full_params(geometry) * (1 + 1e-12)
     if method == "tucker2":
         return _tucker2_ranks_for_budget(geometry, budget)
     per_rank = factorized_params(geometry, method, 1) - geometry.bias_params

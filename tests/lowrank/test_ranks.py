@@ -52,6 +52,16 @@ def test_params_scheme_ratio_within_one_rank_step_of_theta(method: str) -> None:
                 assert factorized_params(geometry, method, step_up) / original > theta
 
 
+@pytest.mark.parametrize("method", ["svd", "vh"])
+def test_theta_at_a_ranks_own_ratio_keeps_that_rank(method: str) -> None:
+    for geometry in GEOMETRIES[method]:
+        original = full_params(geometry)
+        for rank in range(1, max_ranks(geometry, method) + 1):
+            theta = factorized_params(geometry, method, rank) / original
+            if theta <= 1:
+                assert ranks_for_theta(theta, geometry, method) == rank, (geometry, rank)
+
+
 def test_params_scheme_is_monotone_clamped_and_keeps_tucker_proportions() -> None:
     geometry = LayerGeometry(256, 64, (3, 3))
     previous = (0, 0)
