@@ -426,7 +426,9 @@ class Optimizer:
         for i in values.reshape(-1).argsort(descending=True).tolist():
             if self._pending_index(candidates[i]) is None:
                 return candidates[i].clone(), values.reshape(-1)[i].item()
-        return self._sobol_point(), values.max().item()
+        fallback = self._sobol_point()  # every restart ended on a pending point
+        with torch.no_grad():
+            return fallback, acquisition(fallback.reshape(1, 1, -1)).item()
 
     def _pending_index(self, x: Tensor) -> int | None:
         """Index of the pending point equal to ``x`` (up to tolerance), or None."""

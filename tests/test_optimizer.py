@@ -135,6 +135,26 @@ def test_pending_points_are_accounted_for_and_never_duplicated(acquisition):
     assert optimizer.last_acquisition_value is not None
 
 
+def test_when_every_restart_lands_on_a_pending_point_a_sobol_point_gets_its_own_value(monkeypatch):
+    import compressbo.optimizer as module
+
+    optimizer = Optimizer(BOUNDS, acquisition="cei", seed=0, **FAST)
+    run(optimizer, 6)
+    pending = optimizer.ask()
+    fake_value = 1e6  # what the restarts report at the pending point
+
+    def all_on_pending(acquisition, bounds, q, num_restarts, raw_samples, return_best_only):
+        candidates = pending.reshape(1, 1, -1).expand(num_restarts, 1, -1).clone()
+        return candidates, torch.full((num_restarts,), fake_value, dtype=torch.float64)
+
+    monkeypatch.setattr(module, "optimize_acqf", all_on_pending)
+    x = optimizer.ask()
+    lower, upper = optimizer.bounds
+    assert not torch.equal(x, pending) and torch.all(x >= lower) and torch.all(x <= upper)
+    value = optimizer.last_acquisition_value
+    assert value is not None and 0 <= value < fake_value  # CEI at the Sobol point, not the restarts' value
+
+
 @pytest.mark.parametrize("acquisition", ["cei", "logcei"])
 def test_kappa_stops_at_the_first_proposal_below_kappa(acquisition):
     reference = Optimizer(BOUNDS, acquisition=acquisition, n_init=4, seed=2, **FAST)
