@@ -1,7 +1,7 @@
 r"""Acquisition functions for minimization, and the registry of acquisition names.
 
 Every acquisition is oriented so that a larger value is a better candidate for a
-*minimization* problem. The math is in ``docs/acquisitions.md``; in short, with
+*minimization* problem. In short, with
 the latent posterior mean ``mu``, standard deviation ``s`` and the incumbent ``x+``
 (the observed point with the lowest posterior mean):
 
@@ -11,7 +11,9 @@ the latent posterior mean ``mu``, standard deviation ``s`` and the incumbent ``x
   ``h(z) = phi(z) + z Phi(z)``. It needs the joint posterior of ``(f(x), f(x+))``,
   computed per candidate as a ``b x 2 x d`` batch (one 2x2 covariance each).
 - LogCEI: ``log h(zt) + log st`` with BoTorch's stable ``log h`` (as in LogEI).
-- Corrected PI (Ma et al., 2019): ``CPI(x) = Phi(zt) = P(f(x) < f(x+))``.
+- Corrected PI (Ma et al., 2019) with a margin ``xi``: ``CPI(x) = Phi((m - xi) / st) =
+  P(f(x) < f(x+) - xi)``, ``m = mu(x+) - mu(x)``; ``xi`` defaults to ``CPI_RELATIVE_MARGIN``
+  times the outcome std (with ``xi = 0`` the maximizer converges onto the incumbent).
 
 - EI via gradient norms, "EI-GN": EI of ``H(x) = f(x) + lam ||grad f(x)||^2``, with
   ``H`` moment-matched to a Gaussian from the joint posterior of ``(f, grad f)``

@@ -503,17 +503,19 @@ def resume(directory: str | Path, *, iterations: int | None = None, progress: bo
     if not isinstance(settings, dict):
         raise UserInputError(f"--resume {run.path}: its config.json was not written by compressbo compress")
     settings = CompressConfig.from_dict(settings)
-    if iterations is not None and iterations != settings.iterations:
+    extended = iterations is not None and iterations != settings.iterations
+    if extended:
         if iterations < settings.iterations:
             raise UserInputError(
                 f"--iterations {iterations} with --resume: the run already has {settings.iterations}; "
                 "it can only be extended"
             )
         settings.iterations = iterations
-        run.write_json(CONFIG, {**config, "settings": settings.to_dict()})
     job = CompressionJob(settings, run, progress=progress)
     try:
         job.restore()
     except (KeyError, TypeError, ValueError) as err:
         raise UserInputError(f"--resume {run.path}: its history or state is damaged ({type(err).__name__}: {err})") from None
+    if extended:  # only once the run checked out: record its new budget
+        run.write_json(CONFIG, {**config, "settings": settings.to_dict()})
     return run.path, job.execute()

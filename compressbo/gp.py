@@ -9,9 +9,9 @@ the search box and outcomes standardized, fitted by maximum marginal likelihood 
 Robustness:
 
 - Variances are floored at ``VARIANCE_FLOOR`` times the sample variance of ``Y``
-  (``VARIANCE_FLOOR`` in the standardized units the GP works in), so an error rate of
-  exactly 0 or 1 (zero variance) and duplicate inputs keep the kernel matrix
-  positive definite.
+  (``VARIANCE_FLOOR`` in the standardized units the GP works in), so observations given
+  with zero variance (a caller's exact values; compressbo's own evaluator never reports
+  0) and duplicate inputs keep the kernel matrix positive definite.
 - A failed fit (``NotPSDError``, ``ModelFittingError``, a linear-algebra error) is
   retried once with the larger floor ``RETRY_VARIANCE_FLOOR``; if that fails too the
   GP keeps its default (prior-mode) hyperparameters. Both steps emit a

@@ -101,8 +101,8 @@ class Optimizer:
             seed: Seed of the Sobol design and of every proposal.
             kappa: Stopping threshold on the maximized acquisition value (in
                 objective units; compared as ``log(kappa)`` for log acquisitions), or
-                None to never report stop. Not allowed with erm, cbm (values
-                ``<= 0``) and random (no acquisition value).
+                None to never report stop. Only for acquisitions whose maximized value
+                falls to 0 as the search converges: not pi, ucb, erm, cbm or random.
             acquisition_options: Options for ``make_acquisition`` (e.g. ``beta`` for
                 ucb, ``num_fantasies`` for nei / kg, ``f_star`` for erm / cbm, ``lam``
                 for eign); JSON-serializable.

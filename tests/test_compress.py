@@ -200,6 +200,12 @@ def test_resume_with_more_iterations_extends_a_finished_run(env, capsys):
     with pytest.raises(SystemExit) as info:
         main(["compress", "--resume", str(out), "--iterations", "2"])
     assert info.value.code == 2 and "can only be extended" in capsys.readouterr().err
+    lines = after.splitlines(keepends=True)
+    (out / "history.jsonl").write_text("".join([lines[1], lines[0], *lines[2:]]))  # damaged
+    config = (out / "config.json").read_text()
+    with pytest.raises(SystemExit) as info:
+        main(["compress", "--resume", str(out), "--iterations", "9"])
+    assert info.value.code == 2 and (out / "config.json").read_text() == config  # refused, nothing rewritten
 
 
 def _jpeg_folder(root, classes=("n01440764", "n01443537"), per_class=3):
