@@ -200,10 +200,16 @@ class SubsampleEvaluator:
     # ------------------------------------------------------------------ forward passes
 
     def _prepare(self, module: nn.Module) -> nn.Module:
-        tensors = itertools.chain(module.parameters(), module.buffers())
-        if any(t.device != self.device for t in tensors):
+        """``module`` on the device and in eval mode; one walk over its modules when it already is."""
+        training = off_device = False
+        for child in module.modules():
+            training = training or child.training
+            if not off_device:
+                tensors = itertools.chain(child._parameters.values(), child._buffers.values())
+                off_device = any(t is not None and t.device != self.device for t in tensors)
+        if off_device:
             module.to(self.device)
-        return module.eval()
+        return module.eval() if training else module
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         return torch.autocast(self.device.type) if self.amp else contextlib.nullcontext()
