@@ -455,6 +455,21 @@ class CompressionJob:
         theta = torch.tensor(rec["theta"], dtype=torch.float64)
         compressed = self.compressor.compress(theta)
         metrics = self.objective.full_metrics(theta, compressed)
+        refinement = None
+        if self.compressor.refinable:  # HOOI for the Tucker-2 layers, kept if the full set agrees
+            refined = self.compressor.build(compressed.ranks, refine=True)
+            refined_metrics = self.objective.full_metrics(theta, refined)
+            kept = refined_metrics["score"] < metrics["score"]
+            refinement = {
+                "method": "hooi",
+                "score_before": metrics["score"],
+                "score_after": refined_metrics["score"],
+                "error_before": metrics["error"],
+                "error_after": refined_metrics["error"],
+                "kept": kept,
+            }
+            if kept:
+                compressed, metrics = refined, refined_metrics
         best = {
             "theta": rec["theta"],
             "posterior_mean": rec["mean"],
@@ -463,6 +478,7 @@ class CompressionJob:
             "stopped_by_kappa": self.optimizer.should_stop,
             **metrics,
             "layers": [dataclasses.asdict(layer) for layer in compressed.layers],
+            "refinement": refinement,
         }
         self.run.write_json("best.json", best)
         save_compressed(self.run.path / "model", self.spec, compressed)

@@ -579,14 +579,25 @@ class Compressor:
         """The compressed network for ``theta`` (``d``)."""
         return self.build(self.ranks(theta))
 
-    def build(self, ranks: Sequence[Ranks]) -> CompressedNetwork:
-        """The compressed network at explicit per-layer ranks."""
+    @property
+    def refinable(self) -> bool:
+        """Whether :meth:`build` with ``refine=True`` can differ (some layer is Tucker-2)."""
+        return any(factors.method == "tucker2" for factors in self.factors)
+
+    def build(self, ranks: Sequence[Ranks], *, refine: bool = False) -> CompressedNetwork:
+        """The compressed network at explicit per-layer ranks.
+
+        Args:
+            ranks: Rank(s) per compressible layer.
+            refine: Refine the Tucker-2 layers' factors by HOOI (seconds per network: for the
+                final model, not the search loop). Same ranks, same parameter counts.
+        """
         if len(ranks) != self.dim:
             raise UserInputError(f"got {len(ranks)} ranks but {self.spec.name} has {self.dim} layers")
         replacements, records = {}, []
         for spec, factors, layer_ranks in zip(self.spec.layers, self.factors, ranks):
             layer_ranks = check_ranks(factors.layer, factors.method, layer_ranks)
-            replacements[spec.name] = factors.build(layer_ranks)
+            replacements[spec.name] = factors.build(layer_ranks, refine=refine)
             calls = self._io[factors.layer]
             before, after = factors.full_params, factors.params(layer_ranks)
             records.append(

@@ -106,6 +106,7 @@ def markdown_report(history: list[dict[str, Any]], best: dict[str, Any], setting
         f"| objective ({_objective_label(settings)}) | {_fmt(best['score'])} |",
         f"| posterior mean (std) of the objective | {_fmt(best['posterior_mean'])} ({_fmt(best['posterior_std'])}) |",
         f"| validation examples | {best['samples']} |",
+        *_refinement_lines(best.get("refinement")),
         "",
         "## Layers",
         "",
@@ -118,6 +119,19 @@ def markdown_report(history: list[dict[str, Any]], best: dict[str, Any], setting
             f"{_fmt(layer['ranks'])} | {layer['params_before']:,} | {layer['params_after']:,} | {layer['ratio']:.4f} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _refinement_lines(refinement: dict[str, Any] | None) -> list[str]:
+    """The HOOI refinement of the Tucker-2 layers, when the run had any."""
+    if refinement is None:
+        return []
+    verdict = "kept (the metrics above are the refined model's)" if refinement["kept"] else "not kept: no better"
+    return [
+        "",
+        f"Tucker-2 factors refined by HOOI at the chosen ranks: full-set error {_fmt(refinement['error_before'])} "
+        f"-> {_fmt(refinement['error_after'])}, objective {_fmt(refinement['score_before'])} -> "
+        f"{_fmt(refinement['score_after'])}; {verdict}.",
+    ]
 
 
 def write_artifacts(directory: Path, history: list[dict[str, Any]], best: dict[str, Any], settings: dict[str, Any]) -> None:

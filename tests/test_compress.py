@@ -47,6 +47,7 @@ def test_compress_writes_every_artifact(env):
     assert 0 < best["ratio"] <= 1.2 and 0 <= best["error"] <= 1
     assert best["score"] == pytest.approx(best["ratio"] + best["error"])
     assert [layer["name"] for layer in best["layers"]] == ["fc1", "fc2", "fc3"]
+    assert best["refinement"] is None  # SVD factors are already optimal: nothing to refine
     assert "| fc2 | svd |" in (out / "report.md").read_text()
 
     # The exported model is the recommended compressed network, loadable without the job.
@@ -237,6 +238,10 @@ def test_imagenet_specs_compress_a_tiny_folder_with_random_weights(env, caplog, 
     assert best["samples"] == 6 and len(best["layers"]) == {"vgg16": 13, "resnet50": 16}[model]
     assert all(layer["method"] == "tucker2" and len(layer["ranks"]) == 2 for layer in best["layers"])
     assert 0 < best["flops_ratio"] < 1.5 and 0 < best["model_ratio"] <= 1.2
+    refinement = best["refinement"]  # HOOI on the Tucker-2 layers, kept only if the full set agrees
+    assert refinement["method"] == "hooi" and refinement["kept"] == (refinement["score_after"] < refinement["score_before"])
+    assert best["score"] == min(refinement["score_before"], refinement["score_after"])
+    assert "refined by HOOI" in (out / "report.md").read_text()
 
 
 def test_samples_schedule_grows_m_and_each_observation_keeps_its_variance(env):

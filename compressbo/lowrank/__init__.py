@@ -30,7 +30,7 @@ from .ranks import (
     ranks_for_theta,
 )
 from .svd import SVDFactors, factorize_linear, svd_factors
-from .tucker import TuckerFactors, tucker2_factors
+from .tucker import TuckerFactors, refine_tucker2, tucker2_factors
 from .vh import vh_factors
 
 __all__ = [
@@ -56,6 +56,7 @@ __all__ = [
     "full_params",
     "max_ranks",
     "ranks_for_theta",
+    "refine_tucker2",
     "svd_factors",
     "tucker2_factors",
     "vh_factors",

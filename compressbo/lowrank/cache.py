@@ -24,7 +24,7 @@ from ._params import single_threaded
 from .factorize import Factors, build_factorized, check_ranks, decompose
 from .ranks import LayerGeometry, Ranks, factorized_params, full_params, max_ranks, ranks_for_theta
 from .svd import SVDFactors
-from .tucker import TuckerFactors
+from .tucker import TuckerFactors, refine_tucker2
 
 __all__ = ["FactorCache", "LayerFactors", "default_cache_dir", "weight_key"]
 
@@ -70,9 +70,19 @@ class LayerFactors:
         """Ranks for the layer's continuous parameter ``theta`` (see :mod:`.ranks`)."""
         return ranks_for_theta(theta, self.geometry, self.method, scheme)
 
-    def build(self, ranks: Ranks) -> nn.Sequential:
-        """The replacement module at ``ranks`` (truncation of the cached factors, one thread)."""
+    def build(self, ranks: Ranks, *, refine: bool = False) -> nn.Sequential:
+        """The replacement module at ``ranks`` (truncation of the cached factors, one thread).
+
+        Args:
+            ranks: The rank(s), as :meth:`ranks` returns them.
+            refine: Refine Tucker-2 factors by HOOI (:func:`~.tucker.refine_tucker2`; seconds,
+                for a final model). SVD and vertical/horizontal factors are already optimal
+                for their structure (Eckart-Young), so for them this changes nothing.
+        """
         ranks = check_ranks(self.layer, self.method, ranks)
+        if refine and self.method == "tucker2":
+            refined = refine_tucker2(self.layer.weight, self.factors, ranks)
+            return build_factorized(self.layer, self.method, refined, ranks)
         with single_threaded():
             return build_factorized(self.layer, self.method, self.factors, ranks)
 

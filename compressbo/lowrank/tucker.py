@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import tensorly as tl
 import torch
+from tensorly.decomposition import partial_tucker
 from tensorly.tenalg import multi_mode_dot
 from tensorly.tenalg.svd import svd_interface
 from torch import Tensor, nn
@@ -20,7 +21,9 @@ from torch import Tensor, nn
 from ._params import compute_dtype, set_parameters
 from .ranks import LayerGeometry, max_ranks
 
-__all__ = ["TuckerFactors", "build_tucker2", "tucker2_factors", "tucker2_module"]
+__all__ = ["HOOI_ITERATIONS", "TuckerFactors", "build_tucker2", "refine_tucker2", "tucker2_factors", "tucker2_module"]
+
+HOOI_ITERATIONS = 10  # alternating sweeps of the final refinement (tensorly stops earlier on convergence)
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,34 @@ def tucker2_factors(kernel: Tensor) -> TuckerFactors:
         out_factor, _, _ = svd_interface(tl.unfold(weight, 0), n_eigenvecs=full_out)
         in_factor, _, _ = svd_interface(tl.unfold(weight, 1), n_eigenvecs=full_in)
         core = multi_mode_dot(weight, [out_factor, in_factor], modes=[0, 1], transpose=True)
+    return TuckerFactors(core.contiguous(), out_factor.contiguous(), in_factor.contiguous())
+
+
+def refine_tucker2(
+    kernel: Tensor, factors: TuckerFactors, ranks: tuple[int, int], n_iter_max: int = HOOI_ITERATIONS
+) -> TuckerFactors:
+    """HOOI (tensorly's ``partial_tucker``) at ``ranks``, started from the truncated HOSVD.
+
+    Each sweep re-fits one channel factor to the kernel projected on the other, so the
+    reconstruction error never exceeds the truncated HOSVD's. Too slow for the search loop
+    (seconds per network); meant for the final model.
+
+    Args:
+        kernel: The ``T x S x kh x kw`` kernel.
+        factors: Its cached HOSVD (:func:`tucker2_factors`).
+        ranks: ``(R_out, R_in)``.
+        n_iter_max: Most alternating sweeps.
+
+    Returns:
+        Factors at exactly ``ranks``: ``core`` ``R_out x R_in x kh x kw``, ``out_factor``
+        ``T x R_out``, ``in_factor`` ``S x R_in`` (truncating them to ``ranks`` is a no-op).
+    """
+    weight = kernel.detach().to(compute_dtype(kernel))
+    core, out_factor, in_factor = (t.to(weight) for t in factors.truncate(ranks))
+    with tl.backend_context("pytorch"):
+        (core, (out_factor, in_factor)), _ = partial_tucker(
+            weight, rank=list(ranks), modes=[0, 1], init=(core, [out_factor, in_factor]), n_iter_max=n_iter_max
+        )
     return TuckerFactors(core.contiguous(), out_factor.contiguous(), in_factor.contiguous())
 
 

@@ -106,3 +106,28 @@ def test_rejects_grouped_conv_linear_and_bad_ranks() -> None:
         factorize_conv(nn.Conv2d(4, 8, 3), 3)
     with pytest.raises(ValueError, match="'tucker2' or 'vh'"):
         factorize_conv(nn.Conv2d(4, 8, 3), 3, method="svd")
+
+
+def test_hooi_refinement_never_loses_to_the_hosvd_and_matches_partial_tucker() -> None:
+    from compressbo.lowrank import LayerFactors, refine_tucker2
+
+    conv = _conv(24, 32, seed=3)
+    kernel = conv.weight.detach()
+    factors = tucker2_factors(kernel)
+    norm = torch.linalg.vector_norm(kernel)
+    for ranks in [(4, 3), (12, 8), (20, 16)]:
+        refined = refine_tucker2(kernel, factors, ranks, n_iter_max=50)
+        assert refined.core.shape == (*ranks, 3, 3)
+        hosvd_error = torch.linalg.vector_norm(kernel - factors.reconstruct(ranks)) / norm
+        hooi_error = torch.linalg.vector_norm(kernel - refined.reconstruct(ranks)) / norm
+        with tl.backend_context("pytorch"):
+            (core, (u_out, u_in)), _ = partial_tucker(kernel, rank=list(ranks), modes=[0, 1], init="svd", n_iter_max=50)
+            hooi = tl.tenalg.multi_mode_dot(core, [u_out, u_in], modes=[0, 1])
+        reference = torch.linalg.vector_norm(kernel - hooi) / norm
+        assert hooi_error <= hosvd_error + 1e-12
+        assert hooi_error == pytest.approx(reference.item(), rel=1e-3)
+        # the refined replacement is the conv with the refined kernel
+        module = LayerFactors(conv, "tucker2", factors).build(ranks, refine=True)
+        x = torch.randn(1, 24, 7, 7, dtype=torch.float64)
+        default = refine_tucker2(kernel, factors, ranks)  # HOOI_ITERATIONS sweeps, as build uses
+        torch.testing.assert_close(module(x), _reference(conv, default.reconstruct(ranks), x), rtol=1e-9, atol=1e-9)
