@@ -168,6 +168,7 @@ def run_comparison(
             "bounds": problem_instance.bounds.tolist(),
             "optimal_value": problem_instance.optimal_value,
             "score_label": problem_instance.score_label,
+            "settings": problem_instance.settings,
         },
         "settings": {
             "acquisitions": acquisitions,

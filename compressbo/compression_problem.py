@@ -32,6 +32,11 @@ from compressbo.errors import UserInputError
 __all__ = ["CompressionProblem"]
 
 
+# the CompressConfig fields that define the objective; where the data lives, the device and
+# the batch size may change between the runs of one comparison
+PROBLEM_SETTINGS = ("model", "weights", "data", "samples", "gamma", "objective", "amp", "bounds", "scheme", "method")
+
+
 class CompressionProblem:
     """Minimize ``ratio + gamma * error`` of a network's low-rank compression.
 
@@ -68,6 +73,7 @@ class CompressionProblem:
         self.optimal_value: float | None = None
         measure = "distance" if config.objective == "distill" else "error"
         self.score_label = f"full-set ratio + {config.gamma:g} * {measure}"
+        self.settings = json.loads(json.dumps({name: getattr(config, name) for name in PROBLEM_SETTINGS}))
         self._metrics: dict[str, dict[str, float]] = {}
         self.setup_seconds = time.perf_counter() - started
 

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -76,6 +76,8 @@ class Problem(Protocol):
         bounds: ``2 x d`` float64 tensor of lower and upper bounds.
         optimal_value: The minimum of the noise-free objective, ``None`` when unknown.
         score_label: What :meth:`score` measures, for plots and tables.
+        settings: Everything else that defines the problem (JSON-able); a resumed
+            comparison must have the same.
     """
 
     name: str
@@ -83,6 +85,7 @@ class Problem(Protocol):
     bounds: Tensor
     optimal_value: float | None
     score_label: str
+    settings: dict[str, Any]
 
     def evaluate(self, x: Tensor, generator: torch.Generator) -> tuple[float, float]:
         """One noisy observation at ``x`` (shape ``d``) and its known noise variance."""
@@ -126,6 +129,7 @@ class NoisySyntheticProblem:
         self.function_range = _estimate_range(self.test_function, self.optimal_value)
         self.noise_std_max = NOISE_FRACTION * self.function_range
         self.score_label = "simple regret f(x) - f*"
+        self.settings = {"noise_fraction": NOISE_FRACTION}
 
     def __repr__(self) -> str:
         return f"NoisySyntheticProblem({self.function!r}, dim={self.dim})"
@@ -188,7 +192,8 @@ class ProblemFamily(Protocol):
     """Problems that differ per seed (e.g. one GP sample per seed); compared seed by seed.
 
     ``name``, ``dim``, ``bounds``, ``optimal_value`` (``None``: it differs per member) and
-    ``score_label`` describe the family; ``for_seed(seed)`` builds the member a run optimizes.
+    ``score_label`` and ``settings`` describe the family; ``for_seed(seed)`` builds the
+    member a run optimizes.
     """
 
     name: str
@@ -196,6 +201,7 @@ class ProblemFamily(Protocol):
     bounds: Tensor
     optimal_value: float | None
     score_label: str
+    settings: dict[str, Any]
 
     def for_seed(self, seed: int) -> Problem:
         """The problem of run ``seed``."""
@@ -241,6 +247,7 @@ class GPSampleProblem:
         self.lengthscale, self.outputscale, self.noise_std = lengthscale, outputscale, noise_std
         self.known_kernel = {"lengthscale": lengthscale, "outputscale": outputscale}
         self.score_label = "simple regret f(x) - f*"
+        self.settings = _gp_sample_settings(lengthscale, outputscale, noise_std, features)
         generator = torch.Generator().manual_seed(self.index)
         self.omega = torch.randn(features, dim, generator=generator, dtype=torch.float64)
         self.omega /= lengthscale
@@ -304,6 +311,10 @@ class GPSampleProblem:
         return self._minimum
 
 
+def _gp_sample_settings(lengthscale: float, outputscale: float, noise_std: float, features: int) -> dict[str, Any]:
+    return {"lengthscale": lengthscale, "outputscale": outputscale, "noise_std": noise_std, "features": features}
+
+
 class GPSampleFamily:
     """The GP-sample experiment: run ``seed`` optimizes :class:`GPSampleProblem` ``index=seed``.
 
@@ -328,6 +339,7 @@ class GPSampleFamily:
         self.bounds = torch.stack([torch.zeros(dim), torch.ones(dim)]).to(torch.float64)
         self.optimal_value = None
         self.score_label = "simple regret f(x) - f*"
+        self.settings = _gp_sample_settings(lengthscale, outputscale, noise_std, GP_SAMPLE_FEATURES)
         self._members: dict[int, GPSampleProblem] = {}
 
     def __repr__(self) -> str:

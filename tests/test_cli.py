@@ -70,6 +70,13 @@ def test_compare_on_a_compression_problem_then_report(
         (out / name).unlink()
     assert main(["report", str(out)]) == 0
     assert {name: (out / name).read_bytes() for name in files} == files
+    # resuming with another subsample size would pool runs of two problems: refused
+    resume = [*argv, "--resume"]
+    resume[resume.index("--samples") + 1] = "60"
+    with pytest.raises(SystemExit) as info:
+        main(resume)
+    assert info.value.code == 2
+    assert main([*argv, "--resume"]) == 0  # the same flags: nothing to add, accepted
 
 
 @pytest.mark.parametrize(

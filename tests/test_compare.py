@@ -322,6 +322,9 @@ def test_gp_sample_runs_optimize_one_function_per_seed(tmp_path: Path) -> None:
     optima = {run["seed"]: run["optimal_value"] for run in comparison["runs"]}
     assert optima == {seed: family.for_seed(seed).optimal_value for seed in (0, 1)}
     assert optima[0] != optima[1]
+    with pytest.raises(UserInputError, match="other problem settings"):  # another prior or noise
+        run_comparison(GPSampleFamily(dim=1, lengthscale=0.1, noise_std=0.5), ["ei"], 2, 2, tmp_path,
+                       n_init=3, workers=1, progress=False, optimizer_options=FAST, resume=True)  # fmt: skip
     for run in comparison["runs"]:
         function = family.for_seed(run["seed"])
         for entry in run["initial_design"] + run["steps"]:
