@@ -73,25 +73,25 @@ def _add_compress_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     _add_settings(parser, list(_COMPRESS_SETTINGS))
     parser.add_argument("--out", help="new run directory (runs/<model>-<acq>-<time>)")
-    parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR with its own settings (with --iterations: extend it)")
+    parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR with its own settings; --iterations extends it, --device and --batch-size may change")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or messages")
 
 
 def _run_compress(args: argparse.Namespace) -> int:
     import logging
 
-    from compressbo.compress import CompressConfig, default_out, resume, start
+    from compressbo.compress import RESUME_OVERRIDES, CompressConfig, default_out, resume, start
 
     logging.basicConfig(format=f"{PROG}: %(message)s", level=logging.ERROR if args.quiet else logging.INFO)
     settings = {name: getattr(args, name) for name in _COMPRESS_SETTINGS}
     given = {name: value for name, value in settings.items() if value is not None}
     if args.resume is not None:
-        fixed = [name for name in given if name != "iterations"]  # --iterations extends the run
+        fixed = [name for name in given if name not in RESUME_OVERRIDES]
         if fixed or args.out is not None:
             flags = ", ".join("--" + name.replace("_", "-") for name in [*fixed, *(["out"] if args.out else [])])
             raise UserInputError(
-                f"--resume continues with the settings in {args.resume}/config.json (only --iterations "
-                f"may grow); drop {flags}"
+                f"--resume continues with the settings in {args.resume}/config.json (only --iterations, "
+                f"--device and --batch-size may change); drop {flags}"
             )
         out = args.resume
     else:
@@ -99,7 +99,8 @@ def _run_compress(args: argparse.Namespace) -> int:
         out = args.out if args.out is not None else str(default_out(config))
     try:
         if args.resume is not None:
-            path, best = resume(args.resume, iterations=args.iterations, progress=not args.quiet)
+            overrides = {name: given[name] for name in RESUME_OVERRIDES if name in given}
+            path, best = resume(args.resume, progress=not args.quiet, **overrides)
         else:
             path, best = start(config, out, progress=not args.quiet)
     except KeyboardInterrupt:

@@ -160,6 +160,8 @@ class CompressConfig:
             if config.bounds is not None:
                 config.bounds = tuple(config.bounds)
             config.validate()
+        except UserInputError:
+            raise  # e.g. the saved device is not here: the message names the flag to pass
         except (TypeError, ValueError) as err:
             raise UserInputError(f"the saved settings are damaged ({err}); start a new run") from None
         return config
@@ -333,7 +335,7 @@ class CompressionJob:
         )
 
     def _check_agreement(self) -> None:
-        """The history and the optimizer state must tell one story; raise UserInputError if not.
+        """The history and the optimizer state must tell one story; ValueError if not.
 
         The state may lag the history by the evaluations of one crash, never lead it, and
         the points it observed must be the history's first points in order.
@@ -504,34 +506,40 @@ def start(config: CompressConfig, out: str | Path | None = None, *, progress: bo
     return run.path, job.execute()
 
 
-def resume(directory: str | Path, *, iterations: int | None = None, progress: bool = True) -> tuple[Path, dict]:
+RESUME_OVERRIDES = ("iterations", "device", "batch_size")  # how long and where, not what
+
+
+def resume(directory: str | Path, *, progress: bool = True, **overrides: Any) -> tuple[Path, dict]:
     """Continue the run in ``directory`` with its own settings.
 
     Args:
         directory: The run directory.
-        iterations: A larger number of BO iterations, to extend a finished run; None keeps
-            the run's own.
         progress: Show a tqdm progress bar.
+        **overrides: Settings that may change on resume (:data:`RESUME_OVERRIDES`; ``None``
+            keeps the run's own): more ``iterations`` extend the run, ``device`` and
+            ``batch_size`` say where and how it evaluates (e.g. resuming a GPU run on a CPU).
     """
+    unknown = set(overrides) - set(RESUME_OVERRIDES)
+    if unknown:
+        raise TypeError(f"resume() cannot override {sorted(unknown)}; only {RESUME_OVERRIDES}")
     run = RunDirectory.open(directory)
     config = run.config
-    settings = config.get("settings")
-    if not isinstance(settings, dict):
+    saved = config.get("settings")
+    if not isinstance(saved, dict):
         raise UserInputError(f"--resume {run.path}: its config.json was not written by compressbo compress")
-    settings = CompressConfig.from_dict(settings)
-    extended = iterations is not None and iterations != settings.iterations
-    if extended:
-        if iterations < settings.iterations:
-            raise UserInputError(
-                f"--iterations {iterations} with --resume: the run already has {settings.iterations}; "
-                "it can only be extended"
-            )
-        settings.iterations = iterations
+    changes = {name: value for name, value in overrides.items() if value is not None and value != saved.get(name)}
+    iterations, old = changes.get("iterations"), saved.get("iterations")
+    if iterations is not None and isinstance(old, int) and iterations < old:
+        raise UserInputError(
+            f"--iterations {iterations} with --resume: the run already has {saved['iterations']}; "
+            "it can only be extended"
+        )
+    settings = CompressConfig.from_dict({**saved, **changes})
     job = CompressionJob(settings, run, progress=progress)
     try:
         job.restore()
     except (KeyError, TypeError, ValueError) as err:
         raise UserInputError(f"--resume {run.path}: its history or state is damaged ({type(err).__name__}: {err})") from None
-    if extended:  # only once the run checked out: record its new budget
+    if changes:  # only once the run checked out: record the new budget or device
         run.write_json(CONFIG, {**config, "settings": settings.to_dict()})
     return run.path, job.execute()

@@ -209,6 +209,24 @@ def test_resume_with_more_iterations_extends_a_finished_run(env, capsys):
     assert info.value.code == 2 and (out / "config.json").read_text() == config  # refused, nothing rewritten
 
 
+def test_resume_may_change_device_and_batch_size_but_nothing_else(env, monkeypatch, capsys):
+    out = env / "run"
+    original = _interrupt_after(monkeypatch, 3)
+    assert main(["compress", "--init", "3", "--iterations", "2", *FAST, "--out", str(out)]) == 130
+    from compressbo.evaluate import CompressionObjective
+
+    monkeypatch.setattr(CompressionObjective, "__call__", original)
+    capsys.readouterr()
+    assert main(["compress", "--resume", str(out), "--device", "cpu", "--batch-size", "7", "--quiet"]) == 0
+    settings = json.loads((out / "config.json").read_text())["settings"]
+    assert (settings["device"], settings["batch_size"], settings["iterations"]) == ("cpu", 7, 2)
+    assert len(_history(out)) == 5
+    with pytest.raises(SystemExit) as info:
+        main(["compress", "--resume", str(out), "--gamma", "2"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "only --iterations, --device and --batch-size may change" in err
+
+
 def _jpeg_folder(root, classes=("n01440764", "n01443537"), per_class=3):
     from PIL import Image
 
