@@ -101,6 +101,36 @@ def test_gradient_posterior_matches_finite_differences(fitted):
     assert torch.all(joint.variance > 0)
 
 
+def test_full_gradient_covariance_matches_mixed_differences_of_the_posterior_covariance(fitted):
+    """All of Cov(grad f(x)), off-diagonals included: d^2 k_n(a, b) / da_i db_j at a = b = x.
+
+    (Autograd cannot check this: kernels clamp the distance at a = b, which zeroes its second
+    derivative there.)
+    """
+    model, _ = fitted
+    base = getattr(model.covar_module, "base_kernel", model.covar_module)
+    rough = getattr(base, "nu", None) == 1.5  # Matern-3/2: an O(step / l) bias, so a smaller step
+    rel, h = (3e-2, 1e-4 * (BOUNDS[1] - BOUNDS[0])) if rough else (3e-3, 1e-3 * (BOUNDS[1] - BOUNDS[0]))
+    joint = DerivativeGP(model).posterior(candidates(k=3))
+
+    def k(a: torch.Tensor, b: torch.Tensor) -> float:
+        return model.posterior(torch.stack([a, b])).distribution.covariance_matrix[0, 1].item()
+
+    with torch.no_grad():
+        for x, expected in zip(candidates(k=3), joint.gradient_covariance):
+            mixed = torch.zeros(2, 2, dtype=torch.float64)
+            for i in range(2):
+                for j in range(2):
+                    ei, ej = torch.zeros(2, dtype=torch.float64), torch.zeros(2, dtype=torch.float64)
+                    ei[i], ej[j] = h[i], h[j]
+                    mixed[i, j] = (k(x + ei, x + ej) - k(x + ei, x - ej) - k(x - ei, x + ej) + k(x - ei, x - ej)) / (
+                        4 * h[i] * h[j]
+                    )
+            scale = expected.diagonal().sqrt()
+            torch.testing.assert_close(expected / torch.outer(scale, scale), mixed / torch.outer(scale, scale),
+                                       rtol=0, atol=rel)  # fmt: skip
+
+
 def test_gradient_posterior_is_differentiable_for_the_optimizer(fitted):
     model, X_observed = fitted
     X = torch.cat([candidates(), X_observed[:2]]).requires_grad_(True)  # incl. data points
