@@ -406,12 +406,13 @@ class Optimizer:
             spec = acquisition_spec(self.acquisition)
             if spec.monte_carlo:
                 options["X_pending"] = self._pending
-            elif gradient_enhanced:
-                model = model.condition_on_pending(self._pending)
             else:
-                # CBM and ERM also reward a small variance: believe the worst observation
-                lie = self._Y.max().item() if spec.known_optimum else None
-                model = condition_on_pending(model, self._pending, lie=lie)
+                if gradient_enhanced:
+                    model = model.condition_on_pending(self._pending)
+                else:
+                    # CBM and ERM also reward a small variance: believe the worst observation
+                    lie = self._Y.max().item() if spec.known_optimum else None
+                    model = condition_on_pending(model, self._pending, lie=lie)
                 X_baseline = torch.cat([self._X, self._pending])
         acquisition = make_acquisition(self.acquisition, model, X_baseline, **options)
         candidates, values = optimize_acqf(

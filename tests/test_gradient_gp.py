@@ -219,6 +219,22 @@ def test_optimizer_proposes_with_gradients_and_round_trips_them():
     assert not torch.allclose(told("none").ask(), batch[0], atol=1e-3)
 
 
+@pytest.mark.parametrize("gradients", ["all", "none"])  # gradient-enhanced GP, value GP
+def test_pending_points_join_the_baseline_of_the_believer_model(gradients, monkeypatch):
+    import compressbo.optimizer as module
+
+    baselines = []
+    original = module.make_acquisition
+
+    def recording(name, model, X_observed, **options):
+        baselines.append(X_observed.shape[0])
+        return original(name, model, X_observed, **options)
+
+    monkeypatch.setattr(module, "make_acquisition", recording)
+    told(gradients).ask(2)
+    assert baselines == [5, 6]  # the second proposal's incumbent ranges over the pending point too
+
+
 def test_optimizer_falls_back_to_the_value_gp_unless_every_point_has_a_gradient():
     some = told("some")
     assert torch.isnan(some.gradients[0]).all() and not torch.isnan(some.gradients[1:]).any()
