@@ -409,7 +409,7 @@ def build_network(spec: NetworkSpec, weights: str | os.PathLike | None = None) -
             network = builder(weights=member, **spec.builder_kwargs)
         except Exception as error:
             raise UserInputError(f"{spec.name}: cannot load {checkpoint} ({error})".split("\n")[0]) from None
-    network = _built(network, spec)
+        network = _built(network, spec)
     for name, tensor in network.state_dict().items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise UserInputError(f"{spec.name}: weight {name} holds NaN or infinite values; pass trained, finite weights")
