@@ -13,22 +13,22 @@ __version__ = "0.1.0"
 
 _PUBLIC = {
     # BO engine
-    "Optimizer": "compressbo.optimizer",
-    "make_acquisition": "compressbo.acquisition",
-    "ACQUISITION_NAMES": "compressbo.acquisition",
-    "CorrectedExpectedImprovement": "compressbo.acquisition",
-    "LogCorrectedExpectedImprovement": "compressbo.acquisition",
-    "CorrectedProbabilityOfImprovement": "compressbo.acquisition",
-    "fit_gp": "compressbo.gp",
+    "Optimizer": "compressbo.bo.optimizer",
+    "make_acquisition": "compressbo.bo.acquisition",
+    "ACQUISITION_NAMES": "compressbo.bo.acquisition",
+    "CorrectedExpectedImprovement": "compressbo.bo.acquisition",
+    "LogCorrectedExpectedImprovement": "compressbo.bo.acquisition",
+    "CorrectedProbabilityOfImprovement": "compressbo.bo.acquisition",
+    "fit_gp": "compressbo.bo.models.gp",
     # compression
-    "load_spec": "compressbo.networks",
-    "build_network": "compressbo.networks",
-    "Compressor": "compressbo.networks",
-    "load_compressed": "compressbo.networks",
-    "save_compressed": "compressbo.networks",
-    "factorize_linear": "compressbo.lowrank",
-    "factorize_conv": "compressbo.lowrank",
-    "UserInputError": "compressbo.errors",
+    "load_spec": "compressbo.compression.spec",
+    "build_network": "compressbo.compression.build",
+    "Compressor": "compressbo.compression.compressor",
+    "load_compressed": "compressbo.compression.export",
+    "save_compressed": "compressbo.compression.export",
+    "factorize_linear": "compressbo.compression.lowrank",
+    "factorize_conv": "compressbo.compression.lowrank",
+    "UserInputError": "compressbo.exceptions",
 }
 
 __all__ = sorted(_PUBLIC) + ["__version__"]

@@ -9,7 +9,7 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
-from compressbo.errors import UserInputError
+from compressbo.exceptions import UserInputError
 
 __all__ = ["atomic_write", "check_output_directory", "user_cache_dir", "write_json_atomic"]
 

@@ -23,8 +23,8 @@ import warnings
 import torch
 from botorch.test_functions import Levy
 
-from compressbo.acquisition import ACQUISITION_NAMES, acquisition_spec
-from compressbo.optimizer import Optimizer
+from compressbo.bo.acquisition import ACQUISITION_NAMES, acquisition_spec
+from compressbo.bo.optimizer import Optimizer
 
 DEFAULT_ACQUISITIONS = (
     "ei", "logei", "cei", "logcei", "pi", "cpi", "ucb", "nei", "qlognei", "eign", "erm", "cbm"

@@ -27,8 +27,10 @@ import torch
 from tensorly.decomposition import partial_tucker
 from tensorly.tenalg import multi_mode_dot
 
-from compressbo.lowrank import TuckerFactors, build_factorized
-from compressbo.networks import Compressor, build_network, load_spec, replace_layers
+from compressbo.compression.lowrank import TuckerFactors, build_factorized
+from compressbo.compression.compressor import Compressor, replace_layers
+from compressbo.compression.build import build_network
+from compressbo.compression.spec import load_spec
 
 
 def redecompose(compressor: Compressor, theta: torch.Tensor) -> tuple[torch.nn.Module, float]:

@@ -1,7 +1,7 @@
 """Throughput of the subsampled-accuracy evaluator vs a bare inference loop.
 
 For each case a compressed network (Linear layers by truncated SVD, 3x3 convolutions by
-Tucker-2, built with :mod:`compressbo.lowrank`) is evaluated two ways on the same
+Tucker-2, built with :mod:`compressbo.compression.lowrank`) is evaluated two ways on the same
 preprocessed tensors with the same batch size:
 
 * evaluator: ``SubsampleEvaluator.error(module, m)`` (fresh random subsample, gather,
@@ -13,7 +13,7 @@ Passes alternate between the two (so load drift on a shared machine hits both) a
 fastest pass of each is reported (the least disturbed by other load). Goal: evaluator >= 90% of the bare loop's images/second.
 
 Cases: FC3 on digits; ResNet-18 (random weights) on a tensor pool of 112x112 images; and
-ResNet-18 on a folder of generated 224x224 JPEGs through :class:`~compressbo.data.ImageFolderSet`
+ResNet-18 on a folder of generated 224x224 JPEGs through :class:`~compressbo.compression.data.ImageFolderSet`
 with a warm cache (the ImageNet path). On a GPU a ResNet-50 at 224 case is added.
 
 Usage::
@@ -35,10 +35,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from compressbo.architectures import fc3
-from compressbo.data import ImageFolderSet, TensorSet, ValidationSet, load_digits_split
-from compressbo.evaluate import SubsampleEvaluator, resolve_device
-from compressbo.lowrank import factorize_conv, factorize_linear
+from compressbo.compression.architectures import fc3
+from compressbo.compression.data import ImageFolderSet, TensorSet, ValidationSet, load_digits_split
+from compressbo.compression.evaluator import SubsampleEvaluator, resolve_device
+from compressbo.compression.lowrank import factorize_conv, factorize_linear
 
 
 def compress_network(network: nn.Module, keep: float) -> nn.Module:
@@ -82,7 +82,7 @@ def jpeg_folder(n: int) -> Callable[[Path], ImageFolderSet]:
         from PIL import Image
         from torchvision.datasets import ImageFolder
 
-        from compressbo.data import imagenet_eval_transform
+        from compressbo.compression.data import imagenet_eval_transform
 
         rng = np.random.default_rng(0)
         for i in range(n):

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
-from compressbo.data import load_train, load_validation
-from compressbo.errors import UserInputError
-from compressbo.evaluate import resolve_device
-from compressbo.training import DEFAULT_EPOCHS, train_fc3
+from compressbo.compression.data import load_train, load_validation
+from compressbo.exceptions import UserInputError
+from compressbo.compression.evaluator import resolve_device
+from compressbo.compression.training import DEFAULT_EPOCHS, train_fc3
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from compressbo.training import pretrained_fc3_weights
+from compressbo.compression.training import pretrained_fc3_weights
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -58,7 +58,7 @@ def test_atomic_write_gives_the_mode_open_would_give(tmp_path):
 def test_check_output_directory_accepts_only_new_empty_or_own_directories(tmp_path):
     import pytest
 
-    from compressbo.errors import UserInputError
+    from compressbo.exceptions import UserInputError
     from compressbo.files import check_output_directory
 
     assert check_output_directory(tmp_path / "new") == tmp_path / "new"

@@ -1,0 +1,1 @@
+"""The application: the command line, the compress job, its run directory and report."""

@@ -1,0 +1,165 @@
+"""Artifacts of a compression run: convergence and Pareto plots, and ``report.md``.
+
+Pure functions of what the run directory holds (``history.jsonl`` records, ``best.json``,
+the settings), so a finished run's artifacts can be regenerated without recomputation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+from compressbo.experiments.report import save_figure
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+__all__ = ["plot_convergence", "plot_pareto", "markdown_report", "regenerate", "write_artifacts", "ARTIFACTS"]
+
+ARTIFACTS = ("convergence.png", "pareto.png", "report.md")
+
+
+def _objective_label(settings: dict[str, Any]) -> str:
+    measure = "distance" if settings["objective"] == "distill" else "error"
+    return f"ratio + {settings['gamma']:g} * {measure}"
+
+
+def plot_convergence(history: list[dict[str, Any]], settings: dict[str, Any], path: Path) -> None:
+    """Posterior mean (+-1 std) of the recommended point, and every observation, vs evaluation."""
+    n = [r["iteration"] + 1 for r in history]
+    mean = [r["recommended"]["mean"] for r in history]
+    std = [r["recommended"]["std"] or 0.0 for r in history]
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
+    ax.scatter(n, [r["y"] for r in history], s=12, color="0.6", label="observed y (subsample)")
+    ax.plot(n, mean, color="C0", lw=2, label="recommended: posterior mean")
+    ax.fill_between(n, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], color="C0", alpha=0.2)
+    n_init = sum(r["phase"] == "init" for r in history)
+    if 0 < n_init < len(history):
+        ax.axvline(n_init + 0.5, color="0.3", ls=":", lw=1, label="end of initial design")
+    ax.set_xlabel("evaluation")
+    ax.set_ylabel(f"objective  {_objective_label(settings)}")
+    ax.legend(frameon=False, fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def plot_pareto(history: list[dict[str, Any]], best: dict[str, Any], path: Path) -> None:
+    """Subsample error vs compression ratio of every evaluation; the recommendation marked."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
+    points = ax.scatter(
+        [r["ratio"] for r in history],
+        [r["error"] for r in history],
+        c=[r["iteration"] for r in history],
+        cmap="viridis",
+        s=18,
+        label="evaluated (subsample error)",
+    )
+    fig.colorbar(points, ax=ax, label="evaluation")
+    ax.scatter(
+        [best["ratio"]], [best["error"]], marker="*", s=260, color="C3", edgecolor="k", zorder=3,
+        label="recommended (full-set error)",
+    )
+    if best.get("original_error") is not None:
+        ax.axhline(best["original_error"], color="0.3", ls="--", lw=1, label="original network (full set)")
+    ax.set_xlabel("compression ratio (compressed / original parameters)")
+    ax.set_ylabel("top-1 error")
+    ax.legend(frameon=False, fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    if isinstance(value, (list, tuple)):
+        return " x ".join(_fmt(v) for v in value)  # Tucker-2 ranks (R_out, R_in)
+    return str(value)
+
+
+def markdown_report(history: list[dict[str, Any]], best: dict[str, Any], settings: dict[str, Any]) -> str:
+    """``report.md``: the run's settings, the recommended point's full-set metrics, per-layer table."""
+    lines = [
+        f"# compressbo run: {settings['model']} with {settings['acq']}",
+        "",
+        f"{best['evaluations']} evaluations ({sum(r['phase'] == 'init' for r in history)} initial Sobol points), "
+        f"m = {settings['samples']} validation examples each, gamma = {settings['gamma']}, "
+        f"objective = {settings['objective']}, seed = {settings['seed']}"
+        + (", stopped early by kappa" if best.get("stopped_by_kappa") else "")
+        + ".",
+        "",
+        "## Recommended point (full validation set)",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        f"| compression ratio (compressed layers) | {_fmt(best['ratio'])} |",
+        f"| whole-model parameter ratio | {_fmt(best['model_ratio'])} |",
+        f"| FLOPs ratio | {_fmt(best['flops_ratio'])} |",
+        f"| top-1 error, compressed | {_fmt(best['error'])} |",
+        f"| top-1 error, original | {_fmt(best['original_error'])} |",
+        *([f"| logit distance to the original | {_fmt(best['distance'])} |"] if "distance" in best else []),
+        f"| objective ({_objective_label(settings)}) | {_fmt(best['score'])} |",
+        f"| posterior mean (std) of the objective | {_fmt(best['posterior_mean'])} ({_fmt(best['posterior_std'])}) |",
+        f"| validation examples | {best['samples']} |",
+        *_refinement_lines(best.get("refinement")),
+        "",
+        "## Layers",
+        "",
+        "| layer | method | theta | original rank | chosen rank | parameters before | parameters after | ratio |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for theta, layer in zip(best["theta"], best["layers"]):
+        lines.append(
+            f"| {layer['name']} | {layer['method']} | {theta:.3f} | {_fmt(layer['full_ranks'])} | "
+            f"{_fmt(layer['ranks'])} | {layer['params_before']:,} | {layer['params_after']:,} | {layer['ratio']:.4f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _refinement_lines(refinement: dict[str, Any] | None) -> list[str]:
+    """The HOOI refinement of the Tucker-2 layers, when the run had any."""
+    if refinement is None:
+        return []
+    verdict = "kept (the metrics above are the refined model's)" if refinement["kept"] else "not kept: no better"
+    return [
+        "",
+        f"Tucker-2 factors refined by HOOI at the chosen ranks: full-set error {_fmt(refinement['error_before'])} "
+        f"-> {_fmt(refinement['error_after'])}, objective {_fmt(refinement['score_before'])} -> "
+        f"{_fmt(refinement['score_after'])}; {verdict}.",
+    ]
+
+
+def write_artifacts(directory: Path, history: list[dict[str, Any]], best: dict[str, Any], settings: dict[str, Any]) -> None:
+    """Write ``convergence.png``, ``pareto.png`` and ``report.md`` into ``directory``."""
+    directory = Path(directory)
+    plot_convergence(history, settings, directory / "convergence.png")
+    plot_pareto(history, best, directory / "pareto.png")
+    (directory / "report.md").write_text(markdown_report(history, best, settings))
+
+
+def regenerate(directory: str | Path) -> list[str]:
+    """Rewrite a finished compress run's artifacts from its files (no evaluation).
+
+    Returns:
+        The names of the files written (:data:`ARTIFACTS`).
+
+    Raises:
+        UserInputError: ``directory`` is not a compress run, or it has not finished.
+    """
+    from compressbo.exceptions import UserInputError
+    from compressbo.app.rundir import RunDirectory
+
+    run = RunDirectory.open(directory)
+    settings = run.config.get("settings")
+    if not (run.path / "best.json").is_file():
+        raise UserInputError(
+            f"{run.path} has no best.json: the run has not finished; finish it with "
+            f"compressbo compress --resume {run.path}"
+        )
+    write_artifacts(run.path, run.history(), run.read_json("best.json"), settings)
+    return list(ARTIFACTS)

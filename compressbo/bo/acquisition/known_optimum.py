@@ -1,0 +1,117 @@
+"""The known-optimum acquisitions ERM and CBM (Nguyen & Osborne, 2020) on the transformed GP."""
+
+from __future__ import annotations
+
+
+import torch
+from botorch.acquisition.analytic import _ei_helper, AnalyticAcquisitionFunction
+from botorch.models import SingleTaskGP
+from botorch.utils.transforms import t_batch_mode_transform
+from torch import Tensor
+
+from compressbo.bo.models.known_optimum import CBM_BETA, MIN_VARIANCE, transformed_moments
+from compressbo.exceptions import UserInputError
+
+
+def expected_regret(mean: Tensor, std: Tensor, f_star: float) -> Tensor:
+    r"""``E[max(F - f*, 0)]`` for ``F ~ N(mean, std^2)`` (the Gaussian lemma)."""
+    sigma = std.clamp_min(MIN_VARIANCE**0.5)
+    return sigma * _ei_helper((mean - f_star) / sigma)
+
+
+def confidence_bound_minimization(
+    mean: Tensor, std: Tensor, f_star: float, beta: float = CBM_BETA
+) -> Tensor:
+    r"""``|mean - f*| + sqrt(beta) std``: 0 exactly where ``mean = f*`` and ``std = 0``."""
+    return (mean - f_star).abs() + beta**0.5 * std
+
+
+class _KnownOptimum(AnalyticAcquisitionFunction):
+    """Base class: an acquisition on the transformed GP ``f = f* + 0.5 g^2``."""
+
+    def __init__(self, model: SingleTaskGP, f_star: float) -> None:
+        r"""Set up an acquisition on the transformed GP.
+
+        Args:
+            model: The fitted GP on ``g`` (``fit_transformed_gp``).
+            f_star: The known minimum value of ``f``.
+        """
+        super().__init__(model=model)
+        self.f_star = float(f_star)
+
+    def transformed_moments(self, X: Tensor) -> tuple[Tensor, Tensor]:
+        r"""``(mu_f, s_f)`` at ``batch_shape x 1 x d`` inputs, each ``batch_shape``."""
+        posterior = self.model.posterior(X)
+        return transformed_moments(
+            posterior.mean.reshape(X.shape[:-2]),
+            posterior.variance.reshape(X.shape[:-2]),
+            self.f_star,
+        )
+
+
+class NegativeExpectedRegret(_KnownOptimum):
+    r"""``-ERM(x) = -E[max(f(x) - f*, 0)]`` on the transformed GP (Nguyen & Osborne).
+
+    Example:
+        >>> g_model = fit_transformed_gp(model, f_star=0.0)
+        >>> acquisition = NegativeExpectedRegret(g_model, f_star=0.0)
+        >>> values = acquisition(test_X)  # test_X: b x 1 x d -> b, all <= 0
+    """
+
+    @t_batch_mode_transform(expected_q=1)
+    def forward(self, X: Tensor) -> Tensor:
+        r"""Evaluate ``-ERM``.
+
+        Args:
+            X: A ``batch_shape x 1 x d`` tensor of candidates.
+
+        Returns:
+            A ``batch_shape`` tensor of negative expected regrets.
+        """
+        return -expected_regret(*self.transformed_moments(X), self.f_star)
+
+
+class NegativeConfidenceBoundMinimization(_KnownOptimum):
+    r"""``-CBM(x) = -(|mu_f(x) - f*| + sqrt(beta) s_f(x))`` on the transformed GP."""
+
+    def __init__(self, model: SingleTaskGP, f_star: float, beta: float = CBM_BETA) -> None:
+        r"""Set up ``-CBM``.
+
+        Args:
+            model: The fitted GP on ``g`` (``fit_transformed_gp``).
+            f_star: The known minimum value of ``f``.
+            beta: Confidence weight (``sqrt(beta)`` multiplies ``s_f``), ``>= 0``.
+        """
+        super().__init__(model, f_star)
+        self.beta = float(beta)
+
+    @t_batch_mode_transform(expected_q=1)
+    def forward(self, X: Tensor) -> Tensor:
+        r"""Evaluate ``-CBM``.
+
+        Args:
+            X: A ``batch_shape x 1 x d`` tensor of candidates.
+
+        Returns:
+            A ``batch_shape`` tensor of negative confidence bounds.
+        """
+        mean, std = self.transformed_moments(X)
+        return -confidence_bound_minimization(mean, std, self.f_star, self.beta)
+
+
+def validated_f_star(name: str, f_star: object) -> float:
+    """``f_star`` as a finite float; ``UserInputError`` naming the fix otherwise."""
+    if f_star is None:
+        raise UserInputError(
+            f"acquisition {name!r} needs the known optimum value: pass "
+            "acquisition_options={'f_star': VALUE} (CLI: --known-optimum VALUE)."
+        )
+    try:
+        value = float(f_star)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not torch.isfinite(torch.tensor(value)):
+        raise UserInputError(
+            f"the known optimum f_star must be a finite number, got {f_star!r}."
+        )
+    return value

@@ -1,0 +1,501 @@
+r"""Ask/tell Bayesian optimizer for noisy objectives with known per-point variance.
+
+``ask`` proposes points, ``tell`` records ``(x, y, yvar)``; the optimizer minimizes.
+
+- Initial design: scrambled Sobol points while fewer than ``n_init`` points are
+  observed or pending (and while nothing is observed yet). ``acquisition="random"``
+  continues the same Sobol sequence forever and never fits a GP to propose (its
+  ``recommend`` still uses the GP, like every other acquisition).
+- Then each proposal fits the fixed-noise GP (``compressbo.bo.models.gp.fit_gp``), builds the
+  acquisition (``compressbo.bo.acquisition.make_acquisition``) and maximizes it with
+  ``optimize_acqf`` (``num_restarts`` L-BFGS-B restarts from the best of
+  ``raw_samples`` Sobol points, L-BFGS-B run to convergence).
+- Gradients: ``tell(x, y, yvar, gradient)`` may carry ``grad f(x)`` (exact, e.g. by
+  autograd). When every observation has one and the acquisition is
+  ``gradient_enhanced`` (eign), proposals use the gradient-enhanced GP
+  (``compressbo.bo.models.gradient_enhanced.fit_gradient_gp``) instead of the value GP; with a
+  ``known_kernel`` they do not (that prior is for values only). ``recommend`` always
+  uses the value GP, so recommendations of all acquisitions come from the same model.
+- Pending points (asked, not yet told): analytic acquisitions see the GP conditioned
+  on its own mean there (kriging believer), Monte Carlo ones get ``X_pending``. A
+  proposal never duplicates a pending point.
+- Termination (Zhou, Ma & Blaschko, 2023): with ``kappa`` set, ``should_stop``
+  becomes True at the first proposal whose maximized acquisition value is below
+  ``kappa`` (``log(kappa)`` for log acquisitions).
+- Reproducibility: every random choice of a proposal is seeded from ``(seed, number
+  of points asked so far)``; ``state_dict`` is plain JSON, and an optimizer restored
+  from it proposes exactly the same next point.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from botorch.models import SingleTaskGP
+from botorch.optim import optimize_acqf
+from botorch.utils.sampling import manual_seed
+from torch import Tensor
+from torch.quasirandom import SobolEngine
+
+from compressbo.bo.acquisition import acquisition_spec, make_acquisition, validate_options
+from compressbo.exceptions import UserInputError
+from compressbo.bo.models.gp import condition_on_pending, fit_gp, incumbent
+from compressbo.bo.models.gradient_enhanced import fit_gradient_gp, GradientGP
+
+STATE_FORMAT = "compressbo.bo.optimizer/1"
+DUPLICATE_TOLERANCE = 1e-6  # max-norm distance in the unit cube below which points match
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """The incumbent under the current GP.
+
+    Attributes:
+        x: A ``d`` tensor, the observed point with the lowest posterior mean.
+        mean: Posterior mean of ``f(x)``.
+        std: Posterior standard deviation of ``f(x)`` (latent, without noise).
+    """
+
+    x: Tensor
+    mean: float
+    std: float
+
+
+class Optimizer:
+    r"""Noise-aware Bayesian optimizer with an ask/tell interface (minimization).
+
+    Example:
+        >>> opt = Optimizer([(0.0, 1.0), (0.0, 1.0)], acquisition="cei", kappa=1e-3)
+        >>> while not opt.should_stop and opt.n_observed < 50:
+        ...     x = opt.ask()
+        ...     y, yvar = objective(x)
+        ...     opt.tell(x, y, yvar)
+        >>> best = opt.recommend()
+    """
+
+    def __init__(
+        self,
+        bounds: Tensor | Sequence[tuple[float, float]],
+        acquisition: str = "cei",
+        n_init: int | None = None,
+        seed: int = 0,
+        kappa: float | None = None,
+        acquisition_options: dict[str, Any] | None = None,
+        num_restarts: int = 10,
+        raw_samples: int = 512,
+        known_kernel: dict[str, float] | None = None,
+    ) -> None:
+        r"""Set up an optimizer over a box.
+
+        Args:
+            bounds: A ``2 x d`` tensor (lower row, upper row) or a sequence of ``d``
+                ``(lower, upper)`` pairs.
+            acquisition: A name from ``compressbo.bo.acquisition.ACQUISITION_NAMES``.
+            n_init: Number of Sobol points before the GP takes over; defaults to
+                ``max(5, 2 * d)``.
+            seed: Seed of the Sobol design and of every proposal.
+            kappa: Stopping threshold on the maximized acquisition value (in
+                objective units; compared as ``log(kappa)`` for log acquisitions), or
+                None to never report stop. Only for acquisitions whose maximized value
+                falls to 0 as the search converges: not pi, ucb, erm, cbm or random.
+            acquisition_options: Options for ``make_acquisition`` (e.g. ``beta`` for
+                ucb, ``num_fantasies`` for nei / kg, ``f_star`` for erm / cbm, ``lam``
+                for eign); JSON-serializable.
+            num_restarts: L-BFGS-B restarts of the acquisition maximization.
+            raw_samples: Sobol samples that seed the restarts.
+            known_kernel: ``{"lengthscale": l, "outputscale": s2}`` to model ``f`` with
+                this known RBF prior instead of fitting the GP (see
+                ``compressbo.bo.models.gp.known_rbf_gp``); None fits it.
+        """
+        self._bounds = _as_bounds(bounds)
+        d = self.dim
+        acquisition_spec(acquisition)
+        options = dict(acquisition_options or {})
+        if "X_pending" in options:
+            raise UserInputError(
+                "acquisition_options must not contain X_pending; the optimizer tracks "
+                "pending points itself."
+            )
+        validate_options(acquisition, options)
+        spec = acquisition_spec(acquisition)
+        if kappa is not None and not spec.vanishes_when_done:
+            raise UserInputError(
+                f"kappa does not apply to acquisition {acquisition!r} (its maximized value "
+                "does not fall to 0 as the search converges); drop kappa or use e.g. cei."
+            )
+        n_init = max(5, 2 * d) if n_init is None else n_init
+        if not isinstance(n_init, int) or n_init < 1:
+            raise UserInputError(f"n_init must be an integer >= 1, got {n_init!r}.")
+        if kappa is not None and not (math.isfinite(kappa) and kappa > 0):
+            raise UserInputError(f"kappa must be a positive number or None, got {kappa!r}.")
+        if num_restarts < 1 or raw_samples < num_restarts:
+            raise UserInputError(
+                "num_restarts must be >= 1 and raw_samples >= num_restarts, got "
+                f"{num_restarts} and {raw_samples}."
+            )
+        self.acquisition = acquisition
+        self.acquisition_options = options
+        self.n_init = n_init
+        self.seed = int(seed)
+        self.kappa = None if kappa is None else float(kappa)
+        self.num_restarts = int(num_restarts)
+        self.raw_samples = int(raw_samples)
+        self.known_kernel = None if known_kernel is None else dict(known_kernel)
+        self._X = torch.empty(0, d, dtype=torch.float64)
+        self._Y = torch.empty(0, dtype=torch.float64)
+        self._Yvar = torch.empty(0, dtype=torch.float64)
+        self._gradients = torch.empty(0, d, dtype=torch.float64)  # NaN rows: not told
+        self._pending = torch.empty(0, d, dtype=torch.float64)
+        self._n_asked = 0
+        self._sobol = SobolEngine(d, scramble=True, seed=self.seed)
+        self._model: SingleTaskGP | None = None
+        self._gradient_model: GradientGP | None = None
+        self.last_acquisition_value: float | None = None
+        self.should_stop = False
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def bounds(self) -> Tensor:
+        """The ``2 x d`` search box."""
+        return self._bounds.clone()
+
+    @property
+    def dim(self) -> int:
+        """Dimension ``d`` of the search space."""
+        return self._bounds.shape[-1]
+
+    @property
+    def X(self) -> Tensor:
+        """``n x d`` observed inputs."""
+        return self._X.clone()
+
+    @property
+    def Y(self) -> Tensor:
+        """``n`` observed values."""
+        return self._Y.clone()
+
+    @property
+    def Yvar(self) -> Tensor:
+        """``n`` observation noise variances."""
+        return self._Yvar.clone()
+
+    @property
+    def gradients(self) -> Tensor:
+        """``n x d`` observed gradients; rows of NaN where none was told."""
+        return self._gradients.clone()
+
+    @property
+    def pending(self) -> Tensor:
+        """``k x d`` points asked but not yet told."""
+        return self._pending.clone()
+
+    @property
+    def n_observed(self) -> int:
+        """Number of observations told."""
+        return self._X.shape[0]
+
+    # ------------------------------------------------------------------ ask / tell
+
+    def ask(self, k: int | None = None) -> Tensor:
+        r"""Propose the next point(s) and mark them pending.
+
+        Args:
+            k: Number of points, or None for one.
+
+        Returns:
+            A ``d`` tensor when ``k`` is None, else a ``k x d`` tensor, inside the box.
+        """
+        if k is not None and (not isinstance(k, int) or k < 1):
+            raise UserInputError(f"k must be a positive integer or None, got {k!r}.")
+        points = [self._ask_one() for _ in range(1 if k is None else k)]
+        return points[0] if k is None else torch.stack(points)
+
+    def tell(
+        self,
+        x: Tensor | Sequence[float],
+        y: float,
+        yvar: float,
+        gradient: Tensor | Sequence[float] | None = None,
+    ) -> None:
+        r"""Record an observation ``y = f(x) + noise`` with noise variance ``yvar``.
+
+        Args:
+            x: A ``d`` tensor (or sequence) inside the box; a pending point is removed
+                from the pending set.
+            y: The observed value (finite).
+            yvar: Its noise variance (finite, ``>= 0``).
+            gradient: The exact gradient ``grad f(x)``, a ``d`` tensor (or sequence),
+                or None.
+        """
+        x = torch.as_tensor(x, dtype=torch.float64).reshape(-1)
+        if x.shape != (self.dim,):
+            raise UserInputError(
+                f"x must have {self.dim} values, got {x.numel()}; pass one point."
+            )
+        if not bool(torch.isfinite(x).all()):
+            raise UserInputError("x contains NaN or infinite values.")
+        slack = 1e-9 * (self._bounds[1] - self._bounds[0])
+        if bool((x < self._bounds[0] - slack).any() or (x > self._bounds[1] + slack).any()):
+            raise UserInputError(f"x = {x.tolist()} lies outside the search box.")
+        y, yvar = _finite_float(y, "y"), _finite_float(yvar, "yvar")
+        if yvar < 0:
+            raise UserInputError(f"yvar must be >= 0 (a variance), got {yvar}.")
+        if gradient is None:
+            gradient = torch.full((self.dim,), math.nan, dtype=torch.float64)
+        else:
+            gradient = torch.as_tensor(gradient, dtype=torch.float64).reshape(-1)
+            if gradient.shape != (self.dim,) or not bool(torch.isfinite(gradient).all()):
+                raise UserInputError(
+                    f"gradient must be {self.dim} finite values (df/dx at x) or None, "
+                    f"got {gradient.tolist()}."
+                )
+        match = self._pending_index(x)
+        if match is not None:
+            self._pending = torch.cat([self._pending[:match], self._pending[match + 1 :]])
+        self._X = torch.cat([self._X, x.unsqueeze(0)])
+        self._Y = torch.cat([self._Y, self._Y.new_tensor([y])])
+        self._Yvar = torch.cat([self._Yvar, self._Yvar.new_tensor([yvar])])
+        self._gradients = torch.cat([self._gradients, gradient.unsqueeze(0)])
+        self._model = None
+        self._gradient_model = None
+
+    def recommend(self) -> Recommendation:
+        """The incumbent (lowest posterior mean among observed points) and its moments."""
+        if self.n_observed == 0:
+            raise UserInputError("recommend() needs at least one observation; tell() first.")
+        model = self._fitted_model()
+        x = incumbent(model, self._X)
+        with torch.no_grad():
+            posterior = model.posterior(x)
+        return Recommendation(
+            x=x.reshape(-1),
+            mean=posterior.mean.item(),
+            std=posterior.variance.clamp_min(0).sqrt().item(),
+        )
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume, as plain JSON-serializable Python values."""
+        return {
+            "format": STATE_FORMAT,
+            "bounds": self._bounds.tolist(),
+            "acquisition": self.acquisition,
+            "acquisition_options": _jsonable(self.acquisition_options),
+            "n_init": self.n_init,
+            "seed": self.seed,
+            "kappa": self.kappa,
+            "num_restarts": self.num_restarts,
+            "raw_samples": self.raw_samples,
+            "known_kernel": self.known_kernel,
+            "X": self._X.tolist(),
+            "Y": self._Y.tolist(),
+            "Yvar": self._Yvar.tolist(),
+            "gradients": [
+                None if bool(row.isnan().any()) else row.tolist() for row in self._gradients
+            ],
+            "pending": self._pending.tolist(),
+            "n_asked": self._n_asked,
+            "sobol_drawn": int(self._sobol.num_generated),
+            "last_acquisition_value": self.last_acquisition_value,
+            "should_stop": self.should_stop,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore settings, observations, pending points and counters from ``state``."""
+        if state.get("format") != STATE_FORMAT:
+            raise UserInputError(
+                f"not an optimizer state (format {state.get('format')!r}, expected "
+                f"{STATE_FORMAT!r})."
+            )
+        restored = Optimizer(
+            bounds=torch.tensor(state["bounds"], dtype=torch.float64),
+            acquisition=state["acquisition"],
+            n_init=state["n_init"],
+            seed=state["seed"],
+            kappa=state["kappa"],
+            acquisition_options=_from_jsonable(state["acquisition_options"]),
+            num_restarts=state["num_restarts"],
+            raw_samples=state["raw_samples"],
+            known_kernel=state.get("known_kernel"),
+        )
+        d = restored.dim
+        restored._X = torch.tensor(state["X"], dtype=torch.float64).reshape(-1, d)
+        restored._Y = torch.tensor(state["Y"], dtype=torch.float64).reshape(-1)
+        restored._Yvar = torch.tensor(state["Yvar"], dtype=torch.float64).reshape(-1)
+        gradients = state.get("gradients") or [None] * len(restored._Y)
+        restored._gradients = torch.tensor(
+            [[math.nan] * d if row is None else row for row in gradients],
+            dtype=torch.float64,
+        ).reshape(-1, d)
+        restored._pending = torch.tensor(state["pending"], dtype=torch.float64).reshape(-1, d)
+        restored._n_asked = int(state["n_asked"])
+        restored._sobol.fast_forward(int(state["sobol_drawn"]))
+        restored.last_acquisition_value = state["last_acquisition_value"]
+        restored.should_stop = bool(state["should_stop"])
+        self.__dict__.update(restored.__dict__)
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> Optimizer:
+        """A new optimizer restored from ``state_dict()`` output."""
+        optimizer = cls.__new__(cls)
+        optimizer.load_state_dict(state)
+        return optimizer
+
+    # ------------------------------------------------------------------ internals
+
+    def _ask_one(self) -> Tensor:
+        if (
+            self.n_observed == 0
+            or self.n_observed + len(self._pending) < self.n_init
+            or acquisition_spec(self.acquisition).model_free
+        ):
+            x = self._sobol_point()
+            self.last_acquisition_value = None
+        else:
+            with manual_seed(_derived_seed(self.seed, _ASK, self._n_asked)):
+                x, value = self._propose()
+            self.last_acquisition_value = value
+            if self.kappa is not None and value < self._threshold():
+                self.should_stop = True
+        self._n_asked += 1
+        self._pending = torch.cat([self._pending, x.unsqueeze(0)])
+        return x.clone()
+
+    def _sobol_point(self) -> Tensor:
+        u = self._sobol.draw(1, dtype=torch.float64).reshape(-1)
+        return self._bounds[0] + u * (self._bounds[1] - self._bounds[0])
+
+    def _fitted_model(self) -> SingleTaskGP:
+        if self._model is None:
+            with manual_seed(_derived_seed(self.seed, _FIT, self.n_observed)):
+                self._model = fit_gp(
+                    self._X, self._Y, self._Yvar, self._bounds, self.known_kernel
+                )
+        return self._model
+
+    def _fitted_gradient_model(self) -> GradientGP:
+        if self._gradient_model is None:
+            with manual_seed(_derived_seed(self.seed, _FIT, self.n_observed)):
+                self._gradient_model = fit_gradient_gp(
+                    self._X, self._Y, self._gradients, self._Yvar, self._bounds
+                )
+        return self._gradient_model
+
+    def _uses_gradients(self) -> bool:
+        """Whether proposals come from the gradient-enhanced GP."""
+        return (
+            acquisition_spec(self.acquisition).gradient_enhanced
+            and self.known_kernel is None
+            and not bool(self._gradients.isnan().any())
+        )
+
+    def _propose(self) -> tuple[Tensor, float]:
+        """Maximize the acquisition; the best restart that is not a pending point."""
+        gradient_enhanced = self._uses_gradients()
+        model = self._fitted_gradient_model() if gradient_enhanced else self._fitted_model()
+        options = dict(self.acquisition_options)
+        X_baseline = self._X
+        if len(self._pending):
+            spec = acquisition_spec(self.acquisition)
+            if spec.monte_carlo:
+                options["X_pending"] = self._pending
+            else:
+                if gradient_enhanced:
+                    model = model.condition_on_pending(self._pending)
+                else:
+                    # CBM and ERM also reward a small variance: believe the worst observation
+                    lie = self._Y.max().item() if spec.known_optimum else None
+                    model = condition_on_pending(model, self._pending, lie=lie)
+                X_baseline = torch.cat([self._X, self._pending])
+        acquisition = make_acquisition(self.acquisition, model, X_baseline, **options)
+        candidates, values = optimize_acqf(
+            acquisition,
+            bounds=self._bounds,
+            q=1,
+            num_restarts=self.num_restarts,
+            raw_samples=self.raw_samples,
+            return_best_only=False,
+        )
+        candidates, values = candidates.detach().reshape(-1, self.dim), values.detach()
+        for i in values.reshape(-1).argsort(descending=True).tolist():
+            if self._pending_index(candidates[i]) is None:
+                return candidates[i].clone(), values.reshape(-1)[i].item()
+        fallback = self._sobol_point()  # every restart ended on a pending point
+        with torch.no_grad():
+            return fallback, acquisition(fallback.reshape(1, 1, -1)).item()
+
+    def _pending_index(self, x: Tensor) -> int | None:
+        """Index of the pending point equal to ``x`` (up to tolerance), or None."""
+        if len(self._pending) == 0:
+            return None
+        scale = self._bounds[1] - self._bounds[0]
+        distance = ((self._pending - x) / scale).abs().amax(dim=-1)
+        i = int(distance.argmin())
+        return i if distance[i] <= DUPLICATE_TOLERANCE else None
+
+    def _threshold(self) -> float:
+        assert self.kappa is not None
+        return math.log(self.kappa) if acquisition_spec(self.acquisition).log else self.kappa
+
+
+def _as_bounds(bounds: Tensor | Sequence[tuple[float, float]]) -> Tensor:
+    """A validated float64 ``2 x d`` box from a tensor or a sequence of pairs."""
+    if isinstance(bounds, Tensor):
+        box = bounds.to(torch.float64)
+    else:
+        try:
+            box = torch.tensor([list(pair) for pair in bounds], dtype=torch.float64).T
+        except (TypeError, ValueError):
+            raise UserInputError(
+                "bounds must be a 2 x d tensor or a sequence of (lower, upper) pairs."
+            ) from None
+    if box.dim() != 2 or box.shape[0] != 2 or box.shape[1] == 0:
+        raise UserInputError(
+            f"bounds must be a 2 x d tensor or a sequence of (lower, upper) pairs, got "
+            f"shape {tuple(box.shape)}."
+        )
+    if not bool(torch.isfinite(box).all()) or not bool((box[0] < box[1]).all()):
+        raise UserInputError("bounds must be finite with lower < upper in every dimension.")
+    return box.clone()
+
+
+_ASK, _FIT = 0, 1  # purposes of derived seeds
+
+
+def _derived_seed(seed: int, purpose: int, count: int) -> int:
+    """A well-mixed 63-bit seed for the ``count``-th ask (or fit) of a seeded run."""
+    words = [seed & 0xFFFFFFFF, (seed >> 32) & 0xFFFFFFFF, purpose, count]
+    return int(np.random.SeedSequence(words).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def _finite_float(value: float, name: str) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise UserInputError(f"{name} must be a number, got {value!r}.") from None
+    if not math.isfinite(value):
+        raise UserInputError(f"{name} must be finite, got {value}.")
+    return value
+
+
+def _jsonable(options: dict[str, Any]) -> dict[str, Any]:
+    """Options with tensors as ``{"tensor": nested lists}`` so JSON can hold them."""
+    return {
+        k: {"tensor": v.tolist()} if isinstance(v, Tensor) else v for k, v in options.items()
+    }
+
+
+def _from_jsonable(options: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: torch.tensor(v["tensor"], dtype=torch.float64)
+        if isinstance(v, dict) and set(v) == {"tensor"}
+        else v
+        for k, v in options.items()
+    }

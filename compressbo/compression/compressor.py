@@ -1,0 +1,303 @@
+"""The compressor: ``theta -> compressed network`` by truncating cached per-layer factors.
+
+:class:`Compressor` decomposes every listed layer once (or loads the factors from the disk
+cache) and then builds :class:`CompressedNetwork` objects for any ``theta`` by truncation.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from compressbo.exceptions import UserInputError
+from compressbo.compression.lowrank import (
+    SCHEMES,
+    FactorCache,
+    LayerFactors,
+    Ranks,
+    check_ranks,
+    factorized_macs,
+    full_macs,
+)
+from compressbo.compression.spec import NetworkSpec
+from compressbo.compression.build import check_layers
+
+if sys.version_info >= (3, 11):
+    pass
+else:  # pragma: no cover
+    pass
+
+
+# ----------------------------------------------------------------------------- compression
+
+
+@dataclass(frozen=True)
+class LayerRecord:
+    """What happened to one compressible layer.
+
+    Attributes:
+        name: Module name.
+        method: ``"svd"``, ``"tucker2"`` or ``"vh"``.
+        full_ranks: Full rank(s) of the factorization.
+        ranks: Chosen rank(s).
+        params_before: Parameters of the original layer.
+        params_after: Parameters of the replacement.
+        ratio: ``params_after / params_before``.
+        macs_before: Multiply-accumulates of the original layer for ``spec.input_size``.
+        macs_after: Multiply-accumulates of the replacement.
+    """
+
+    name: str
+    method: str
+    full_ranks: Ranks
+    ranks: Ranks
+    params_before: int
+    params_after: int
+    ratio: float
+    macs_before: int
+    macs_after: int
+
+
+@dataclass(frozen=True)
+class CompressedNetwork:
+    """A compressed network and its compression figures.
+
+    Attributes:
+        module: Plain ``nn.Module`` in eval mode. Layers that were not replaced SHARE their
+            parameters with the original network: ``copy.deepcopy`` it before fine-tuning.
+        ranks: Rank(s) per compressible layer (``int`` or ``(R_out, R_in)``).
+        ratio: Parameters of the compressed layers / the same layers originally (the objective's ratio).
+        model_ratio: Parameters of the whole compressed model / the original model.
+        flops_ratio: Conv/Linear multiply-accumulates of the whole model for ``spec.input_size``,
+            compressed / original.
+        layers: Per-layer records.
+    """
+
+    module: nn.Module
+    ranks: list[Ranks]
+    ratio: float
+    model_ratio: float
+    flops_ratio: float
+    layers: tuple[LayerRecord, ...]
+
+
+class Compressor:
+    """Turns ``theta`` (one continuous parameter per compressible layer) into compressed networks.
+
+    Every layer is decomposed once (or its factors are read from the disk cache, keyed by
+    the weights' hash); :meth:`compress` and :meth:`build` then only truncate the factors.
+
+    Args:
+        network: The network (as returned by :func:`build_network`).
+        spec: Its spec.
+        scheme: Rank scheme (``"params"`` or ``"plain"``); ``None`` for ``spec.scheme``.
+        method: Factorization for all layers (e.g. ``"vh"`` for VGG-16); ``None`` for the spec's.
+        cache_dir: Factor cache directory; ``None`` for ``factors/`` in :func:`compressbo.files.user_cache_dir`,
+            ``False`` for no disk cache.
+
+    Attributes:
+        decomposed: Names of the layers whose factors were computed by this constructor.
+        loaded: Names of the layers whose factors came from the disk cache.
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        spec: NetworkSpec,
+        *,
+        scheme: str | None = None,
+        method: str | None = None,
+        cache_dir: str | os.PathLike | None | bool = None,
+    ) -> None:
+        self.spec = spec.with_method(method) if method is not None else spec
+        self.scheme = scheme or self.spec.scheme
+        if self.scheme not in SCHEMES:
+            raise UserInputError(f"unknown rank scheme {self.scheme!r}; choose one of {', '.join(SCHEMES)}")
+        self.network = network
+        modules = check_layers(network, self.spec)
+        cache = FactorCache(cache_dir)
+        self.factors: list[LayerFactors] = []
+        self.decomposed: list[str] = []
+        self.loaded: list[str] = []
+        for layer, module in zip(self.spec.layers, modules):
+            computed = cache.computed
+            self.factors.append(cache.get(module, layer.method))
+            (self.decomposed if cache.computed > computed else self.loaded).append(layer.name)
+        self._io = _io_sizes(network, self.spec)
+        for layer, module in zip(self.spec.layers, modules):
+            if module not in self._io:
+                raise UserInputError(
+                    f"{self.spec.name}: layer '{layer.name}' is not called by the network's forward pass; "
+                    "compress only layers the network uses"
+                )
+        self._total_params = _unique_params(network)
+        self._total_macs = sum(
+            _positions(out_hw) * m.weight.numel() for m, calls in self._io.items() for _, out_hw in calls
+        )
+
+    @property
+    def layer_names(self) -> list[str]:
+        return [layer.name for layer in self.spec.layers]
+
+    @property
+    def dim(self) -> int:
+        """Number of compressible layers (the search space's dimension ``d``)."""
+        return len(self.spec.layers)
+
+    @property
+    def bounds(self) -> Tensor:
+        """``2 x d`` float64 tensor of per-layer ``theta`` bounds."""
+        return self.spec.bounds
+
+    def ranks(self, theta: Sequence[float] | Tensor) -> list[Ranks]:
+        """Integer rank(s) per layer for ``theta`` (``d``), under the compressor's scheme."""
+        values = torch.as_tensor(theta, dtype=torch.float64).reshape(-1).tolist()
+        if len(values) != self.dim:
+            raise UserInputError(f"theta has {len(values)} values but {self.spec.name} has {self.dim} layers")
+        return [factors.ranks(value, self.scheme) for factors, value in zip(self.factors, values)]
+
+    def compress(self, theta: Sequence[float] | Tensor) -> CompressedNetwork:
+        """The compressed network for ``theta`` (``d``)."""
+        return self.build(self.ranks(theta))
+
+    @property
+    def refinable(self) -> bool:
+        """Whether :meth:`build` with ``refine=True`` can differ (some layer is Tucker-2)."""
+        return any(factors.method == "tucker2" for factors in self.factors)
+
+    def build(self, ranks: Sequence[Ranks], *, refine: bool = False) -> CompressedNetwork:
+        """The compressed network at explicit per-layer ranks.
+
+        Args:
+            ranks: Rank(s) per compressible layer.
+            refine: Refine the Tucker-2 layers' factors by HOOI (seconds per network: for the
+                final model, not the search loop). Same ranks, same parameter counts.
+        """
+        if len(ranks) != self.dim:
+            raise UserInputError(f"got {len(ranks)} ranks but {self.spec.name} has {self.dim} layers")
+        replacements, records = {}, []
+        for spec, factors, layer_ranks in zip(self.spec.layers, self.factors, ranks):
+            layer_ranks = check_ranks(factors.layer, factors.method, layer_ranks)
+            replacements[spec.name] = factors.build(layer_ranks, refine=refine)
+            calls = self._io[factors.layer]
+            before, after = factors.full_params, factors.params(layer_ranks)
+            records.append(
+                LayerRecord(
+                    name=spec.name,
+                    method=factors.method,
+                    full_ranks=factors.max_ranks,
+                    ranks=layer_ranks,
+                    params_before=before,
+                    params_after=after,
+                    ratio=after / before,
+                    macs_before=sum(full_macs(factors.geometry, out_hw) for _, out_hw in calls),
+                    macs_after=sum(
+                        factorized_macs(factors.geometry, factors.method, layer_ranks, in_hw, out_hw)
+                        for in_hw, out_hw in calls
+                    ),
+                )
+            )
+        params_before = sum(r.params_before for r in records)
+        params_after = sum(r.params_after for r in records)
+        macs_delta = sum(r.macs_after - r.macs_before for r in records)
+        module = replace_layers(self.network, replacements).eval()
+        return CompressedNetwork(
+            module=module,
+            ranks=[r.ranks for r in records],
+            ratio=params_after / params_before,
+            model_ratio=_unique_params(module) / self._total_params,
+            flops_ratio=(self._total_macs + macs_delta) / self._total_macs,
+            layers=tuple(records),
+        )
+
+
+def _positions(hw: tuple[int, int]) -> int:
+    return hw[0] * hw[1]
+
+
+def parameter_dtype(module: nn.Module) -> torch.dtype:
+    """The dtype of ``module``'s first floating-point parameter (float32 if none): its inputs' dtype."""
+    return next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
+
+
+def _unique_params(module: nn.Module) -> int:
+    """Parameters of ``module``, each storage counted once (tied weights, shared aliases)."""
+    return sum({p.data_ptr(): p.numel() for p in module.parameters()}.values())
+
+
+def _io_sizes(network: nn.Module, spec: NetworkSpec) -> dict[nn.Module, list[tuple[tuple[int, int], tuple[int, int]]]]:
+    """Input and output spatial sizes of every call of every Conv2d/Linear for one ``spec.input_size`` input.
+
+    Runs the network once on the ``meta`` device (shapes only, no arithmetic), in the dtype of
+    its parameters. A Linear's size is ``(positions, 1)``, ``positions`` being the product of
+    its inner dimensions. A module called twice has two entries.
+    """
+    sizes: dict[nn.Module, list[tuple[tuple[int, int], tuple[int, int]]]] = {}
+
+    def spatial(tensor: Tensor, module: nn.Module) -> tuple[int, int]:
+        if isinstance(module, nn.Conv2d):
+            return tuple(tensor.shape[-2:])
+        return (math.prod(tensor.shape[1:-1]), 1)
+
+    def record(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+        sizes.setdefault(module, []).append((spatial(inputs[0], module), spatial(output, module)))
+
+    handles = [m.register_forward_hook(record) for m in network.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    tensors = [*network.named_parameters(), *network.named_buffers()]
+    state = {name: torch.empty_like(tensor, device="meta") for name, tensor in tensors}
+    try:
+        with torch.no_grad():
+            functional_call(network, state, (torch.empty(1, *spec.input_size, device="meta", dtype=parameter_dtype(network)),))
+    except Exception as error:
+        raise UserInputError(
+            f"{spec.name}: input_size {list(spec.input_size)} does not fit the network ({error})".split("\n")[0]
+        ) from None
+    finally:
+        for handle in handles:
+            handle.remove()
+    return sizes
+
+
+def replace_layers(module: nn.Module, replacements: dict[str, nn.Module], prefix: str = "") -> nn.Module:
+    """A structural copy of ``module`` with submodules replaced; parameters are shared, not copied.
+
+    Args:
+        module: The original network (left unchanged).
+        replacements: New submodules by dotted name, e.g. ``{"features.0": nn.Sequential(...)}``.
+        prefix: Dotted name of ``module`` inside the root (recursion).
+
+    Every module object is shallow-copied: its own ``_modules``, ``_buffers`` and hook dicts,
+    and its own ``nn.Parameter`` objects viewing the original's storage. So ``.train()``,
+    ``.to(...)``, ``.double()``, hooks or replacing children on the copy leave the original
+    untouched, and building costs microseconds per module; in-place updates of the shared
+    storage (an optimizer step) do reach the original.
+    """
+    clone = copy.copy(module)
+    clone._parameters = {name: _alias(p) for name, p in module._parameters.items()}
+    clone._buffers = dict(module._buffers)
+    for name, value in vars(module).items():
+        if "hooks" in name and isinstance(value, dict):
+            setattr(clone, name, type(value)(value))
+    clone._modules = {}
+    for name, child in module._modules.items():
+        path = f"{prefix}{name}"
+        if path in replacements:
+            clone._modules[name] = replacements[path]
+        elif child is not None:
+            clone._modules[name] = replace_layers(child, replacements, f"{path}.")
+        else:
+            clone._modules[name] = None
+    return clone
+
+
+def _alias(parameter: nn.Parameter | None) -> nn.Parameter | None:
+    """A new ``nn.Parameter`` on the same storage (``None`` stays ``None``)."""
+    return None if parameter is None else nn.Parameter(parameter.data, requires_grad=parameter.requires_grad)

@@ -1,0 +1,421 @@
+"""Validation (and training) data: digits, MNIST and ImageNet as preprocessed pools.
+
+Every dataset is a :class:`ValidationSet`: ``len(dataset)`` examples, their ``labels``
+(``N``) and ``get(indices) -> (inputs, labels)`` returning preprocessed tensors. The
+evaluator draws a random subsample of indices per evaluation and asks for exactly those.
+
+* ``digits`` (offline default): scikit-learn's bundled 1,797 handwritten digits (8x8,
+  intensities 0..16), resized to 28x28 with bilinear interpolation so FC3
+  (784-1000-1000-10) applies unchanged, split into train/validation by a fixed seeded
+  stratified split. Held in memory as a :class:`TensorSet`.
+* ``mnist``: the standard IDX files (``t10k-images-idx3-ubyte[.gz]`` etc.) read by a small
+  reader of our own; validation is the 10,000-image test split. Held as a :class:`TensorSet`.
+* ``imagenet``: ILSVRC2012 validation images as ``root/val/<wnid>/*.JPEG`` (torchvision
+  ``ImageFolder``; class index = position of the wnid in sorted order, as the pretrained
+  weights expect). Images are decoded and preprocessed on first use and kept in a bounded
+  in-memory cache (:class:`ImageFolderSet`), so repeated subsamples skip JPEG decoding.
+
+Normalization of the grey-scale sets (digits and MNIST): intensities are scaled to [0, 1]
+(digits: ``/16``, MNIST: ``/255``) and standardized with the MNIST constants
+``(x - 0.1307) / 0.3081``, so a network trained on one sees the same input scale on the other.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from threading import Lock
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from compressbo.exceptions import UserInputError
+
+__all__ = [
+    "DATASET_NAMES",
+    "MNIST_MEAN",
+    "MNIST_STD",
+    "ImageFolderSet",
+    "TensorSet",
+    "ValidationSet",
+    "imagenet_eval_transform",
+    "load_digits_split",
+    "load_imagenet_val",
+    "load_mnist",
+    "load_train",
+    "load_validation",
+    "read_idx",
+]
+
+DATASET_NAMES = ("digits", "mnist", "imagenet")
+MNIST_MEAN = 0.1307
+MNIST_STD = 0.3081
+DEFAULT_CACHE_BYTES = 8 * 2**30  # ImageNet cache bound: ~14k preprocessed 3x224x224 float32 images
+
+
+class ValidationSet:
+    """A labelled set of preprocessed examples addressed by integer indices.
+
+    Subclasses implement ``labels`` (``N``, int64) and ``get``.
+    """
+
+    labels: Tensor
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+    def get(self, indices: Tensor, *, pin_memory: bool = False) -> tuple[Tensor, Tensor]:
+        """Preprocessed inputs and labels of ``indices``.
+
+        Args:
+            indices: ``k`` int64 indices into the set.
+            pin_memory: Return the inputs in page-locked memory (for non-blocking GPU copies).
+
+        Returns:
+            ``(inputs, labels)``: ``k x ...`` float inputs and ``k`` int64 labels.
+        """
+        raise NotImplementedError
+
+
+class TensorSet(ValidationSet, torch.utils.data.Dataset):
+    """An in-memory pool of preprocessed examples (digits, MNIST).
+
+    Also a ``torch.utils.data.Dataset`` (``dataset[i] -> (x, y)``), so it trains FC3 too.
+
+    Args:
+        inputs: ``N x ...`` float32 preprocessed inputs (``N x 1 x 28 x 28`` for digits/MNIST).
+        labels: ``N`` int64 class indices.
+    """
+
+    def __init__(self, inputs: Tensor, labels: Tensor) -> None:
+        if inputs.shape[0] != labels.shape[0]:
+            raise ValueError(f"{inputs.shape[0]} inputs but {labels.shape[0]} labels")
+        self.inputs = inputs
+        self.labels = labels.long()
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        return self.inputs[index], self.labels[index]
+
+    def get(self, indices: Tensor, *, pin_memory: bool = False) -> tuple[Tensor, Tensor]:
+        indices = indices.to(self.inputs.device)
+        if not pin_memory or self.inputs.is_cuda:
+            return self.inputs.index_select(0, indices), self.labels.index_select(0, indices)
+        out = torch.empty((indices.numel(), *self.inputs.shape[1:]), dtype=self.inputs.dtype, pin_memory=True)
+        return torch.index_select(self.inputs, 0, indices, out=out), self.labels.index_select(0, indices)
+
+    def to(self, device: torch.device | str) -> TensorSet:
+        """The same pool with its tensors on ``device`` (the evaluator keeps small pools on the GPU)."""
+        return TensorSet(self.inputs.to(device), self.labels.to(device))
+
+    @property
+    def nbytes(self) -> int:
+        return self.inputs.numel() * self.inputs.element_size()
+
+
+class ImageFolderSet(ValidationSet):
+    """Images on disk, decoded and preprocessed at most once while they fit in the cache.
+
+    The cache keeps preprocessed tensors until ``cache_bytes`` is reached and then stops
+    adding (no eviction): for uniform random subsamples every kept set of images gives the
+    same hit rate, and a full cache does not churn. With the bound at least the size of the
+    preprocessed set (50,000 x 3 x 224 x 224 float32 is 30 GB) each image is decoded exactly
+    once per run. Cache misses are decoded in a thread pool (PIL releases the GIL).
+
+    Args:
+        samples: ``(path, class_index)`` pairs, e.g. ``ImageFolder(root).samples``.
+        transform: PIL image -> ``C x H x W`` float tensor, e.g. ``weights.transforms()``.
+        cache_bytes: Memory bound of the cache of preprocessed tensors.
+        workers: Decoding threads (default: up to 8, at most the CPU count).
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[tuple[str, int]],
+        transform: Callable,
+        *,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+        workers: int | None = None,
+    ) -> None:
+        self.paths = [str(path) for path, _ in samples]
+        self.labels = torch.tensor([label for _, label in samples], dtype=torch.long)
+        self.transform = transform
+        self.cache_bytes = cache_bytes
+        self.cached_bytes = 0
+        self.decodes = 0  # number of images decoded so far (tests check "at most once")
+        self._cache: dict[int, Tensor] = {}
+        self._lock = Lock()
+        self._workers = workers or min(8, os.cpu_count() or 1)
+        self._pool: ThreadPoolExecutor | None = None
+
+    def _load(self, index: int) -> Tensor:
+        from PIL import Image
+
+        try:
+            with open(self.paths[index], "rb") as f:
+                image = Image.open(f).convert("RGB")
+        except OSError as error:  # PIL's UnidentifiedImageError is an OSError
+            raise UserInputError(
+                f"cannot read validation image {self.paths[index]} ({type(error).__name__}); "
+                "replace or remove the file"
+            ) from None
+        tensor = self.transform(image)
+        with self._lock:
+            self.decodes += 1
+            if self.cached_bytes + tensor.nbytes <= self.cache_bytes:
+                self._cache[index] = tensor
+                self.cached_bytes += tensor.nbytes
+        return tensor
+
+    def get(self, indices: Tensor, *, pin_memory: bool = False) -> tuple[Tensor, Tensor]:
+        indices = indices.cpu()
+        keys = indices.tolist()
+        tensors = [self._cache.get(i) for i in keys]
+        missing = [j for j, t in enumerate(tensors) if t is None]
+        if len(missing) > 1 and self._workers > 1:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="compressbo-decode")
+            for j, tensor in zip(missing, self._pool.map(self._load, [keys[j] for j in missing])):
+                tensors[j] = tensor
+        else:
+            for j in missing:
+                tensors[j] = self._load(keys[j])
+        first = tensors[0]
+        out = torch.empty((len(tensors), *first.shape), dtype=first.dtype, pin_memory=pin_memory)
+        return torch.stack(tensors, out=out), self.labels.index_select(0, indices)
+
+
+# --------------------------------------------------------------------------- digits
+
+
+def _digits_tensors() -> tuple[Tensor, Tensor]:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = torch.as_tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0  # N x 1 x 8 x 8
+    images = F.interpolate(images, size=(28, 28), mode="bilinear", align_corners=False)
+    return (images - MNIST_MEAN) / MNIST_STD, torch.as_tensor(digits.target, dtype=torch.long)
+
+
+def load_digits_split(seed: int = 0, val_fraction: float = 0.3) -> tuple[TensorSet, TensorSet]:
+    """scikit-learn's digits resized to 28x28, split into train and validation.
+
+    The split is stratified by class and fixed by ``seed`` (scikit-learn's
+    ``train_test_split``), so every run with the same seed sees the same validation set.
+
+    Args:
+        seed: Seed of the split.
+        val_fraction: Fraction of the 1,797 images in the validation split (0.3: 540 images).
+
+    Returns:
+        ``(train, val)`` :class:`TensorSet` s with ``N x 1 x 28 x 28`` normalized inputs.
+    """
+    from sklearn.model_selection import train_test_split
+
+    if not 0.0 < val_fraction < 1.0:
+        raise UserInputError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    inputs, labels = _digits_tensors()
+    train_idx, val_idx = train_test_split(
+        np.arange(len(labels)), test_size=val_fraction, stratify=labels.numpy(), random_state=seed
+    )
+    train_idx, val_idx = torch.as_tensor(np.sort(train_idx)), torch.as_tensor(np.sort(val_idx))
+    return TensorSet(inputs[train_idx], labels[train_idx]), TensorSet(inputs[val_idx], labels[val_idx])
+
+
+# --------------------------------------------------------------------------- MNIST
+
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read an IDX file (the MNIST format), gzip-compressed or not.
+
+    Raises:
+        UserInputError: The file is not a well-formed IDX file.
+    """
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as exc:
+        raise UserInputError(f"cannot read IDX file {path}: {exc}") from None
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
+        raise UserInputError(f"{path} is not an IDX file (bad magic number); expected the MNIST IDX format")
+    dtype, ndim = np.dtype(_IDX_DTYPES[data[2]]), data[3]
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise UserInputError(f"{path} is truncated (IDX header incomplete)")
+    shape = struct.unpack(f">{ndim}I", data[4:header])
+    count = int(np.prod(shape)) if shape else 1
+    if len(data) - header != count * dtype.itemsize:
+        raise UserInputError(
+            f"{path} is malformed: header says shape {tuple(shape)} but the file holds "
+            f"{len(data) - header} data bytes instead of {count * dtype.itemsize}"
+        )
+    return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
+
+
+def _find_idx(root: Path, stem: str) -> Path | None:
+    for folder in (root, root / "raw", root / "MNIST" / "raw"):
+        for name in (stem, stem + ".gz"):
+            if (folder / name).is_file():
+                return folder / name
+    return None
+
+
+def load_mnist(root: str | os.PathLike, split: str = "test", *, download: bool = False) -> TensorSet:
+    """MNIST from IDX files in ``root``, ``root/raw`` or ``root/MNIST/raw`` (torchvision's layout).
+
+    Args:
+        root: Directory holding the IDX files.
+        split: ``"test"`` (10,000 images, the validation set) or ``"train"`` (60,000).
+        download: Fetch the files with torchvision into ``root/MNIST/raw`` if missing.
+
+    Returns:
+        A :class:`TensorSet` with ``N x 1 x 28 x 28`` normalized inputs.
+
+    Raises:
+        UserInputError: Files missing or malformed.
+    """
+    if split not in MNIST_FILES:
+        raise UserInputError(f"unknown MNIST split {split!r}; use 'train' or 'test'")
+    root = Path(root).expanduser()
+    stems = MNIST_FILES[split]
+    paths = [_find_idx(root, stem) for stem in stems]
+    if None in paths and download:
+        from torchvision.datasets import MNIST
+
+        MNIST(str(root), train=split == "train", download=True)
+        paths = [_find_idx(root, stem) for stem in stems]
+    if None in paths:
+        missing = stems[paths.index(None)]
+        raise UserInputError(
+            f"MNIST file {missing}[.gz] not found in {root}, {root / 'raw'} or {root / 'MNIST' / 'raw'}; "
+            "put the IDX files there or pass --download"
+        )
+    images, labels = (read_idx(p) for p in paths)
+    if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
+        raise UserInputError(
+            f"MNIST files in {paths[0].parent} are malformed: images {images.shape}, labels {labels.shape}; "
+            "expected N x 28 x 28 images and N labels"
+        )
+    inputs = torch.from_numpy(images.astype(np.float32)).unsqueeze(1) / 255.0
+    return TensorSet((inputs - MNIST_MEAN) / MNIST_STD, torch.from_numpy(labels.astype(np.int64)))
+
+
+# --------------------------------------------------------------------------- ImageNet
+
+
+def imagenet_eval_transform() -> Callable:
+    """The standard ImageNet evaluation preprocessing: resize 256, center crop 224, ImageNet mean/std.
+
+    Identical to ``weights.transforms()`` of torchvision's VGG-16 / ResNet-50 ``IMAGENET1K_V1`` weights.
+    """
+    from torchvision.models import VGG16_Weights
+
+    return VGG16_Weights.IMAGENET1K_V1.transforms()
+
+
+def load_imagenet_val(
+    root: str | os.PathLike,
+    *,
+    transform: Callable | None = None,
+    cache_bytes: int = DEFAULT_CACHE_BYTES,
+) -> ImageFolderSet:
+    """The ILSVRC2012 validation set as ``root/val/<wnid>/*.JPEG`` (or ``root/<wnid>/*.JPEG``).
+
+    This is also the layout torchvision's ``ImageNet(root, split="val")`` prepares. Class
+    indices follow ``ImageFolder``: the wnids in sorted order, as the pretrained weights expect
+    (with all 1,000 wnid folders present).
+
+    Args:
+        root: ImageNet root (holding ``val/``) or the validation folder itself.
+        transform: PIL image -> tensor; default :func:`imagenet_eval_transform`. Pass the chosen
+            weights' ``weights.transforms()``.
+        cache_bytes: Bound of the in-memory cache of preprocessed images.
+
+    Raises:
+        UserInputError: No such folder, or no class folders with images in it.
+    """
+    from torchvision.datasets import ImageFolder
+
+    root = Path(root).expanduser()
+    folder = root / "val" if (root / "val").is_dir() else root
+    layout = "expected ROOT/val/<wnid>/*.JPEG (one folder per class, e.g. val/n01440764/ILSVRC2012_val_00000293.JPEG)"
+    if not folder.is_dir():
+        raise UserInputError(f"ImageNet folder {root} does not exist; {layout}")
+    try:
+        image_folder = ImageFolder(str(folder))
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise UserInputError(f"no ImageNet images found in {folder} ({exc}); {layout}") from None
+    return ImageFolderSet(image_folder.samples, transform or imagenet_eval_transform(), cache_bytes=cache_bytes)
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def _check_name(name: str) -> None:
+    if name not in DATASET_NAMES:
+        raise UserInputError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}")
+
+
+def _require_root(name: str, root: str | os.PathLike | None) -> Path:
+    if root is None:
+        raise UserInputError(f"dataset {name!r} needs its data directory; pass --data-dir DIR")
+    return Path(root)
+
+
+def load_validation(
+    name: str,
+    root: str | os.PathLike | None = None,
+    *,
+    transform: Callable | None = None,
+    download: bool = False,
+    seed: int = 0,
+    cache_bytes: int = DEFAULT_CACHE_BYTES,
+) -> ValidationSet:
+    """The validation set of ``name``: the data every evaluation subsamples.
+
+    Args:
+        name: ``"digits"``, ``"mnist"`` or ``"imagenet"``.
+        root: Data directory (MNIST IDX files, ImageNet root); unused for digits.
+        transform: ImageNet preprocessing (default :func:`imagenet_eval_transform`).
+        download: MNIST only: download into ``root`` when the files are missing.
+        seed: Digits only: seed of the train/validation split.
+        cache_bytes: ImageNet only: bound of the preprocessed-image cache.
+
+    Raises:
+        UserInputError: Unknown name, missing root, or missing/malformed data.
+    """
+    _check_name(name)
+    if name == "digits":
+        return load_digits_split(seed)[1]
+    if name == "mnist":
+        return load_mnist(_require_root(name, root), "test", download=download)
+    return load_imagenet_val(_require_root(name, root), transform=transform, cache_bytes=cache_bytes)
+
+
+def load_train(
+    name: str, root: str | os.PathLike | None = None, *, download: bool = False, seed: int = 0
+) -> TensorSet:
+    """The training split of ``digits`` (seeded split) or ``mnist`` (60,000 images), for FC3.
+
+    Raises:
+        UserInputError: ImageNet (training it is out of scope), unknown name, or missing data.
+    """
+    _check_name(name)
+    if name == "digits":
+        return load_digits_split(seed)[0]
+    if name == "mnist":
+        return load_mnist(_require_root(name, root), "train", download=download)
+    raise UserInputError("compressbo trains only FC3 (digits, mnist); use pretrained torchvision weights for imagenet")

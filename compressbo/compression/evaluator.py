@@ -1,0 +1,283 @@
+"""The subsampled-accuracy evaluator and the compression objective built on it.
+
+Each evaluation draws a fresh random subsample of ``m`` validation examples (without
+replacement; draw ``i`` of a run is fixed by ``(seed, i)``), runs the network on it and
+returns the top-1 error ``p = k / m`` with its variance. The variance is binomial and uses
+Laplace's rule of succession, ``p~ = (k + 1) / (m + 2)``::
+
+    var = p~ (1 - p~) / m
+
+which is positive for every ``k`` (also ``p = 0`` and ``p = 1``, where ``p (1 - p) / m``
+would claim an exact measurement), shrinks as ``1 / m``, and differs from ``p (1 - p) / m``
+by ``O(1 / m^2)`` otherwise. It is the variance of ``p`` as an estimate of the network's error
+on the data distribution (the validation set being a sample of it). Across repeated
+subsamples of one fixed validation set of ``N`` examples the spread is smaller by the
+finite-population factor ``(N - m) / (N - 1)``, which this estimate deliberately ignores
+(it is conservative, and stays positive at ``m = N``).
+
+The compression objective is ``y = ratio + gamma * error`` with ``yvar = gamma^2 * var``.
+With ``objective="distill"`` the error is replaced by the knowledge-distillation distance of
+Ma et al. (2019): the mean over the subsample of the per-example mean squared difference
+between the compressed and the original network's logits,
+``D = mean_i mean_c (z_ic - z0_ic)^2``, with its standard error squared,
+``s^2 / m`` (``s^2`` the sample variance of the per-example distances, floored at
+:data:`MIN_VARIANCE`), as the variance. The original network's logits are computed once
+per example and cached.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from compressbo.compression.data import TensorSet, ValidationSet
+from compressbo.exceptions import UserInputError
+from compressbo.compression.compressor import parameter_dtype
+
+
+MIN_VARIANCE = 1e-12  # floor of the distillation variance (identical logits give s^2 = 0)
+RESIDENT_BYTES = 2 * 2**30  # tensor pools up to this size live on the GPU for the whole run
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` -> ``cuda`` if a GPU is available, else ``cpu`` (silently); checks ``cuda[:N]``.
+
+    Raises:
+        UserInputError: An unknown device, or CUDA requested where there is none.
+    """
+    name = str(device)
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        resolved = torch.device(name)
+    except RuntimeError:
+        raise UserInputError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if resolved.type == "cpu":
+        return resolved
+    if resolved.type != "cuda":
+        raise UserInputError(f"unsupported device {name!r}; use auto, cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        raise UserInputError(f"device {name!r} requested but no CUDA GPU is available; use --device cpu or auto")
+    if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise UserInputError(f"device {name!r} does not exist: {torch.cuda.device_count()} GPU(s) visible")
+    # with its index, so it compares equal to the device tensors report (cuda:0 != cuda)
+    return torch.device("cuda", torch.cuda.current_device() if resolved.index is None else resolved.index)
+
+
+def binomial_variance(wrong: int, m: int) -> float:
+    """``p~ (1 - p~) / m`` with Laplace's ``p~ = (k + 1) / (m + 2)``: positive for every ``k``."""
+    adjusted = (wrong + 1) / (m + 2)
+    return adjusted * (1.0 - adjusted) / m
+
+
+@dataclass(frozen=True)
+class ErrorEstimate:
+    """Top-1 error on a subsample.
+
+    Attributes:
+        error: ``k / m``, the fraction misclassified.
+        variance: :func:`binomial_variance` of ``k`` and ``m``.
+        m: Subsample size.
+        wrong: ``k``, the number misclassified.
+    """
+
+    error: float
+    variance: float
+    m: int
+    wrong: int
+
+
+@dataclass(frozen=True)
+class DistillEstimate:
+    """Mean squared logit distance to the reference network on a subsample.
+
+    Attributes:
+        distance: ``mean_i mean_c (z_ic - z0_ic)^2``.
+        variance: Its standard error squared ``s^2 / m`` (at least :data:`MIN_VARIANCE`).
+        m: Subsample size.
+        error: Top-1 error of the evaluated network on the same subsample (free by-product).
+    """
+
+    distance: float
+    variance: float
+    m: int
+    error: float
+
+
+class SubsampleEvaluator:
+    """Top-1 error and logit distance of networks on random subsamples of a validation set.
+
+    Networks are moved to the evaluation device (in place) and put in eval mode on first
+    use. On a GPU, small tensor pools (digits, MNIST) are kept on the device for the whole run;
+    other data is gathered into pinned memory and copied without blocking, so the next batch
+    is gathered while the GPU computes. Counts stay on the device until the end of a call
+    (one synchronization per evaluation).
+
+    Args:
+        dataset: The validation set.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        batch_size: Examples per forward pass (default 512 on a CPU, 1024 on a GPU).
+        amp: Run the forward under ``torch.autocast`` (float16 on CUDA, bfloat16 on the CPU).
+        seed: Seed of the sequence of subsamples.
+    """
+
+    def __init__(
+        self,
+        dataset: ValidationSet,
+        *,
+        device: str | torch.device = "auto",
+        batch_size: int | None = None,
+        amp: bool = False,
+        seed: int = 0,
+    ) -> None:
+        self.device = resolve_device(device)
+        on_gpu = self.device.type == "cuda"
+        if batch_size is not None and batch_size < 1:
+            raise UserInputError(f"batch size must be at least 1, got {batch_size}")
+        if on_gpu and isinstance(dataset, TensorSet) and dataset.nbytes <= RESIDENT_BYTES:
+            dataset = dataset.to(self.device)
+        self.dataset = dataset
+        self.labels = dataset.labels.to(self.device)
+        self.batch_size = batch_size or (1024 if on_gpu else 512)
+        self.amp = amp
+        self.seed = seed
+        self.draws = 0
+        self._resident = isinstance(dataset, TensorSet) and dataset.inputs.device == self.device
+        self._pin = on_gpu and not self._resident
+        self._reference_logits: weakref.WeakKeyDictionary[nn.Module, tuple[Tensor, Tensor]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    # ------------------------------------------------------------------ subsamples
+
+    def check_samples(self, m: int) -> None:
+        """Raise :class:`UserInputError` unless ``1 <= m <= len(dataset)``."""
+        if not 1 <= m <= len(self.dataset):
+            raise UserInputError(
+                f"--samples {m} is outside 1..{len(self.dataset)}: the validation set has "
+                f"{len(self.dataset)} examples; choose a smaller m"
+            )
+
+    def sample(self, m: int) -> Tensor:
+        """Draw the next subsample: ``m`` distinct sorted indices (advances the sequence)."""
+        self.check_samples(m)
+        seed = int(np.random.SeedSequence([self.seed, self.draws]).generate_state(1, np.uint64)[0]) >> 1
+        generator = torch.Generator().manual_seed(seed)
+        self.draws += 1
+        indices = torch.randperm(len(self.dataset), generator=generator)[:m]
+        return indices.sort().values
+
+    def state_dict(self) -> dict[str, int]:
+        """JSON-able state: the seed and the number of subsamples drawn so far."""
+        return {"seed": self.seed, "draws": self.draws}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue the sequence of subsamples where ``state`` left it (resume)."""
+        self.seed, self.draws = int(state["seed"]), int(state["draws"])
+
+    # ------------------------------------------------------------------ forward passes
+
+    def _prepare(self, module: nn.Module) -> nn.Module:
+        """``module`` on the device and in eval mode; one walk over its modules when it already is."""
+        training = off_device = False
+        for child in module.modules():
+            training = training or child.training
+            if not off_device:
+                tensors = itertools.chain(child._parameters.values(), child._buffers.values())
+                off_device = any(t is not None and t.device != self.device for t in tensors)
+        if off_device:
+            module.to(self.device)
+        return module.eval() if training else module
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        return torch.autocast(self.device.type) if self.amp else contextlib.nullcontext()
+
+    def _batches(self, indices: Tensor, dtype: torch.dtype) -> Iterator[tuple[Tensor, Tensor]]:
+        """``(indices on the device, inputs on the device in dtype)`` per batch."""
+        device_indices = indices.to(self.device, non_blocking=True)
+        source = device_indices if self._resident else indices
+        for start in range(0, indices.numel(), self.batch_size):
+            stop = start + self.batch_size
+            inputs, _ = self.dataset.get(source[start:stop], pin_memory=self._pin)
+            yield device_indices[start:stop], inputs.to(self.device, dtype=dtype, non_blocking=True)
+
+    def logits(self, module: nn.Module, indices: Tensor) -> Tensor:
+        """The network's float32 logits on ``indices`` (``len(indices) x C``, on the device)."""
+        module = self._prepare(module)
+        with torch.inference_mode(), self._autocast():
+            return torch.cat([module(x).float() for _, x in self._batches(indices, parameter_dtype(module))])
+
+    def _count_wrong(self, module: nn.Module, indices: Tensor) -> int:
+        module = self._prepare(module)
+        wrong = torch.zeros((), dtype=torch.long, device=self.device)
+        with torch.inference_mode(), self._autocast():
+            for idx, x in self._batches(indices, parameter_dtype(module)):
+                wrong += (module(x).argmax(dim=1) != self.labels[idx]).sum()
+        return int(wrong)
+
+    # ------------------------------------------------------------------ estimates
+
+    def error(self, module: nn.Module, m: int) -> ErrorEstimate:
+        """Top-1 error of ``module`` on a fresh random subsample of ``m`` examples.
+
+        Raises:
+            UserInputError: ``m`` larger than the validation set (or below 1).
+        """
+        wrong = self._count_wrong(module, self.sample(m))
+        return ErrorEstimate(wrong / m, binomial_variance(wrong, m), m, wrong)
+
+    def full_error(self, module: nn.Module) -> float:
+        """Top-1 error on the whole validation set (does not advance the subsample sequence)."""
+        return self._count_wrong(module, torch.arange(len(self.dataset))) / len(self.dataset)
+
+    def reference_logits(self, reference: nn.Module, indices: Tensor) -> Tensor:
+        """Logits of ``reference`` on ``indices``, each example computed once and cached."""
+        cache = self._reference_logits.get(reference)
+        device_indices = indices.to(self.device)
+        if cache is not None:
+            logits, known = cache
+            missing = indices[~known[device_indices].cpu()]
+        else:
+            missing = indices
+        if missing.numel():
+            computed = self.logits(reference, missing)
+            if cache is None:
+                logits = torch.zeros((len(self.dataset), computed.shape[1]), device=self.device)
+                known = torch.zeros(len(self.dataset), dtype=torch.bool, device=self.device)
+                self._reference_logits[reference] = (logits, known)
+            missing = missing.to(self.device)
+            logits[missing] = computed
+            known[missing] = True
+        return logits[device_indices]
+
+    def distill(self, module: nn.Module, reference: nn.Module, m: int | None = None) -> DistillEstimate:
+        """Mean squared logit distance of ``module`` to ``reference`` on a fresh subsample.
+
+        Args:
+            module: The compressed network.
+            reference: The original network (its logits are cached per example).
+            m: Subsample size; ``None`` for the whole set (draws no subsample).
+
+        Raises:
+            UserInputError: ``m`` below 2 (no standard error) or larger than the validation set.
+        """
+        if m is not None and m < 2:
+            raise UserInputError(f"the distill objective needs --samples of at least 2, got {m}")
+        indices = self.sample(m) if m is not None else torch.arange(len(self.dataset))
+        m = indices.numel()
+        target = self.reference_logits(reference, indices)
+        logits = self.logits(module, indices)
+        per_example = (logits.double() - target.double()).pow(2).mean(dim=1)
+        wrong = (logits.argmax(dim=1) != self.labels[indices.to(self.device)]).sum()
+        distance, variance = per_example.mean(), per_example.var(correction=1) / m
+        return DistillEstimate(float(distance), max(float(variance), MIN_VARIANCE), m, int(wrong) / m)

@@ -1,0 +1,1 @@
+"""Experiments: benchmark problems, comparisons of acquisitions over seeds, and their reports."""

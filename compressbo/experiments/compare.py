@@ -1,0 +1,507 @@
+"""Run several acquisition functions on one problem, over the same seeds, in parallel.
+
+Every (acquisition, seed) run starts from the same initial design: the optimizer's scrambled
+Sobol points depend only on the seed, and the problem's noise generator is seeded by the
+same seed, so the initial observations are identical across acquisitions (common random
+numbers continue through the BO iterations too). A problem family (one function per seed,
+e.g. GP samples) gives each seed its own member. Runs go to a process pool; the parent
+builds the problem first (so expensive problems fill their disk caches once), each worker
+builds it once from those caches, the parent shows one tqdm bar over all BO iterations and
+rewrites ``runs.json`` after every finished run, so an interrupted comparison keeps what it
+has and ``resume=True`` adds the missing runs (or new acquisitions and seeds) later. On Ctrl-C
+the parent saves the runs that finished, prints one line on stderr saying which, and how to
+continue, and re-raises ``KeyboardInterrupt``.
+
+``runs.json`` layout (JSON, never pickle)::
+
+    {"format": "compressbo.experiments.compare/2", "complete": bool,
+     "problem": {"name", "dim", "bounds", "optimal_value", "score_label"},
+     "settings": {"acquisitions", "seeds", "iterations", "n_init", "optimizer_options",
+                  "score_every", "known_optimum"},
+     "setup_seconds": seconds the parent took to build the problem,
+     "runs": [{"acquisition", "seed", "n_init", "setup_seconds", "acquisition_options",
+               "optimal_value", "initial_design": [{"x", "y", "yvar"}],
+               "initial_recommendation": {"recommended_x", "score", "warnings"},
+               "steps": [{"x", "y", "yvar", "acquisition_value", "step_time",
+                          "recommended_x", "score", "warnings"}],
+               "final_metrics": {...} (problems with ``metrics``, e.g. compression)}]}
+
+``step_time`` is the wall time of one BO step: ``ask`` + ``tell`` + ``recommend``, i.e. one GP
+fit (done by ``recommend`` and reused by the next ``ask``) and one acquisition maximization;
+evaluating the problem and scoring the recommendation are not counted. ``score`` is ``null``
+at steps that are not checkpoints (every ``score_every``-th step and the last one are).
+Warnings a step raises (GP fit recoveries, L-BFGS-B failures) are recorded in its ``warnings``
+list instead of being printed over the progress bar. ``setup_seconds`` of a run is the time
+its process took to build the problem.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+import shlex
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from pathlib import Path
+from typing import Any, Union
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from compressbo.exceptions import ReportedInterrupt, UserInputError
+from compressbo.files import check_output_directory, write_json_atomic
+from compressbo.experiments.problems import Problem, ProblemFamily
+from compressbo.experiments.report import RUNS_FILE, write_report
+
+FORMAT = "compressbo.experiments.compare/2"
+
+ProblemSource = Union[Problem, ProblemFamily, Callable[[], Union[Problem, ProblemFamily]]]
+
+# Per-worker state, set once by ``_init_worker``.
+_WORKER_PROBLEM: Problem | ProblemFamily | None = None
+_WORKER_SETUP_SECONDS: float | None = None
+_WORKER_TICKS: Any = None
+# Settings a resumed comparison must share with the one it continues.
+_FIXED_SETTINGS = ("iterations", "n_init", "optimizer_options", "score_every", "known_optimum")
+
+
+def run_comparison(
+    problem: ProblemSource,
+    acquisitions: Sequence[str],
+    seeds: Sequence[int] | int,
+    iterations: int,
+    out_dir: str | os.PathLike,
+    *,
+    n_init: int | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+    optimizer_options: dict[str, Any] | None = None,
+    score_every: int = 1,
+    known_optimum: float | None = None,
+    resume: bool = False,
+) -> dict[str, Any]:
+    """Run every acquisition on every seed and write ``runs.json`` and the report.
+
+    Args:
+        problem: A :class:`~compressbo.experiments.problems.Problem` or
+            :class:`~compressbo.experiments.problems.ProblemFamily`, or a picklable zero-argument
+            callable that builds one (called once in the parent and once per worker, so
+            expensive problems are built once per process).
+        acquisitions: Names from ``compressbo.bo.acquisition.ACQUISITION_NAMES``.
+        seeds: Seeds to run, or a count ``n`` meaning seeds ``0 .. n-1``.
+        iterations: BO iterations per run, after the initial design.
+        out_dir: Directory for ``runs.json``, the plots and ``summary.md``: new or empty, or
+            holding an earlier comparison's ``runs.json`` if (and only if) ``resume``.
+        n_init: Initial design size; the optimizer's default when ``None``.
+        workers: Worker processes (default ``os.cpu_count()``); ``1`` runs in this process.
+        progress: Show a tqdm bar over all BO iterations.
+        optimizer_options: Extra keyword arguments for ``compressbo.bo.optimizer.Optimizer``
+            (e.g. ``num_restarts``, ``raw_samples``), the same for every run.
+        score_every: Score the recommended point every ``score_every`` BO iterations (and
+            after the initial design and the last iteration); ``1`` scores every iteration.
+        known_optimum: ``f_star`` for the known-optimum acquisitions (``erm``, ``cbm``);
+            default: the problem's own ``optimal_value`` (per seed for a family).
+        resume: Continue the comparison in ``out_dir``: keep its finished runs and run the
+            missing (acquisition, seed) pairs, including acquisitions and seeds added now.
+
+    Returns:
+        The comparison as written to ``runs.json``.
+
+    Raises:
+        UserInputError: Unknown acquisition, bad seeds/iterations/workers/score_every, a
+            known-optimum acquisition without a known optimum, an ``out_dir`` that is empty,
+            a file, a directory holding other files, unwritable, or that already holds a
+            comparison (without ``resume``) or one with other settings.
+        KeyboardInterrupt: Ctrl-C; the finished runs are saved in ``runs.json`` first.
+    """
+    from compressbo.bo.acquisition import ACQUISITION_NAMES, acquisition_spec
+
+    acquisitions = list(dict.fromkeys(acquisitions))
+    unknown = [name for name in acquisitions if name not in ACQUISITION_NAMES]
+    if unknown or not acquisitions:
+        raise UserInputError(
+            f"unknown acquisition {', '.join(map(repr, unknown)) or '(none given)'}; "
+            f"choose from {', '.join(ACQUISITION_NAMES)}"
+        )
+    seeds = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise UserInputError("give at least one seed, each once (e.g. --seeds 10)")
+    if iterations < 1:
+        raise UserInputError(f"iterations must be at least 1, not {iterations}")
+    if n_init is not None and n_init < 1:
+        raise UserInputError(f"the initial design needs at least 1 point, not {n_init}")
+    if score_every < 1:
+        raise UserInputError(f"score_every must be at least 1, not {score_every}")
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    if workers < 1:
+        raise UserInputError(f"workers must be at least 1, not {workers}")
+    out_dir = check_output_directory(out_dir, keep=(RUNS_FILE,), kind="comparison")
+    if (out_dir / RUNS_FILE).exists() and not resume:
+        raise UserInputError(
+            f"{out_dir} already holds a comparison ({RUNS_FILE}); choose a new --out "
+            "directory, or pass --resume to add runs to it"
+        )
+    if resume and not (out_dir / RUNS_FILE).exists():
+        raise UserInputError(f"--resume: {out_dir} holds no {RUNS_FILE}; drop --resume")
+
+    started = time.perf_counter()
+    problem_instance = _build(problem)
+    setup_seconds = time.perf_counter() - started
+    needs_optimum = [name for name in acquisitions if acquisition_spec(name).known_optimum]
+    if needs_optimum and known_optimum is None and not _knows_optimum(problem_instance):
+        raise UserInputError(
+            f"{', '.join(needs_optimum)} need the objective's known optimum value; pass "
+            "--known-optimum VALUE (a lower bound you believe is attained) or drop them"
+        )
+    options = dict(optimizer_options or {})
+    comparison = {
+        "format": FORMAT,
+        "complete": False,
+        "problem": {
+            "name": problem_instance.name,
+            "dim": problem_instance.dim,
+            "bounds": problem_instance.bounds.tolist(),
+            "optimal_value": problem_instance.optimal_value,
+            "score_label": problem_instance.score_label,
+            "settings": problem_instance.settings,
+        },
+        "settings": {
+            "acquisitions": acquisitions,
+            "seeds": seeds,
+            "iterations": iterations,
+            "n_init": n_init,
+            "optimizer_options": options,
+            "score_every": score_every,
+            "known_optimum": known_optimum,
+        },
+        "setup_seconds": setup_seconds,
+        "runs": [],
+    }
+    if resume:
+        comparison = _resumed(out_dir, comparison)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out_dir / RUNS_FILE, comparison, indent=1)
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise UserInputError(f"cannot write --out {out_dir} ({reason}); choose a writable directory") from None
+
+    settings = comparison["settings"]
+    done = {(run["acquisition"], run["seed"]) for run in comparison["runs"]}
+    tasks = [
+        (name, seed)
+        for seed in settings["seeds"]
+        for name in settings["acquisitions"]
+        if (name, seed) not in done
+    ]
+    order = {
+        task: index
+        for index, task in enumerate(
+            (a, s) for a in settings["acquisitions"] for s in settings["seeds"]
+        )
+    }
+
+    def record(run: dict[str, Any]) -> None:
+        if any((r["acquisition"], r["seed"]) == (run["acquisition"], run["seed"]) for r in comparison["runs"]):
+            return  # already recorded (the pool saves finished runs again on Ctrl-C)
+        comparison["runs"].append(run)
+        comparison["runs"].sort(key=lambda r: order[(r["acquisition"], r["seed"])])
+        write_json_atomic(out_dir / RUNS_FILE, comparison, indent=1)
+
+    kwargs = {
+        "iterations": iterations,
+        "n_init": n_init,
+        "optimizer_options": options,
+        "score_every": score_every,
+        "known_optimum": known_optimum,
+    }
+    try:
+        with tqdm(
+            total=len(tasks) * iterations,
+            disable=not progress,
+            desc=f"compare {problem_instance.name}",
+            unit="it",
+            dynamic_ncols=True,
+        ) as bar:
+            if min(workers, len(tasks)) <= 1:
+                for name, seed in tasks:
+                    run = run_one(problem_instance, name, seed, on_step=bar.update, **kwargs)
+                    record({**run, "setup_seconds": setup_seconds})
+            else:
+                _run_pool(problem, tasks, min(workers, len(tasks)), kwargs, record, bar)
+            bar.update(bar.total - bar.n)
+        comparison["complete"] = True
+        write_json_atomic(out_dir / RUNS_FILE, comparison, indent=1)
+        write_report(comparison, out_dir)
+    except KeyboardInterrupt:
+        _save_interrupted(comparison, out_dir)
+        raise ReportedInterrupt from None
+    return comparison
+
+
+def run_one(
+    problem: Problem | ProblemFamily,
+    acquisition: str,
+    seed: int,
+    *,
+    iterations: int,
+    n_init: int | None = None,
+    optimizer_options: dict[str, Any] | None = None,
+    score_every: int = 1,
+    known_optimum: float | None = None,
+    on_step: Callable[[], None] | None = None,
+) -> dict[str, Any]:
+    """One BO run: initial design, then ``iterations`` ask/evaluate/tell steps.
+
+    Args:
+        problem: The problem to minimize, or a family (its member ``for_seed(seed)``).
+        acquisition: Acquisition name.
+        seed: Seeds the optimizer (initial design, Monte Carlo acquisitions), torch's global
+            generator and the problem's noise.
+        iterations: BO iterations after the initial design.
+        n_init: Initial design size (optimizer default when ``None``).
+        optimizer_options: Extra ``Optimizer`` keyword arguments.
+        score_every: Score every ``score_every``-th iteration (and the last).
+        known_optimum: ``f_star`` of known-optimum acquisitions (default: the problem's
+            ``optimal_value``).
+        on_step: Called after every BO iteration (progress ticks).
+
+    Returns:
+        The run's history, JSON-ready (see the module docstring).
+    """
+    from compressbo.bo.acquisition import acquisition_spec
+    from compressbo.bo.optimizer import Optimizer
+
+    if isinstance(problem, ProblemFamily) and not isinstance(problem, Problem):
+        problem = problem.for_seed(seed)
+    acquisition_options = {}
+    if acquisition_spec(acquisition).known_optimum:
+        f_star = problem.optimal_value if known_optimum is None else known_optimum
+        acquisition_options["f_star"] = f_star
+    # gradient-enhanced acquisitions observe the exact gradient where the problem has one
+    observe_gradient = acquisition_spec(acquisition).gradient_enhanced and hasattr(problem, "true_gradient")
+
+    def gradient(x: Tensor) -> Tensor | None:
+        return problem.true_gradient(x) if observe_gradient else None
+
+    torch.manual_seed(seed)
+    noise = torch.Generator().manual_seed(seed)
+    optimizer = Optimizer(
+        problem.bounds,
+        acquisition=acquisition,
+        n_init=n_init,
+        seed=seed,
+        acquisition_options=acquisition_options,
+        known_kernel=getattr(problem, "known_kernel", None),
+        **(optimizer_options or {}),
+    )
+    n_init = optimizer.n_init
+
+    initial_design = []
+    for _ in range(n_init):
+        x = optimizer.ask()
+        y, yvar = problem.evaluate(x, noise)
+        optimizer.tell(x, y, yvar, gradient=gradient(x))
+        initial_design.append({"x": x.tolist(), "y": y, "yvar": yvar})
+
+    steps = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        initial_recommendation = _recommendation(optimizer.recommend(), problem, True)
+    initial_recommendation["warnings"] = _distinct(caught)
+    for iteration in range(1, iterations + 1):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            start = time.perf_counter()
+            x = optimizer.ask()
+            acquisition_value = optimizer.last_acquisition_value
+            ask_time = time.perf_counter() - start
+            y, yvar = problem.evaluate(x, noise)
+            start = time.perf_counter()
+            optimizer.tell(x, y, yvar, gradient=gradient(x))
+            recommendation = optimizer.recommend()  # fits the GP the next ask() reuses
+            step_time = ask_time + time.perf_counter() - start
+        scored = iteration % score_every == 0 or iteration == iterations
+        steps.append(
+            {
+                "x": x.tolist(),
+                "y": y,
+                "yvar": yvar,
+                "acquisition_value": _finite_or_none(acquisition_value),
+                "step_time": step_time,
+                **_recommendation(recommendation, problem, scored),
+                "warnings": _distinct(caught),
+            }
+        )
+        if on_step is not None:
+            on_step()
+    run = {
+        "acquisition": acquisition,
+        "seed": seed,
+        "n_init": n_init,
+        "acquisition_options": acquisition_options,
+        "observed_gradients": observe_gradient,
+        "optimal_value": problem.optimal_value,
+        "initial_design": initial_design,
+        "initial_recommendation": initial_recommendation,
+        "steps": steps,
+    }
+    if hasattr(problem, "metrics"):
+        final = steps[-1]["recommended_x"] if steps else initial_recommendation["recommended_x"]
+        run["final_metrics"] = problem.metrics(torch.tensor(final, dtype=torch.float64))
+    return run
+
+
+def _knows_optimum(problem: Problem | ProblemFamily) -> bool:
+    """Whether runs get ``f_star`` from the problem (a family's members know their own)."""
+    return problem.optimal_value is not None or isinstance(problem, ProblemFamily)
+
+
+def _resumed(out_dir: Path, requested: dict[str, Any]) -> dict[str, Any]:
+    """The comparison in ``out_dir``, extended by the requested acquisitions and seeds."""
+    from compressbo.experiments.report import load_comparison
+
+    existing = load_comparison(out_dir)
+    if existing.get("format") != FORMAT:
+        raise UserInputError(
+            f"--resume: {out_dir}/{RUNS_FILE} has format {existing.get('format')!r}, not "
+            f"{FORMAT!r}; start a new comparison"
+        )
+    if existing["problem"] != requested["problem"]:
+        raise UserInputError(
+            f"--resume: {out_dir} compares on {existing['problem']['name']} with other "
+            "problem settings; give the same problem and flags, or a new --out"
+        )
+    old, new = existing["settings"], requested["settings"]
+    for key in _FIXED_SETTINGS:
+        if old.get(key) != new.get(key):
+            raise UserInputError(
+                f"--resume: {out_dir} was run with {key} = {old.get(key)!r}, not "
+                f"{new.get(key)!r}; give the same value, or a new --out"
+            )
+    old["acquisitions"] = list(dict.fromkeys(old["acquisitions"] + new["acquisitions"]))
+    old["seeds"] = list(dict.fromkeys(old["seeds"] + new["seeds"]))
+    existing["complete"] = False
+    return existing
+
+
+def _run_pool(
+    problem: ProblemSource,
+    tasks: list[tuple[str, int]],
+    workers: int,
+    kwargs: dict[str, Any],
+    record: Callable[[dict[str, Any]], None],
+    bar: tqdm,
+) -> None:
+    """Run ``tasks`` on a spawn-context process pool, ticking ``bar`` per BO iteration."""
+    context = multiprocessing.get_context("spawn")
+    ticks = context.Queue()
+    pending: set[Future] = set()
+    try:
+        with ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=context,
+            initializer=_init_worker,
+            initargs=(problem, ticks),
+        ) as pool:
+            pending = {pool.submit(_run_in_worker, name, seed, kwargs) for name, seed in tasks}
+            try:
+                while pending:
+                    done, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                    _drain(ticks, bar)
+                    for future in done:
+                        record(future.result())
+                        pending.discard(future)
+            except BaseException:
+                for future in pending:
+                    future.cancel()
+                raise
+    finally:
+        _record_finished(pending, record)  # on failure: runs that finished meanwhile are kept
+    _drain(ticks, bar)
+
+
+def _record_finished(futures: set[Future], record: Callable[[dict[str, Any]], None]) -> None:
+    """Record the runs among ``futures`` that finished but were not recorded yet."""
+    for future in futures:
+        if future.done() and not future.cancelled() and future.exception() is None:
+            record(future.result())
+
+
+def _save_interrupted(comparison: dict[str, Any], out_dir: Path) -> None:
+    """Save the finished runs once more and say on stderr which they are and how to go on."""
+    write_json_atomic(out_dir / RUNS_FILE, comparison, indent=1)
+    print(_interrupted_message(comparison, out_dir), file=sys.stderr, flush=True)
+
+
+def _interrupted_message(comparison: dict[str, Any], out_dir: Path) -> str:
+    """One line: which runs of ``comparison`` are saved in ``out_dir`` and how to continue."""
+    settings, runs = comparison["settings"], comparison["runs"]
+    per_acquisition = ", ".join(
+        f"{name} {sum(run['acquisition'] == name for run in runs)}/{len(settings['seeds'])}"
+        for name in settings["acquisitions"]
+    )
+    total = len(settings["acquisitions"]) * len(settings["seeds"])
+    return (
+        f"compressbo: {len(runs)} of {total} runs finished and are saved in {out_dir / RUNS_FILE} "
+        f"(seeds per acquisition: {per_acquisition}); continue with the same flags: "
+        f"compressbo compare ... --out {shlex.quote(str(out_dir))} --resume"
+    )
+
+
+def _init_worker(problem: ProblemSource, ticks: Any) -> None:
+    global _WORKER_PROBLEM, _WORKER_SETUP_SECONDS, _WORKER_TICKS
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    _WORKER_PROBLEM = _build(problem)
+    _WORKER_SETUP_SECONDS = time.perf_counter() - started
+    _WORKER_TICKS = ticks
+
+
+def _run_in_worker(acquisition: str, seed: int, kwargs: dict[str, Any]) -> dict[str, Any]:
+    run = run_one(
+        _WORKER_PROBLEM, acquisition, seed, on_step=lambda: _WORKER_TICKS.put(1), **kwargs
+    )
+    return {**run, "setup_seconds": _WORKER_SETUP_SECONDS}
+
+
+def _drain(ticks: Any, bar: tqdm) -> None:
+    count = 0
+    while True:
+        try:
+            count += ticks.get_nowait()
+        except queue.Empty:
+            break
+    if count:
+        bar.update(count)
+
+
+def _build(problem: ProblemSource) -> Problem | ProblemFamily:
+    if isinstance(problem, (Problem, ProblemFamily)):
+        return problem
+    return problem()
+
+
+def _recommendation(recommendation: Any, problem: Problem, scored: bool) -> dict[str, Any]:
+    x = recommendation.x
+    return {"recommended_x": x.tolist(), "score": problem.score(x) if scored else None}
+
+
+def _distinct(caught: list[warnings.WarningMessage]) -> list[str]:
+    """Distinct ``Category: first line`` of the warnings a step raised (GP fit, L-BFGS-B)."""
+    messages = (f"{w.category.__name__}: {str(w.message).splitlines()[0]}" for w in caught)
+    return list(dict.fromkeys(messages))
+
+
+def _finite_or_none(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if value == value and abs(value) != float("inf") else None
+
+

@@ -1,0 +1,108 @@
+"""Compression objectives as comparison problems: noisy subsample evaluations, full-set scores.
+
+:class:`CompressionProblem` wraps the pieces of ``compressbo compress`` (spec, weights, data,
+:class:`~compressbo.compression.compressor.Compressor`, :class:`~compressbo.compression.objective.CompressionObjective`)
+as a :class:`~compressbo.experiments.problems.Problem`:
+
+- ``evaluate(theta, generator)`` is one objective evaluation on a fresh random subsample of
+  ``m`` validation examples; the subsample is drawn from ``generator`` (seeded by the run's
+  seed), so every acquisition run with a seed sees the same sequence of subsamples.
+- ``score(theta)`` is the objective on the *whole* validation set (``ratio + gamma * error``,
+  or ``ratio + gamma * distance`` for ``objective="distill"``), so subsample noise never
+  flatters a method. It is deterministic and memoized per rank vector: a recommendation that
+  does not change costs nothing to score again.
+
+Building the problem loads everything once per process: FC3's first-use training and the
+per-layer factors go to the disk caches (:func:`compressbo.compression.training.pretrained_fc3_weights`,
+:class:`compressbo.compression.lowrank.FactorCache`), so the parent of a comparison builds it first and
+its worker processes then only read the caches.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import torch
+from torch import Tensor
+
+from compressbo.app.job import CompressConfig, CompressionSetup, samples_range
+from compressbo.exceptions import UserInputError
+
+__all__ = ["CompressionProblem"]
+
+
+# the CompressConfig fields that define the objective; where the data lives, the device and
+# the batch size may change between the runs of one comparison
+PROBLEM_SETTINGS = ("model", "weights", "data", "samples", "gamma", "objective", "amp", "bounds", "scheme", "method")
+
+
+class CompressionProblem:
+    """Minimize ``ratio + gamma * error`` of a network's low-rank compression.
+
+    Example:
+        >>> problem = CompressionProblem(CompressConfig(model="fc3", samples=100))
+        >>> y, yvar = problem.evaluate(problem.bounds.mean(0), torch.Generator().manual_seed(0))
+        >>> problem.metrics(problem.bounds[1])["ratio"] <= 1.0
+        True
+
+    Args:
+        config: The settings of ``compressbo compress`` that define the objective (model,
+            weights, data, samples, gamma, objective, device, batch size, amp, bounds,
+            scheme, method); the search settings (acq, iterations, seed, ...) are ignored.
+            ``samples`` must be one size ``m`` (no ``START:END`` schedule).
+
+    Attributes:
+        setup: The loaded :class:`~compressbo.app.job.CompressionSetup`.
+        setup_seconds: Wall time the constructor took (loading, training or reading caches).
+    """
+
+    def __init__(self, config: CompressConfig) -> None:
+        started = time.perf_counter()
+        first, last = samples_range(config.samples)
+        if first != last:
+            raise UserInputError(
+                f"compare needs one subsample size, not --samples {config.samples}; give --samples M"
+            )
+        self.config = config
+        self.setup = CompressionSetup.load(config)
+        self.objective = self.setup.objective(first)
+        self.name = self.setup.spec.name
+        self.dim = self.setup.compressor.dim
+        self.bounds = self.setup.bounds.to(torch.float64)
+        self.optimal_value: float | None = None
+        measure = "distance" if config.objective == "distill" else "error"
+        self.score_label = f"full-set ratio + {config.gamma:g} * {measure}"
+        self.settings = json.loads(json.dumps({name: getattr(config, name) for name in PROBLEM_SETTINGS}))
+        self._metrics: dict[str, dict[str, float]] = {}
+        self.setup_seconds = time.perf_counter() - started
+
+    def __repr__(self) -> str:
+        return f"CompressionProblem({self.config.model!r}, samples={self.config.samples})"
+
+    def evaluate(self, x: Tensor, generator: torch.Generator) -> tuple[float, float]:
+        """One evaluation of ``theta = x`` (shape ``d``) on a fresh subsample.
+
+        Args:
+            x: ``d`` per-layer parameters inside ``bounds``.
+            generator: Draws the subsample's seed (one ``randint`` per call).
+
+        Returns:
+            ``(ratio + gamma * error, gamma^2 * var(error))`` on the subsample.
+        """
+        seed = int(torch.randint(2**62, (), generator=generator))
+        self.setup.evaluator.load_state_dict({"seed": seed, "draws": 0})
+        observation = self.objective(x)
+        return observation.y, observation.yvar
+
+    def metrics(self, x: Tensor) -> dict[str, float]:
+        """Whole-validation-set ``ratio``, ``error`` (and ``distance``) and ``score`` of ``x``."""
+        key = json.dumps(self.setup.compressor.ranks(x))
+        if key not in self._metrics:
+            full = self.objective.full_metrics(x)
+            self._metrics[key] = {name: full[name] for name in ("ratio", "error", "distance", "score") if name in full}
+        return dict(self._metrics[key])
+
+    def score(self, x: Tensor) -> float:
+        """The objective of ``x`` (shape ``d``) on the whole validation set."""
+        return self.metrics(x)["score"]

@@ -1,0 +1,369 @@
+"""End-to-end tests of ``compressbo compress``: artifacts, resume, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from compressbo.app.cli import main
+from compressbo.compression.export import load_compressed
+
+FAST = ["--num-restarts", "2", "--raw-samples", "32", "--samples", "100", "--quiet"]
+
+
+@pytest.fixture
+def env(fc3_cache, monkeypatch, tmp_path):
+    monkeypatch.setenv("COMPRESSBO_CACHE", str(fc3_cache))
+    return tmp_path
+
+
+def _history(directory):
+    return [json.loads(line) for line in (directory / "history.jsonl").read_text().splitlines()]
+
+
+def test_compress_writes_every_artifact(env):
+    out = env / "run"
+    assert main(["compress", "--init", "4", "--iterations", "2", "--out", str(out), *FAST]) == 0
+    for name in ("config.json", "history.jsonl", "optimizer_state.json", "best.json", "convergence.png",
+                 "pareto.png", "report.md"):
+        assert (out / name).is_file(), name
+    history = _history(out)
+    assert [r["iteration"] for r in history] == list(range(6))
+    assert [r["phase"] for r in history] == ["init"] * 4 + ["bo"] * 2
+    for record in history:
+        assert record["yvar"] > 0 and record["m"] == 100
+        assert record["y"] == pytest.approx(record["ratio"] + record["error"])
+        assert record["seconds_compress"] >= 0 and record["seconds_evaluate"] > 0 and record["seconds_bo"] >= 0
+        assert len(record["theta"]) == len(record["ranks"]) == 3
+    assert all(r["acquisition_value"] is not None for r in history[4:])
+
+    config = json.loads((out / "config.json").read_text())
+    assert config["settings"]["acq"] == "cei" and config["versions"]["botorch"]
+
+    best = json.loads((out / "best.json").read_text())
+    assert best["samples"] == 540  # the whole digits validation split
+    assert 0 < best["ratio"] <= 1.2 and 0 <= best["error"] <= 1
+    assert best["score"] == pytest.approx(best["ratio"] + best["error"])
+    assert [layer["name"] for layer in best["layers"]] == ["fc1", "fc2", "fc3"]
+    assert best["refinement"] is None  # SVD factors are already optimal: nothing to refine
+    assert "| fc2 | svd |" in (out / "report.md").read_text()
+
+    # The exported model is the recommended compressed network, loadable without the job.
+    model = load_compressed(out / "model")
+    assert [model.fc1[0].out_features, model.fc2[0].out_features, model.fc3[0].out_features] == best["ranks"]
+    assert model(torch.randn(4, 1, 28, 28)).shape == (4, 10)
+
+    # `compressbo report` regenerates the artifacts from the files alone, identically.
+    report = (out / "report.md").read_text()
+    for name in ("report.md", "convergence.png", "pareto.png"):
+        (out / name).unlink()
+    history_before = (out / "history.jsonl").read_text()
+    assert main(["report", str(out)]) == 0
+    assert (out / "report.md").read_text() == report
+    assert (out / "convergence.png").stat().st_size > 0 and (out / "pareto.png").stat().st_size > 0
+    assert (out / "history.jsonl").read_text() == history_before
+
+
+def test_report_on_an_unfinished_run_says_how_to_finish_it(env, monkeypatch, capsys):
+    out = env / "run"
+    _interrupt_after(monkeypatch, 2)
+    assert main(["compress", "--init", "3", "--iterations", "1", *FAST, "--out", str(out)]) == 130
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        main(["report", str(out)])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "has not finished" in err and f"--resume {out}" in err
+
+
+def _interrupt_after(monkeypatch, calls):
+    """Make the objective raise KeyboardInterrupt (Ctrl-C) at its ``calls + 1``-th call."""
+    from compressbo.compression.objective import CompressionObjective
+
+    original = CompressionObjective.__call__
+    count = {"n": 0}
+
+    def interrupted(self, theta, m=None):
+        if count["n"] == calls:
+            raise KeyboardInterrupt
+        count["n"] += 1
+        return original(self, theta, m)
+
+    monkeypatch.setattr(CompressionObjective, "__call__", interrupted)
+    return original
+
+
+def test_interrupted_run_resumes_to_the_same_history(env, monkeypatch, capsys):
+    args = ["compress", "--init", "4", "--iterations", "3", *FAST]
+    assert main([*args, "--out", str(env / "straight")]) == 0
+    straight = _history(env / "straight")
+
+    original = _interrupt_after(monkeypatch, 5)
+    assert main([*args, "--out", str(env / "cut")]) == 130
+    assert "--resume" in capsys.readouterr().err
+    prefix = (env / "cut" / "history.jsonl").read_text()
+    assert len(prefix.splitlines()) == 5
+    assert not (env / "cut" / "best.json").exists()
+
+    from compressbo.compression.objective import CompressionObjective
+
+    monkeypatch.setattr(CompressionObjective, "__call__", original)
+    assert main(["compress", "--resume", str(env / "cut"), "--quiet"]) == 0
+    resumed = _history(env / "cut")
+    assert (env / "cut" / "history.jsonl").read_text().startswith(prefix)
+    assert len(resumed) == len(straight) == 7
+    for a, b in zip(resumed, straight):  # nothing lost, nothing repeated, same subsamples
+        assert a["theta"] == pytest.approx(b["theta"]) and a["y"] == pytest.approx(b["y"])
+    assert (env / "cut" / "best.json").is_file()
+
+
+def test_resume_after_a_crash_between_history_and_state(env):
+    """The history is the truth: evaluations the saved state missed are told again."""
+    out = env / "run"
+    assert main(["compress", "--init", "3", "--iterations", "0", *FAST, "--out", str(out)]) == 0
+    state = json.loads((out / "optimizer_state.json").read_text())
+    state["optimizer"].update(X=state["optimizer"]["X"][:1], Y=state["optimizer"]["Y"][:1],
+                              Yvar=state["optimizer"]["Yvar"][:1])
+    (out / "optimizer_state.json").write_text(json.dumps(state))
+    config = json.loads((out / "config.json").read_text())
+    config["settings"]["iterations"] = 2  # a longer budget, so the resumed run has work to do
+    (out / "config.json").write_text(json.dumps(config))
+    assert main(["compress", "--resume", str(out), "--quiet"]) == 0
+    history = _history(out)
+    assert [r["iteration"] for r in history] == list(range(5))
+    thetas = [tuple(r["theta"]) for r in history]
+    assert len(set(thetas)) == len(thetas)
+    final = json.loads((out / "optimizer_state.json").read_text())["optimizer"]
+    assert final["pending"] == []
+    assert final["X"] == [r["theta"] for r in history]  # nothing dropped, nothing told twice
+    assert final["Y"] == [r["y"] for r in history] and final["Yvar"] == [r["yvar"] for r in history]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--model", "nonet"], "no network spec named 'nonet'"),
+        (["--acq", "foo"], "unknown acquisition 'foo'"),
+        (["--bounds", "0", "0.5"], "0 < lo < hi <= 1"),
+        (["--bounds", "0.2", "1.5"], "0 < lo < hi <= 1"),
+        (["--samples", "100000"], "--samples 100000 asks for more than the 540 validation examples"),
+        (["--samples", "100:"], "START:END"),
+        (["--samples", " 100"], "START:END"),
+        (["--seed", "-1"], "--seed must be an integer in 0..2^63-1"),
+        (["--acq", "ucb", "--kappa", "0.001"], "--kappa does not apply to ucb"),
+        (["--objective", "distill", "--samples", "1:100"], "distill needs --samples of at least 2"),
+        (["--weights", "missing.pth"], "does not exist"),
+        (["--data", "mnist", "--data-dir", "nowhere"], "nowhere"),
+        (["--objective", "mse"], "unknown objective"),
+        (["--acq", "erm"], "--known-optimum VALUE"),
+        (["--acq", "cei", "--known-optimum", "0.05"], "--known-optimum applies to erm and cbm"),
+        (["--samples", "10:x"], "START:END"),
+        (["--samples", "10:1000"], "--samples 10:1000 asks for more than the 540"),
+        (["--resume", "nowhere-run"], "no config.json"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(env, capsys, argv, message):
+    with pytest.raises(SystemExit) as info:
+        main(["compress", "--out", str(env / "run"), *argv] if argv[0] != "--resume" else ["compress", *argv])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("compressbo: error:") and "\n" not in err and message in err
+    assert "Traceback" not in err
+    assert not (env / "run").exists()  # a failed set-up leaves --out free
+
+
+def test_unwritable_out_exits_2(env, capsys):
+    (env / "file").write_text("x")
+    with pytest.raises(SystemExit) as info:
+        main(["compress", "--out", str(env / "file" / "run"), *FAST])
+    assert info.value.code == 2
+    assert "writable --out" in capsys.readouterr().err
+
+
+def test_resume_refuses_new_settings(env, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["compress", "--resume", str(env), "--acq", "ei", "--iterations", "9"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "drop --acq" in err and "--iterations" not in err.split("drop")[1]
+
+
+def test_resume_with_more_iterations_extends_a_finished_run(env, capsys):
+    out = env / "run"
+    assert main(["compress", "--init", "3", "--iterations", "1", *FAST, "--out", str(out)]) == 0
+    before = (out / "history.jsonl").read_text()
+    assert main(["compress", "--resume", str(out), "--iterations", "3", "--quiet"]) == 0
+    after = (out / "history.jsonl").read_text()
+    assert after.startswith(before) and len(_history(out)) == 3 + 3
+    assert json.loads((out / "config.json").read_text())["settings"]["iterations"] == 3
+    assert json.loads((out / "best.json").read_text())["evaluations"] == 6
+    with pytest.raises(SystemExit) as info:
+        main(["compress", "--resume", str(out), "--iterations", "2"])
+    assert info.value.code == 2 and "can only be extended" in capsys.readouterr().err
+    lines = after.splitlines(keepends=True)
+    (out / "history.jsonl").write_text("".join([lines[1], lines[0], *lines[2:]]))  # damaged
+    config = (out / "config.json").read_text()
+    with pytest.raises(SystemExit) as info:
+        main(["compress", "--resume", str(out), "--iterations", "9"])
+    assert info.value.code == 2 and (out / "config.json").read_text() == config  # refused, nothing rewritten
+
+
+def test_resume_may_change_device_and_batch_size_but_nothing_else(env, monkeypatch, capsys):
+    out = env / "run"
+    original = _interrupt_after(monkeypatch, 3)
+    assert main(["compress", "--init", "3", "--iterations", "2", *FAST, "--out", str(out)]) == 130
+    from compressbo.compression.objective import CompressionObjective
+
+    monkeypatch.setattr(CompressionObjective, "__call__", original)
+    capsys.readouterr()
+    assert main(["compress", "--resume", str(out), "--device", "cpu", "--batch-size", "7", "--quiet"]) == 0
+    settings = json.loads((out / "config.json").read_text())["settings"]
+    assert (settings["device"], settings["batch_size"], settings["iterations"]) == ("cpu", 7, 2)
+    assert len(_history(out)) == 5
+    with pytest.raises(SystemExit) as info:
+        main(["compress", "--resume", str(out), "--gamma", "2"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "only --iterations, --device and --batch-size may change" in err
+
+
+def _jpeg_folder(root, classes=("n01440764", "n01443537"), per_class=3):
+    from PIL import Image
+
+    generator = torch.Generator().manual_seed(0)
+    for wnid in classes:
+        (root / "val" / wnid).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = torch.randint(0, 256, (48, 64, 3), generator=generator, dtype=torch.uint8).numpy()
+            Image.fromarray(pixels).save(root / "val" / wnid / f"ILSVRC2012_val_{i:08d}.JPEG")
+    return root
+
+
+@pytest.mark.parametrize("model", ["vgg16", "resnet50"])
+def test_imagenet_specs_compress_a_tiny_folder_with_random_weights(env, caplog, model):
+    torch.manual_seed(0)
+    data = _jpeg_folder(env / "imagenet")
+    out = env / "run"
+    argv = ["compress", "--model", model, "--weights", "random", "--data-dir", str(data), "--init", "2",
+            "--iterations", "1", "--samples", "4", "--batch-size", "3", "--num-restarts", "2",
+            "--raw-samples", "16", "--out", str(out)]
+    with caplog.at_level("WARNING"):
+        assert main(argv) == 0
+    assert "accuracy is meaningless" in caplog.text
+    history = _history(out)
+    assert len(history) == 3 and all(r["m"] == 4 for r in history)
+    best = json.loads((out / "best.json").read_text())
+    assert best["samples"] == 6 and len(best["layers"]) == {"vgg16": 13, "resnet50": 16}[model]
+    assert all(layer["method"] == "tucker2" and len(layer["ranks"]) == 2 for layer in best["layers"])
+    assert 0 < best["flops_ratio"] < 1.5 and 0 < best["model_ratio"] <= 1.2
+    refinement = best["refinement"]  # HOOI on the Tucker-2 layers, kept only if the full set agrees
+    assert refinement["method"] == "hooi" and refinement["kept"] == (refinement["score_after"] < refinement["score_before"])
+    assert best["score"] == min(refinement["score_before"], refinement["score_after"])
+    assert "refined by HOOI" in (out / "report.md").read_text()
+
+
+def test_samples_schedule_grows_m_and_each_observation_keeps_its_variance(env):
+    out = env / "run"
+    argv = ["compress", "--init", "3", "--iterations", "1", *FAST, "--samples", "50:110", "--out", str(out)]
+    assert main(argv) == 0
+    history = _history(out)
+    assert [r["m"] for r in history] == [50, 70, 90, 110]
+    for record in history:
+        p = (record["error"] * record["m"] + 1) / (record["m"] + 2)
+        assert record["yvar"] == pytest.approx(p * (1 - p) / record["m"])
+
+
+def test_known_optimum_acquisitions_run_with_a_given_optimum(env):
+    out = env / "run"
+    argv = ["compress", "--acq", "cbm", "--known-optimum", "0.05", "--init", "3", "--iterations", "1", *FAST,
+            "--out", str(out)]
+    assert main(argv) == 0
+    history = _history(out)
+    assert history[-1]["phase"] == "bo" and history[-1]["acquisition_value"] <= 0  # negated CBM
+
+
+def test_a_known_optimum_above_the_observations_is_warned_about_once(env, caplog):
+    argv = ["compress", "--acq", "erm", "--known-optimum", "100", "--init", "3", "--iterations", "1", *FAST,
+            "--out", str(env / "run")]
+    assert main(argv) == 0
+    warned = [r for r in caplog.records if "--known-optimum 100 is above the observed objective" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].levelname == "WARNING"
+
+
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGKILL"])
+def test_a_real_interrupt_or_kill_resumes_with_no_evaluation_lost_or_repeated(env, signal_name):
+    """The console script, stopped by Ctrl-C or killed mid-run, then resumed."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = env / "run"
+    argv = [sys.executable, "-m", "compressbo.app.cli", "compress", "--init", "4", "--iterations", "4", *FAST,
+            "--out", str(out)]
+    one_thread = {**os.environ, "OMP_NUM_THREADS": "1"}  # and COMPRESSBO_CACHE from the fixture
+    process = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=one_thread)
+    history = out / "history.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not history.exists() or len(history.read_text().splitlines()) < 5):
+        time.sleep(0.05)
+    process.send_signal(getattr(signal, signal_name))
+    _, err = process.communicate(timeout=60)
+    if signal_name == "SIGINT":
+        assert process.returncode == 130 and f"--resume {out}" in err and "Traceback" not in err
+    else:
+        assert process.returncode == -signal.SIGKILL
+    prefix = history.read_text()
+    assert 5 <= len(prefix.splitlines()) < 8
+
+    assert main(["compress", "--resume", str(out), "--quiet"]) == 0
+    records = _history(out)
+    assert history.read_text().startswith(prefix)
+    assert [r["iteration"] for r in records] == list(range(8))
+    assert len({tuple(r["theta"]) for r in records}) == 8
+
+
+def test_kappa_stops_before_evaluating_the_proposal_and_resume_agrees(env):
+    """The paper's rule: the first proposal whose maximized CEI is below kappa is not evaluated,
+    and a run killed right after that ask resumes to the same history."""
+    args = ["compress", "--init", "4", "--iterations", "6", *FAST]
+    assert main([*args, "--out", str(env / "probe")]) == 0
+    values = [r["acquisition_value"] for r in _history(env / "probe")[4:]]
+    kappa = max(values) * 1.0001  # the first BO proposal already falls below it
+    assert main([*args, "--kappa", str(kappa), "--out", str(env / "straight")]) == 0
+    straight = _history(env / "straight")
+    best = json.loads((env / "straight" / "best.json").read_text())
+    assert len(straight) == 4 and best["stopped_by_kappa"] and best["evaluations"] == 4
+
+    # a kill right after that ask: the state holds the below-kappa proposal as pending
+    out = env / "cut"
+    assert main([*args, "--kappa", str(kappa), "--init", "4", "--iterations", "0", "--out", str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    config["settings"]["iterations"] = 6
+    (out / "config.json").write_text(json.dumps(config))
+    (out / "best.json").unlink()
+    assert main(["compress", "--resume", str(out), "--quiet"]) == 0
+    assert len(_history(out)) == 4 and json.loads((out / "best.json").read_text())["stopped_by_kappa"]
+
+
+def test_damaged_run_directory_is_a_one_line_error(env, capsys):
+    out = env / "run"
+    assert main(["compress", "--init", "3", "--iterations", "0", *FAST, "--out", str(out)]) == 0
+    (out / "optimizer_state.json").write_text("{not json")
+    with pytest.raises(SystemExit) as info:
+        main(["compress", "--resume", str(out)])
+    assert info.value.code == 2 and "damaged" in capsys.readouterr().err
+
+
+def test_resume_refuses_a_state_that_is_not_the_historys(env, capsys):
+    first, second = env / "first", env / "second"
+    for out, seed in ((first, "0"), (second, "1")):
+        assert main(["compress", "--init", "3", "--iterations", "0", *FAST, "--seed", seed, "--out", str(out)]) == 0
+    history = (first / "history.jsonl").read_text()
+    (first / "optimizer_state.json").write_text((second / "optimizer_state.json").read_text())
+    with pytest.raises(SystemExit) as info:
+        main(["compress", "--resume", str(first), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 2 and "\n" not in err and "not the first ones of history.jsonl" in err
+    assert (first / "history.jsonl").read_text() == history  # nothing lost, nothing appended
