@@ -12,6 +12,7 @@ Hierarchy::
      +-- UserInputError (also a ValueError: bad input from the user or the caller)
           +-- SettingError     a setting out of range or inconsistent with another
           +-- SpecError        a network spec (TOML) that cannot be used
+          |    +-- SpecNotFoundError  no spec of that name or path
           +-- WeightsError     a weights or checkpoint file, or a weights name
           +-- DataError        a dataset: missing files, a wrong layout, unreadable images
           +-- RunDirError      a run or comparison directory: missing, damaged, locked
@@ -39,6 +40,7 @@ __all__ = [
     "RunDirError",
     "SettingError",
     "SpecError",
+    "SpecNotFoundError",
     "UntrustedCodeError",
     "UserInputError",
     "WeightsError",
@@ -73,6 +75,10 @@ class SettingError(UserInputError):
 
 class SpecError(UserInputError):
     """A network spec that cannot be read or used (unknown name, bad key, bad layer)."""
+
+
+class SpecNotFoundError(SpecError):
+    """A spec name that is neither a spec in the models folders nor a file."""
 
 
 class WeightsError(UserInputError):

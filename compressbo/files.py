@@ -9,7 +9,7 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
-from compressbo.exceptions import UserInputError
+from compressbo.exceptions import RunDirError
 
 __all__ = ["atomic_write", "check_output_directory", "user_cache_dir", "write_json_atomic"]
 
@@ -88,19 +88,19 @@ def check_output_directory(
             non-empty directory holding none of ``keep``.
     """
     if not str(path).strip():
-        raise UserInputError(f"{flag} must name a directory; give a path such as {flag} results")
+        raise RunDirError(f"{flag} must name a directory; give a path such as {flag} results")
     directory = Path(path)
     if directory.exists() and not directory.is_dir():
-        raise UserInputError(f"{flag} {directory} is a file, not a directory; choose a new or empty directory")
+        raise RunDirError(f"{flag} {directory} is a file, not a directory; choose a new or empty directory")
     if directory.is_dir() and not any((directory / name).exists() for name in keep):
         try:
             holds_files = any(directory.iterdir())
         except OSError as err:
-            raise UserInputError(
+            raise RunDirError(
                 f"cannot read {flag} {directory} ({err.strerror or type(err).__name__}); choose a readable directory"
             ) from None
         if holds_files:
-            raise UserInputError(
+            raise RunDirError(
                 f"{flag} {directory} exists and holds other files, not a compressbo {kind}; "
                 "choose a new or empty directory"
             )

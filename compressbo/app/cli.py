@@ -9,15 +9,17 @@ Bad input (a ``UserInputError`` or an argparse error) prints one line
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+import re
 import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from compressbo import __version__
-from compressbo.exceptions import ReportedInterrupt, UserInputError
+from compressbo.exceptions import CompressboError, ReportedInterrupt, SettingError, SpecNotFoundError, UserInputError
 
 PROG = "compressbo"
 # BoTorch's import triggers this torch deprecation; it is noise to a command-line user.
@@ -31,37 +33,30 @@ class _ArgumentParser(argparse.ArgumentParser):
         _fail(message)
 
 
-_COMPRESS_SETTINGS: dict[str, dict] = {
-    # flag: argparse keywords; every default is CompressConfig's (None: not given)
-    "model": {"type": str, "help": "spec name in models/ or a spec .toml path (fc3)"},
-    "weights": {"type": str, "help": "'random', a torchvision weights name (IMAGENET1K_V1) or a .pth state dict (spec default)"},
-    "data": {"type": str, "help": "dataset: digits, mnist or imagenet (spec default)"},
-    "data_dir": {"type": str, "help": "directory of the MNIST IDX files or of the ImageNet root (holding val/)"},
-    "acq": {"type": str, "help": "acquisition function (cei)"},
-    "iterations": {"type": int, "help": "BO iterations after the initial design (30)"},
-    "init": {"type": int, "help": "initial Sobol points (max(5, 2d))"},
-    "samples": {"type": lambda text: int(text) if text.isdigit() else text, "help": "validation examples per evaluation, m (200); START:END grows m linearly over the run"},
-    "gamma": {"type": float, "help": "weight of the error in ratio + gamma * error (1.0)"},
-    "objective": {"type": str, "help": "error or distill (error)"},
-    "kappa": {"type": float, "help": "stop once the maximized acquisition value is below kappa, in objective units (log acquisitions compare log kappa; never)"},
-    "known_optimum": {"type": float, "help": "f*, a lower bound of the objective you believe is attained: needed by erm and cbm"},
-    "seed": {"type": int, "help": "seed of the search and of the subsamples (0)"},
-    "device": {"type": str, "help": "auto, cpu, cuda or cuda:N (auto)"},
-    "batch_size": {"type": int, "help": "evaluation batch size (512 on a CPU, 1024 on a GPU)"},
-    "scheme": {"type": str, "help": "rank scheme: params (theta = fraction of parameters kept) or plain (spec default)"},
-    "method": {"type": str, "help": "conv factorization for all layers: tucker2 or vh (spec default)"},
-    "num_restarts": {"type": int, "help": "L-BFGS-B restarts of the acquisition maximization (10)"},
-    "raw_samples": {"type": int, "help": "raw samples seeding the restarts (512)"},
-    "bounds": {"nargs": 2, "type": float, "metavar": ("LO", "HI"), "help": "theta box of every layer, 0 < LO < HI <= 1 (spec default)"},
-    "amp": {"action": "store_true", "default": None, "help": "evaluate under autocast"},
-    "download": {"action": "store_true", "default": None, "help": "allow downloading MNIST into --data-dir"},
-}
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _config_fields() -> dict[str, Any]:
+    """Every ``compress`` setting's dataclass field, by name (the one definition of each flag)."""
+    from compressbo.app.config import CompressConfig
+
+    return {f.name: f for f in dataclasses.fields(CompressConfig)}
 
 
 def _add_settings(parser: argparse.ArgumentParser | argparse._ArgumentGroup, names: Sequence[str]) -> None:
-    """Add the ``compress`` setting flags ``names`` (shared with ``compare``)."""
+    """Add the flags of the config settings ``names``, from their fields' metadata.
+
+    Every default is ``None`` (not given), so a run's own settings or the config's
+    defaults apply, and ``--resume`` can tell which flags were given.
+    """
+    fields = _config_fields()
     for name in names:
-        parser.add_argument("--" + name.replace("_", "-"), dest=name, **_COMPRESS_SETTINGS[name])
+        metadata = fields[name].metadata
+        kwargs = {"type": str, **metadata["cli"]}
+        if kwargs.get("action") == "store_true":
+            kwargs.pop("type")
+        parser.add_argument(_flag(name), dest=name, default=None, help=metadata["help"], **kwargs)
 
 
 def _add_compress_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -71,7 +66,7 @@ def _add_compress_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Compress a network by low-rank factorization, choosing each layer's rank "
         "by Bayesian optimization of ratio + gamma * error on random validation subsamples.",
     )
-    _add_settings(parser, list(_COMPRESS_SETTINGS))
+    _add_settings(parser, list(_config_fields()))
     parser.add_argument("--out", help="new run directory (runs/<model>-<acq>-<time>)")
     parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR with its own settings; --iterations extends it, --device and --batch-size may change")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or messages")
@@ -80,18 +75,20 @@ def _add_compress_parser(subparsers: argparse._SubParsersAction) -> None:
 def _run_compress(args: argparse.Namespace) -> int:
     import logging
 
-    from compressbo.app.job import RESUME_OVERRIDES, CompressConfig, default_out, resume, start
+    from compressbo.app.config import CompressConfig
+    from compressbo.app.job import RESUME_OVERRIDES, default_out, resume, start
 
     logging.basicConfig(format=f"{PROG}: %(message)s", level=logging.ERROR if args.quiet else logging.INFO)
-    settings = {name: getattr(args, name) for name in _COMPRESS_SETTINGS}
+    settings = {name: getattr(args, name) for name in _config_fields()}
     given = {name: value for name, value in settings.items() if value is not None}
     if args.resume is not None:
         fixed = [name for name in given if name not in RESUME_OVERRIDES]
         if fixed or args.out is not None:
-            flags = ", ".join("--" + name.replace("_", "-") for name in [*fixed, *(["out"] if args.out else [])])
-            raise UserInputError(
-                f"--resume continues with the settings in {args.resume}/config.json (only --iterations, "
-                f"--device and --batch-size may change); drop {flags}"
+            flags = ", ".join(_flag(name) for name in [*fixed, *(["out"] if args.out else [])])
+            changeable = ", ".join(_flag(name) for name in RESUME_OVERRIDES[:-1]) + f" and {_flag(RESUME_OVERRIDES[-1])}"
+            raise SettingError(
+                f"--resume continues with the settings in {args.resume}/config.json (only {changeable} "
+                f"may change); drop {flags}"
             )
         out = args.resume
     else:
@@ -119,10 +116,14 @@ def _run_compress(args: argparse.Namespace) -> int:
     return 0
 
 
-# ``compress`` flags that define a compression problem for ``compare`` (the same definitions).
-_PROBLEM_SETTINGS = ("weights", "data", "data_dir", "samples", "gamma", "objective", "device",
-                     "batch_size", "scheme", "method")
-_OPTIMIZER_SETTINGS = ("num_restarts", "raw_samples")
+def _compression_problem_settings() -> tuple[str, ...]:
+    """``compress``'s problem and runtime settings, which ``compare`` takes for compression problems."""
+    from compressbo.compression.config import ProblemConfig, RuntimeConfig
+
+    return tuple(f.name for cls in (ProblemConfig, RuntimeConfig) for f in dataclasses.fields(cls) if f.name != "model")
+
+
+_OPTIMIZER_SETTINGS = ("num_restarts", "raw_samples")  # the search settings compare passes on
 
 
 def _add_compare_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -152,7 +153,7 @@ def _add_compare_parser(subparsers: argparse._SubParsersAction) -> None:
     _add_settings(parser, ["known_optimum"])  # synthetic problems and GP samples know their own
     _add_settings(
         parser.add_argument_group("compression problems (as for compress)"),
-        [*_PROBLEM_SETTINGS, *_OPTIMIZER_SETTINGS, "bounds", "amp"],
+        [*_compression_problem_settings(), *_OPTIMIZER_SETTINGS],
     )
     gp_group = parser.add_argument_group("gpsample")
     gp_group.add_argument("--lengthscale", type=float, default=0.2, help="prior lengthscale on [0, 1]^d (0.2)")
@@ -169,43 +170,48 @@ def _compare_problem(args: argparse.Namespace):
 
     from compressbo.experiments.problems import GPSampleFamily, is_synthetic, make_problem
 
-    compression_flags = [name for name in (*_PROBLEM_SETTINGS, "bounds", "amp") if getattr(args, name) is not None]
+    compression_flags = [name for name in _compression_problem_settings() if getattr(args, name) is not None]
     if is_synthetic(args.problem) or args.problem == "gpsample":
         if compression_flags:
-            flags = ", ".join("--" + name.replace("_", "-") for name in compression_flags)
-            raise UserInputError(f"{flags} apply only to compression problems, not {args.problem!r}; drop them")
+            flags = ", ".join(_flag(name) for name in compression_flags)
+            raise SettingError(f"{flags} apply only to compression problems, not {args.problem!r}; drop them")
         if args.problem == "gpsample":
             return GPSampleFamily(2 if args.dim is None else args.dim, args.lengthscale, args.outputscale, args.noise_std)
         return make_problem(args.problem, args.dim)
-    from compressbo.app.job import CompressConfig
-    from compressbo.experiments.compression_problem import CompressionProblem
+    from compressbo.compression.config import ProblemConfig, RuntimeConfig
     from compressbo.compression.spec import load_spec
+    from compressbo.experiments.compression_problem import CompressionProblem
 
     if args.dim is not None:
-        raise UserInputError(f"--dim does not apply to the compression problem {args.problem!r} (one theta per layer); drop it")
+        raise SettingError(f"--dim does not apply to the compression problem {args.problem!r} (one theta per layer); drop it")
     try:
         load_spec(args.problem)  # an unknown name fails here, before anything is loaded
-    except UserInputError as error:
-        if str(error).startswith("no network spec named"):
-            from compressbo.compression.spec import available_specs
-            from compressbo.experiments.problems import PROBLEM_NAMES
+    except SpecNotFoundError:
+        from compressbo.compression.spec import available_specs
+        from compressbo.experiments.problems import PROBLEM_NAMES
 
-            raise UserInputError(
-                f"unknown problem {args.problem!r}; choose one of {', '.join(PROBLEM_NAMES)} "
-                f"(optionally with a dimension, e.g. hartmann3), gpsample, or a compression "
-                f"spec ({', '.join(available_specs())}) or spec .toml path"
-            ) from None
-        raise
-    config = CompressConfig(model=args.problem, **{name: getattr(args, name) for name in compression_flags})
-    config.validate()
-    return functools.partial(CompressionProblem, config)
+        raise SettingError(
+            f"unknown problem {args.problem!r}; choose one of {', '.join(PROBLEM_NAMES)} "
+            f"(optionally with a dimension, e.g. hartmann3), gpsample, or a compression "
+            f"spec ({', '.join(available_specs())}) or spec .toml path"
+        ) from None
+    given = {name: getattr(args, name) for name in compression_flags}
+    problem = ProblemConfig(model=args.problem, **{k: v for k, v in given.items() if k in _field_names(ProblemConfig)})
+    runtime = RuntimeConfig(**{k: v for k, v in given.items() if k in _field_names(RuntimeConfig)})
+    problem.validate()
+    runtime.validate()
+    return functools.partial(CompressionProblem, problem, runtime)
+
+
+def _field_names(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
 
 
 def _run_compare(args: argparse.Namespace) -> int:
     from compressbo.experiments.compare import run_comparison
 
     if args.score_every < 1:
-        raise UserInputError(f"--score-every must be at least 1, not {args.score_every}")
+        raise SettingError(f"--score-every must be at least 1, not {args.score_every}")
     options = {name: getattr(args, name) for name in _OPTIMIZER_SETTINGS if getattr(args, name) is not None}
     run_comparison(
         _compare_problem(args),
@@ -247,10 +253,10 @@ def _run_report(args: argparse.Namespace) -> int:
     except UserInputError:
         raise
     except OSError as err:
-        raise UserInputError(f"cannot write the report into {args.directory} ({err.strerror or err}); check its permissions") from None
+        raise SettingError(f"cannot write the report into {args.directory} ({err.strerror or err}); check its permissions") from None
     except (KeyError, TypeError, ValueError) as err:
         damaged = "history.jsonl or best.json" if is_run else "runs.json"
-        raise UserInputError(f"{args.directory}: its {damaged} is incomplete or damaged ({type(err).__name__}: {err})") from None
+        raise SettingError(f"{args.directory}: its {damaged} is incomplete or damaged ({type(err).__name__}: {err})") from None
     print(f"wrote {', '.join(f'{args.directory}/{name}' for name in written)}")
     return 0
 
@@ -282,8 +288,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command][1](args)
-    except UserInputError as error:
-        _fail(str(error))
+    except CompressboError as error:
+        _fail(_message(error))
     except ReportedInterrupt:
         return 130
     except KeyboardInterrupt:
@@ -298,6 +304,28 @@ def _ignore_third_party_warnings() -> None:
     inherited = os.environ.get("PYTHONWARNINGS")
     if _IGNORED_WARNING not in (inherited or ""):
         os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [inherited, _IGNORED_WARNING]))
+
+
+def _message(error: CompressboError) -> str:
+    """The error's message, with the setting at fault (if it names one) spelled as its flag.
+
+    Library messages speak of settings by name (``samples 0 must be ...``); on the command
+    line the name becomes the flag (``--samples 0 must be ...``), or, where the message does
+    not use the name, the flag is added at the end.
+    """
+    message = str(error)
+    name = error.setting
+    if name is None or (name not in _config_fields() and name not in _EXTRA_FLAGS):
+        return message
+    flag = _flag(name)
+    if flag in message:
+        return message
+    named = re.sub(rf"(?<![\w-])(?<!unknown ){re.escape(name)}(?![\w-])", flag, message)
+    return named if named != message else f"{message} (set by {flag})"
+
+
+# settings that are flags of a command but not fields of CompressConfig
+_EXTRA_FLAGS = {"workers", "score_every", "seeds", "out", "resume", "dim", "lengthscale", "outputscale", "noise_std"}
 
 
 def _fail(message: str) -> NoReturn:

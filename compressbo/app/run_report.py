@@ -151,13 +151,13 @@ def regenerate(directory: str | Path) -> list[str]:
     Raises:
         UserInputError: ``directory`` is not a compress run, or it has not finished.
     """
-    from compressbo.exceptions import UserInputError
+    from compressbo.exceptions import RunDirError
     from compressbo.app.rundir import RunDirectory
 
     run = RunDirectory.open(directory)
     settings = run.config.get("settings")
     if not (run.path / "best.json").is_file():
-        raise UserInputError(
+        raise RunDirError(
             f"{run.path} has no best.json: the run has not finished; finish it with "
             f"compressbo compress --resume {run.path}"
         )

@@ -20,7 +20,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from compressbo.exceptions import UserInputError
+from compressbo.exceptions import RunDirError
+from compressbo.bo.loop import normalize_record
 from compressbo.files import check_output_directory, write_json_atomic
 
 __all__ = ["RunDirectory", "package_versions"]
@@ -64,7 +65,7 @@ class RunDirectory:
         """
         run = cls(check_output_directory(path, keep=(CONFIG, HISTORY), kind="run"))
         if (run.path / HISTORY).exists() or (run.path / CONFIG).exists():
-            raise UserInputError(
+            raise RunDirError(
                 f"--out {run.path} already holds a run; continue it with "
                 f"--resume {run.path} or choose another --out"
             )
@@ -75,7 +76,7 @@ class RunDirectory:
             probe.unlink()
         except OSError as err:
             reason = err.strerror or type(err).__name__
-            raise UserInputError(
+            raise RunDirError(
                 f"cannot write the run directory {run.path} ({reason}); choose a writable --out"
             ) from None
         run.write_json(CONFIG, config)
@@ -90,16 +91,16 @@ class RunDirectory:
         """
         run = cls(Path(path))
         if not (run.path / CONFIG).is_file():
-            raise UserInputError(
+            raise RunDirError(
                 f"--resume {run.path}: no {CONFIG} there; pass the --out directory of an earlier run"
             )
         try:
             config = run.config
             state = run.load_state()
         except (OSError, json.JSONDecodeError) as err:
-            raise UserInputError(f"--resume {run.path}: cannot read its files ({err}); the run directory is damaged") from None
+            raise RunDirError(f"--resume {run.path}: cannot read its files ({err}); the run directory is damaged") from None
         if not isinstance(config, dict) or not (state is None or isinstance(state, dict)):
-            raise UserInputError(f"--resume {run.path}: its {CONFIG} or {STATE} was not written by compressbo")
+            raise RunDirError(f"--resume {run.path}: its {CONFIG} or {STATE} was not written by compressbo")
         return run
 
     def discard_if_empty(self) -> None:
@@ -132,9 +133,10 @@ class RunDirectory:
             os.fsync(f.fileno())
 
     def history(self) -> list[dict[str, Any]]:
-        """Every evaluation recorded so far, in order.
+        """Every evaluation recorded so far, in order, in today's record schema.
 
-        A torn last line (no trailing newline: the process died mid-write) is dropped, and
+        Records written by older versions (``theta`` for ``x``) are converted on load
+        (:func:`compressbo.bo.loop.normalize_record`). A torn last line (no trailing newline: the process died mid-write) is dropped, and
         the file is truncated to its complete lines so later appends stay valid JSON Lines.
 
         Raises:
@@ -148,7 +150,7 @@ class RunDirectory:
             for number, raw in enumerate(f, start=1):
                 if not raw.endswith(b"\n"):
                     break  # only the last line can lack its newline
-                records.append(_parse_record(raw, path, number))
+                records.append(normalize_record(_parse_record(raw, path, number)))
                 good_bytes += len(raw)
         if good_bytes != path.stat().st_size:
             with open(path, "r+b") as f:
@@ -169,7 +171,7 @@ def _parse_record(raw: bytes, path: Path, number: int) -> dict[str, Any]:
     except (json.JSONDecodeError, UnicodeDecodeError):
         record = None
     if not isinstance(record, dict):
-        raise UserInputError(
+        raise RunDirError(
             f"{path} line {number} is not a JSON object: the run directory is damaged; nothing "
             "was changed (repair that line from a backup, or start a new run with another --out)"
         )

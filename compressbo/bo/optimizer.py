@@ -43,11 +43,11 @@ from torch import Tensor
 from torch.quasirandom import SobolEngine
 
 from compressbo.bo.acquisition import acquisition_spec, make_acquisition, validate_options
-from compressbo.exceptions import UserInputError
+from compressbo.exceptions import OptimizerInputError, SettingError
 from compressbo.bo.models.gp import condition_on_pending, fit_gp, incumbent
 from compressbo.bo.models.gradient_enhanced import fit_gradient_gp, GradientGP
 
-STATE_FORMAT = "compressbo.bo.optimizer/1"
+STATE_FORMAT = "compressbo.optimizer/1"
 DUPLICATE_TOLERANCE = 1e-6  # max-norm distance in the unit cube below which points match
 
 
@@ -114,30 +114,8 @@ class Optimizer:
         """
         self._bounds = _as_bounds(bounds)
         d = self.dim
-        acquisition_spec(acquisition)
         options = dict(acquisition_options or {})
-        if "X_pending" in options:
-            raise UserInputError(
-                "acquisition_options must not contain X_pending; the optimizer tracks "
-                "pending points itself."
-            )
-        validate_options(acquisition, options)
-        spec = acquisition_spec(acquisition)
-        if kappa is not None and not spec.vanishes_when_done:
-            raise UserInputError(
-                f"kappa does not apply to acquisition {acquisition!r} (its maximized value "
-                "does not fall to 0 as the search converges); drop kappa or use e.g. cei."
-            )
-        n_init = max(5, 2 * d) if n_init is None else n_init
-        if not isinstance(n_init, int) or n_init < 1:
-            raise UserInputError(f"n_init must be an integer >= 1, got {n_init!r}.")
-        if kappa is not None and not (math.isfinite(kappa) and kappa > 0):
-            raise UserInputError(f"kappa must be a positive number or None, got {kappa!r}.")
-        if num_restarts < 1 or raw_samples < num_restarts:
-            raise UserInputError(
-                "num_restarts must be >= 1 and raw_samples >= num_restarts, got "
-                f"{num_restarts} and {raw_samples}."
-            )
+        n_init = check_search_settings(acquisition, n_init, d, seed, kappa, options, num_restarts, raw_samples)
         self.acquisition = acquisition
         self.acquisition_options = options
         self.n_init = n_init
@@ -212,7 +190,7 @@ class Optimizer:
             A ``d`` tensor when ``k`` is None, else a ``k x d`` tensor, inside the box.
         """
         if k is not None and (not isinstance(k, int) or k < 1):
-            raise UserInputError(f"k must be a positive integer or None, got {k!r}.")
+            raise OptimizerInputError(f"k must be a positive integer or None, got {k!r}.")
         points = [self._ask_one() for _ in range(1 if k is None else k)]
         return points[0] if k is None else torch.stack(points)
 
@@ -235,23 +213,23 @@ class Optimizer:
         """
         x = torch.as_tensor(x, dtype=torch.float64).reshape(-1)
         if x.shape != (self.dim,):
-            raise UserInputError(
+            raise OptimizerInputError(
                 f"x must have {self.dim} values, got {x.numel()}; pass one point."
             )
         if not bool(torch.isfinite(x).all()):
-            raise UserInputError("x contains NaN or infinite values.")
+            raise OptimizerInputError("x contains NaN or infinite values.")
         slack = 1e-9 * (self._bounds[1] - self._bounds[0])
         if bool((x < self._bounds[0] - slack).any() or (x > self._bounds[1] + slack).any()):
-            raise UserInputError(f"x = {x.tolist()} lies outside the search box.")
+            raise OptimizerInputError(f"x = {x.tolist()} lies outside the search box.")
         y, yvar = _finite_float(y, "y"), _finite_float(yvar, "yvar")
         if yvar < 0:
-            raise UserInputError(f"yvar must be >= 0 (a variance), got {yvar}.")
+            raise OptimizerInputError(f"yvar must be >= 0 (a variance), got {yvar}.")
         if gradient is None:
             gradient = torch.full((self.dim,), math.nan, dtype=torch.float64)
         else:
             gradient = torch.as_tensor(gradient, dtype=torch.float64).reshape(-1)
             if gradient.shape != (self.dim,) or not bool(torch.isfinite(gradient).all()):
-                raise UserInputError(
+                raise OptimizerInputError(
                     f"gradient must be {self.dim} finite values (df/dx at x) or None, "
                     f"got {gradient.tolist()}."
                 )
@@ -268,7 +246,7 @@ class Optimizer:
     def recommend(self) -> Recommendation:
         """The incumbent (lowest posterior mean among observed points) and its moments."""
         if self.n_observed == 0:
-            raise UserInputError("recommend() needs at least one observation; tell() first.")
+            raise OptimizerInputError("recommend() needs at least one observation; tell() first.")
         model = self._fitted_model()
         x = incumbent(model, self._X)
         with torch.no_grad():
@@ -310,7 +288,7 @@ class Optimizer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore settings, observations, pending points and counters from ``state``."""
         if state.get("format") != STATE_FORMAT:
-            raise UserInputError(
+            raise OptimizerInputError(
                 f"not an optimizer state (format {state.get('format')!r}, expected "
                 f"{STATE_FORMAT!r})."
             )
@@ -445,6 +423,72 @@ class Optimizer:
         return math.log(self.kappa) if acquisition_spec(self.acquisition).log else self.kappa
 
 
+def check_search_settings(
+    acquisition: str,
+    n_init: int | None,
+    dim: int | None,
+    seed: int,
+    kappa: float | None,
+    acquisition_options: dict[str, Any],
+    num_restarts: int,
+    raw_samples: int,
+) -> int | None:
+    """Check the optimizer's settings, before any optimizer or objective exists.
+
+    The one place these settings are checked: :class:`Optimizer` calls it, and so does a
+    configuration that wants to fail before loading anything.
+
+    Args:
+        acquisition: Acquisition name.
+        n_init: Initial design size, or ``None`` for ``max(5, 2 * dim)``.
+        dim: The box's dimension, or ``None`` when not known yet.
+        seed: Seed (an integer in ``0 .. 2^63 - 1``).
+        kappa: Stopping threshold or ``None``.
+        acquisition_options: ``make_acquisition`` options (``f_star`` for erm / cbm).
+        num_restarts: Restarts of the acquisition maximization.
+        raw_samples: Raw samples seeding the restarts.
+
+    Returns:
+        The initial design size (``None`` if ``n_init`` is ``None`` and ``dim`` unknown).
+
+    Raises:
+        SettingError: naming the setting at fault (``acq``, ``init``, ``seed``, ``kappa``,
+            ``known_optimum``, ``num_restarts``).
+    """
+    spec = acquisition_spec(acquisition)
+    if "X_pending" in acquisition_options:
+        raise SettingError(
+            "acquisition_options must not contain X_pending; the optimizer tracks pending points itself",
+            setting="acquisition_options",
+        )
+    validate_options(acquisition, acquisition_options)
+    if kappa is not None and not spec.vanishes_when_done:
+        raise SettingError(
+            f"kappa does not apply to {acquisition} (its maximized value does not "
+            "fall to 0 as the search converges); drop kappa or use an improvement acquisition such as cei",
+            setting="kappa",
+        )
+    if kappa is not None and not (isinstance(kappa, (int, float)) and math.isfinite(kappa) and kappa > 0):
+        raise SettingError(f"kappa must be a positive number or None, got {kappa!r}", setting="kappa")
+    if "f_star" in acquisition_options and acquisition_options["f_star"] is not None and not spec.known_optimum:
+        raise SettingError(
+            f"known_optimum applies to erm and cbm, not to {acquisition}; drop it or choose one of those",
+            setting="known_optimum",
+        )
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise SettingError(f"seed must be an integer in 0..2^63-1, got {seed!r}", setting="seed")
+    if n_init is None and dim is not None:
+        n_init = max(5, 2 * dim)
+    if n_init is not None and (isinstance(n_init, bool) or not isinstance(n_init, int) or n_init < 1):
+        raise SettingError(f"n_init (the initial design size) must be an integer >= 1, got {n_init!r}", setting="init")
+    if num_restarts < 1 or raw_samples < num_restarts:
+        raise SettingError(
+            f"num_restarts must be >= 1 and raw_samples >= num_restarts, got {num_restarts} and {raw_samples}",
+            setting="num_restarts",
+        )
+    return n_init
+
+
 def _as_bounds(bounds: Tensor | Sequence[tuple[float, float]]) -> Tensor:
     """A validated float64 ``2 x d`` box from a tensor or a sequence of pairs."""
     if isinstance(bounds, Tensor):
@@ -453,16 +497,16 @@ def _as_bounds(bounds: Tensor | Sequence[tuple[float, float]]) -> Tensor:
         try:
             box = torch.tensor([list(pair) for pair in bounds], dtype=torch.float64).T
         except (TypeError, ValueError):
-            raise UserInputError(
+            raise OptimizerInputError(
                 "bounds must be a 2 x d tensor or a sequence of (lower, upper) pairs."
             ) from None
     if box.dim() != 2 or box.shape[0] != 2 or box.shape[1] == 0:
-        raise UserInputError(
+        raise OptimizerInputError(
             f"bounds must be a 2 x d tensor or a sequence of (lower, upper) pairs, got "
             f"shape {tuple(box.shape)}."
         )
     if not bool(torch.isfinite(box).all()) or not bool((box[0] < box[1]).all()):
-        raise UserInputError("bounds must be finite with lower < upper in every dimension.")
+        raise OptimizerInputError("bounds must be finite with lower < upper in every dimension.")
     return box.clone()
 
 
@@ -479,9 +523,9 @@ def _finite_float(value: float, name: str) -> float:
     try:
         value = float(value)
     except (TypeError, ValueError):
-        raise UserInputError(f"{name} must be a number, got {value!r}.") from None
+        raise OptimizerInputError(f"{name} must be a number, got {value!r}.") from None
     if not math.isfinite(value):
-        raise UserInputError(f"{name} must be finite, got {value}.")
+        raise OptimizerInputError(f"{name} must be finite, got {value}.")
     return value
 
 

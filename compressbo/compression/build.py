@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from compressbo.exceptions import UserInputError
+from compressbo.exceptions import SpecError, UserInputError, WeightsError
 from compressbo.compression.lowrank import (
     factorization_problem,
 )
@@ -43,14 +43,14 @@ def _builder(spec: NetworkSpec) -> Callable[..., nn.Module]:
         try:
             return torchvision.models.get_model_builder(function_name)
         except ValueError:
-            raise UserInputError(
+            raise SpecError(
                 f"{spec.name}: builder {spec.builder!r} is not a torchvision model name; "
                 "use a torchvision name such as 'vgg16' or 'package.module:function'"
             ) from None
     try:
         return getattr(importlib.import_module(module_name), function_name)
     except (ImportError, AttributeError):
-        raise UserInputError(f"{spec.name}: cannot import builder {spec.builder!r}; check 'module:function'") from None
+        raise SpecError(f"{spec.name}: cannot import builder {spec.builder!r}; check 'module:function'") from None
 
 
 def _is_weights_file(weights: str) -> bool:
@@ -64,13 +64,13 @@ def _torchvision_weights(spec: NetworkSpec, builder: Callable[..., nn.Module], w
     try:
         enum = torchvision.models.get_model_weights(builder)
     except (ValueError, KeyError, AttributeError):
-        raise UserInputError(
+        raise SpecError(
             f"{spec.name}: builder {spec.builder!r} has no torchvision weights named {weights!r}; "
             "pass a .pth state dict file or 'random'"
         ) from None
     member = weights.rpartition(".")[2]
     if member not in enum.__members__:
-        raise UserInputError(
+        raise WeightsError(
             f"{spec.name}: unknown weights {weights!r}; choose one of {', '.join(enum.__members__)}, "
             "a .pth file or 'random'"
         )
@@ -105,25 +105,25 @@ def checkpoint_path(weights: Any) -> Path:
 def _load_state_dict(network: nn.Module, path: Path, what: str) -> None:
     """Load a ``.pth`` state dict (``weights_only=True``) into ``network``, with clear errors."""
     if path.is_dir():
-        raise UserInputError(f"{what}: --weights {path} is a directory; pass the .pth state dict file in it")
+        raise WeightsError(f"{what}: weights {path} is a directory; pass the .pth state dict file in it", setting="weights")
     if not path.is_file():
-        raise UserInputError(f"{what}: weights file {path} does not exist")
+        raise WeightsError(f"{what}: weights file {path} does not exist")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         message = f"{what}: cannot read weights file {path} as a state dict ({error})"
-        raise UserInputError(message.split("\n")[0]) from None
+        raise WeightsError(message.split("\n")[0]) from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
-        raise UserInputError(f"{what}: {path} holds a {type(state).__name__}, not a state dict")
+        raise WeightsError(f"{what}: {path} holds a {type(state).__name__}, not a state dict")
     try:
         result = network.load_state_dict(state, strict=False)
     except RuntimeError as error:
         detail = next((line.strip() for line in str(error).splitlines()[1:] if line.strip()), str(error))
-        raise UserInputError(f"{what}: {path} does not fit the architecture: {detail}") from None
+        raise WeightsError(f"{what}: {path} does not fit the architecture: {detail}") from None
     if result.missing_keys or result.unexpected_keys:
-        raise UserInputError(
+        raise WeightsError(
             f"{what}: {path} does not fit the architecture: missing keys {result.missing_keys[:3]}, "
             f"unexpected keys {result.unexpected_keys[:3]}"
         )
@@ -146,7 +146,7 @@ def build_network(spec: NetworkSpec, weights: str | os.PathLike | None = None) -
     weights = os.fspath(weights) if weights is not None else spec.weights
     builder = _builder(spec)
     if weights == "train":
-        raise UserInputError(
+        raise WeightsError(
             f"{spec.name} has no pretrained weights: train it on {spec.dataset} first "
             "(compressbo.compression.training) and pass the resulting .pth file"
         )
@@ -164,18 +164,18 @@ def build_network(spec: NetworkSpec, weights: str | os.PathLike | None = None) -
         member = _torchvision_weights(spec, builder, weights)
         checkpoint = checkpoint_path(member)
         if not checkpoint.is_file():
-            raise UserInputError(
+            raise WeightsError(
                 f"{spec.name}: weights {weights} are not available offline; put {checkpoint.name} "
                 f"(from {member.url}) in {checkpoint.parent}, or pass a local .pth state dict"
             )
         try:
             network = builder(weights=member, **spec.builder_kwargs)
         except Exception as error:
-            raise UserInputError(f"{spec.name}: cannot load {checkpoint} ({error})".split("\n")[0]) from None
+            raise WeightsError(f"{spec.name}: cannot load {checkpoint} ({error})".split("\n")[0]) from None
         network = _built(network, spec)
     for name, tensor in network.state_dict().items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise UserInputError(f"{spec.name}: weight {name} holds NaN or infinite values; pass trained, finite weights")
+            raise WeightsError(f"{spec.name}: weight {name} holds NaN or infinite values; pass trained, finite weights")
     check_layers(network, spec)
     return network.eval()
 
@@ -183,7 +183,7 @@ def build_network(spec: NetworkSpec, weights: str | os.PathLike | None = None) -
 def _built(network: Any, spec: NetworkSpec) -> nn.Module:
     """``network`` if the spec's builder returned a module; a one-line UserInputError if not."""
     if not isinstance(network, nn.Module):
-        raise UserInputError(
+        raise SpecError(
             f"{spec.name}: builder {spec.builder!r} returned a {type(network).__name__}, not a torch.nn.Module"
         )
     return network
@@ -198,10 +198,10 @@ def check_layers(network: nn.Module, spec: NetworkSpec) -> list[nn.Module]:
         if module is None or not layer.name:
             close = difflib.get_close_matches(layer.name, [n for n, m in modules.items() if _is_compressible(m)], 3)
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
-            raise UserInputError(f"{spec.name}: layer '{layer.name}' does not exist in the network{hint}")
+            raise WeightsError(f"{spec.name}: layer '{layer.name}' does not exist in the network{hint}")
         problem = factorization_problem(module, layer.method)
         if problem is not None:
-            raise UserInputError(f"{spec.name}: layer '{layer.name}' cannot be compressed: {problem}")
+            raise WeightsError(f"{spec.name}: layer '{layer.name}' cannot be compressed: {problem}")
         layers.append(module)
     return layers
 

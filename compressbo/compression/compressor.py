@@ -17,9 +17,9 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from compressbo.exceptions import UserInputError
+from compressbo.exceptions import SpecError
 from compressbo.compression.lowrank import (
-    SCHEMES,
+    check_scheme,
     FactorCache,
     LayerFactors,
     Ranks,
@@ -118,9 +118,7 @@ class Compressor:
         cache_dir: str | os.PathLike | None | bool = None,
     ) -> None:
         self.spec = spec.with_method(method) if method is not None else spec
-        self.scheme = scheme or self.spec.scheme
-        if self.scheme not in SCHEMES:
-            raise UserInputError(f"unknown rank scheme {self.scheme!r}; choose one of {', '.join(SCHEMES)}")
+        self.scheme = check_scheme(scheme or self.spec.scheme)
         self.network = network
         modules = check_layers(network, self.spec)
         cache = FactorCache(cache_dir)
@@ -134,7 +132,7 @@ class Compressor:
         self._io = _io_sizes(network, self.spec)
         for layer, module in zip(self.spec.layers, modules):
             if module not in self._io:
-                raise UserInputError(
+                raise SpecError(
                     f"{self.spec.name}: layer '{layer.name}' is not called by the network's forward pass; "
                     "compress only layers the network uses"
                 )
@@ -161,7 +159,7 @@ class Compressor:
         """Integer rank(s) per layer for ``theta`` (``d``), under the compressor's scheme."""
         values = torch.as_tensor(theta, dtype=torch.float64).reshape(-1).tolist()
         if len(values) != self.dim:
-            raise UserInputError(f"theta has {len(values)} values but {self.spec.name} has {self.dim} layers")
+            raise SpecError(f"theta has {len(values)} values but {self.spec.name} has {self.dim} layers")
         return [factors.ranks(value, self.scheme) for factors, value in zip(self.factors, values)]
 
     def compress(self, theta: Sequence[float] | Tensor) -> CompressedNetwork:
@@ -182,7 +180,7 @@ class Compressor:
                 final model, not the search loop). Same ranks, same parameter counts.
         """
         if len(ranks) != self.dim:
-            raise UserInputError(f"got {len(ranks)} ranks but {self.spec.name} has {self.dim} layers")
+            raise SpecError(f"got {len(ranks)} ranks but {self.spec.name} has {self.dim} layers")
         replacements, records = {}, []
         for spec, factors, layer_ranks in zip(self.spec.layers, self.factors, ranks):
             layer_ranks = check_ranks(factors.layer, factors.method, layer_ranks)
@@ -257,7 +255,7 @@ def _io_sizes(network: nn.Module, spec: NetworkSpec) -> dict[nn.Module, list[tup
         with torch.no_grad():
             functional_call(network, state, (torch.empty(1, *spec.input_size, device="meta", dtype=parameter_dtype(network)),))
     except Exception as error:
-        raise UserInputError(
+        raise SpecError(
             f"{spec.name}: input_size {list(spec.input_size)} does not fit the network ({error})".split("\n")[0]
         ) from None
     finally:

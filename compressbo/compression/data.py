@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from compressbo.exceptions import UserInputError
+from compressbo.exceptions import DataError, SettingError
 
 __all__ = [
     "DATASET_NAMES",
@@ -160,7 +160,7 @@ class ImageFolderSet(ValidationSet):
             with open(self.paths[index], "rb") as f:
                 image = Image.open(f).convert("RGB")
         except OSError as error:  # PIL's UnidentifiedImageError is an OSError
-            raise UserInputError(
+            raise DataError(
                 f"cannot read validation image {self.paths[index]} ({type(error).__name__}); "
                 "replace or remove the file"
             ) from None
@@ -218,7 +218,7 @@ def load_digits_split(seed: int = 0, val_fraction: float = 0.3) -> tuple[TensorS
     from sklearn.model_selection import train_test_split
 
     if not 0.0 < val_fraction < 1.0:
-        raise UserInputError(f"val_fraction must be in (0, 1), got {val_fraction}")
+        raise DataError(f"val_fraction must be in (0, 1), got {val_fraction}")
     inputs, labels = _digits_tensors()
     train_idx, val_idx = train_test_split(
         np.arange(len(labels)), test_size=val_fraction, stratify=labels.numpy(), random_state=seed
@@ -248,17 +248,17 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         with opener(path, "rb") as f:
             data = f.read()
     except (OSError, EOFError) as exc:
-        raise UserInputError(f"cannot read IDX file {path}: {exc}") from None
+        raise DataError(f"cannot read IDX file {path}: {exc}") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
-        raise UserInputError(f"{path} is not an IDX file (bad magic number); expected the MNIST IDX format")
+        raise DataError(f"{path} is not an IDX file (bad magic number); expected the MNIST IDX format")
     dtype, ndim = np.dtype(_IDX_DTYPES[data[2]]), data[3]
     header = 4 + 4 * ndim
     if len(data) < header:
-        raise UserInputError(f"{path} is truncated (IDX header incomplete)")
+        raise DataError(f"{path} is truncated (IDX header incomplete)")
     shape = struct.unpack(f">{ndim}I", data[4:header])
     count = int(np.prod(shape)) if shape else 1
     if len(data) - header != count * dtype.itemsize:
-        raise UserInputError(
+        raise DataError(
             f"{path} is malformed: header says shape {tuple(shape)} but the file holds "
             f"{len(data) - header} data bytes instead of {count * dtype.itemsize}"
         )
@@ -288,7 +288,7 @@ def load_mnist(root: str | os.PathLike, split: str = "test", *, download: bool =
         UserInputError: Files missing or malformed.
     """
     if split not in MNIST_FILES:
-        raise UserInputError(f"unknown MNIST split {split!r}; use 'train' or 'test'")
+        raise DataError(f"unknown MNIST split {split!r}; use 'train' or 'test'")
     root = Path(root).expanduser()
     stems = MNIST_FILES[split]
     paths = [_find_idx(root, stem) for stem in stems]
@@ -299,13 +299,14 @@ def load_mnist(root: str | os.PathLike, split: str = "test", *, download: bool =
         paths = [_find_idx(root, stem) for stem in stems]
     if None in paths:
         missing = stems[paths.index(None)]
-        raise UserInputError(
+        raise DataError(
             f"MNIST file {missing}[.gz] not found in {root}, {root / 'raw'} or {root / 'MNIST' / 'raw'}; "
-            "put the IDX files there or pass --download"
+            "put the IDX files there or allow the download",
+            setting="download",
         )
     images, labels = (read_idx(p) for p in paths)
     if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
-        raise UserInputError(
+        raise DataError(
             f"MNIST files in {paths[0].parent} are malformed: images {images.shape}, labels {labels.shape}; "
             "expected N x 28 x 28 images and N labels"
         )
@@ -353,25 +354,26 @@ def load_imagenet_val(
     folder = root / "val" if (root / "val").is_dir() else root
     layout = "expected ROOT/val/<wnid>/*.JPEG (one folder per class, e.g. val/n01440764/ILSVRC2012_val_00000293.JPEG)"
     if not folder.is_dir():
-        raise UserInputError(f"ImageNet folder {root} does not exist; {layout}")
+        raise DataError(f"ImageNet folder {root} does not exist; {layout}")
     try:
         image_folder = ImageFolder(str(folder))
     except (FileNotFoundError, RuntimeError) as exc:
-        raise UserInputError(f"no ImageNet images found in {folder} ({exc}); {layout}") from None
+        raise DataError(f"no ImageNet images found in {folder} ({exc}); {layout}") from None
     return ImageFolderSet(image_folder.samples, transform or imagenet_eval_transform(), cache_bytes=cache_bytes)
 
 
 # --------------------------------------------------------------------------- entry points
 
 
-def _check_name(name: str) -> None:
+def check_dataset_name(name: str) -> None:
+    """Raise :class:`SettingError` unless ``name`` is one of :data:`DATASET_NAMES`."""
     if name not in DATASET_NAMES:
-        raise UserInputError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}")
+        raise SettingError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}", setting="data")
 
 
 def _require_root(name: str, root: str | os.PathLike | None) -> Path:
     if root is None:
-        raise UserInputError(f"dataset {name!r} needs its data directory; pass --data-dir DIR")
+        raise DataError(f"dataset {name!r} needs its data directory; give data_dir", setting="data_dir")
     return Path(root)
 
 
@@ -397,7 +399,7 @@ def load_validation(
     Raises:
         UserInputError: Unknown name, missing root, or missing/malformed data.
     """
-    _check_name(name)
+    check_dataset_name(name)
     if name == "digits":
         return load_digits_split(seed)[1]
     if name == "mnist":
@@ -413,9 +415,9 @@ def load_train(
     Raises:
         UserInputError: ImageNet (training it is out of scope), unknown name, or missing data.
     """
-    _check_name(name)
+    check_dataset_name(name)
     if name == "digits":
         return load_digits_split(seed)[0]
     if name == "mnist":
         return load_mnist(_require_root(name, root), "train", download=download)
-    raise UserInputError("compressbo trains only FC3 (digits, mnist); use pretrained torchvision weights for imagenet")
+    raise DataError("compressbo trains only FC3 (digits, mnist); use pretrained torchvision weights for imagenet")

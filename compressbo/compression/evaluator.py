@@ -21,7 +21,7 @@ Ma et al. (2019): the mean over the subsample of the per-example mean squared di
 between the compressed and the original network's logits,
 ``D = mean_i mean_c (z_ic - z0_ic)^2``, with its standard error squared,
 ``s^2 / m`` (``s^2`` the sample variance of the per-example distances, floored at
-:data:`MIN_VARIANCE`), as the variance. The original network's logits are computed once
+:data:`DISTILL_VARIANCE_FLOOR`), as the variance. The original network's logits are computed once
 per example and cached.
 """
 
@@ -38,11 +38,11 @@ import torch
 from torch import Tensor, nn
 
 from compressbo.compression.data import TensorSet, ValidationSet
-from compressbo.exceptions import UserInputError
+from compressbo.exceptions import SettingError
 from compressbo.compression.compressor import parameter_dtype
 
 
-MIN_VARIANCE = 1e-12  # floor of the distillation variance (identical logits give s^2 = 0)
+DISTILL_VARIANCE_FLOOR = 1e-12  # floor of the distillation variance (identical logits give s^2 = 0)
 RESIDENT_BYTES = 2 * 2**30  # tensor pools up to this size live on the GPU for the whole run
 
 
@@ -50,7 +50,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``auto`` -> ``cuda`` if a GPU is available, else ``cpu`` (silently); checks ``cuda[:N]``.
 
     Raises:
-        UserInputError: An unknown device, or CUDA requested where there is none.
+        SettingError: An unknown device, or CUDA requested where there is none.
     """
     name = str(device)
     if name == "auto":
@@ -58,17 +58,23 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     try:
         resolved = torch.device(name)
     except RuntimeError:
-        raise UserInputError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+        raise SettingError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N", setting="device") from None
     if resolved.type == "cpu":
         return resolved
     if resolved.type != "cuda":
-        raise UserInputError(f"unsupported device {name!r}; use auto, cpu, cuda or cuda:N")
+        raise SettingError(f"unsupported device {name!r}; use auto, cpu, cuda or cuda:N", setting="device")
     if not torch.cuda.is_available():
-        raise UserInputError(f"device {name!r} requested but no CUDA GPU is available; use --device cpu or auto")
+        raise SettingError(f"device {name!r} requested but no CUDA GPU is available; use device cpu or auto", setting="device")
     if resolved.index is not None and resolved.index >= torch.cuda.device_count():
-        raise UserInputError(f"device {name!r} does not exist: {torch.cuda.device_count()} GPU(s) visible")
+        raise SettingError(f"device {name!r} does not exist: {torch.cuda.device_count()} GPU(s) visible", setting="device")
     # with its index, so it compares equal to the device tensors report (cuda:0 != cuda)
     return torch.device("cuda", torch.cuda.current_device() if resolved.index is None else resolved.index)
+
+
+def check_batch_size(batch_size: int | None) -> None:
+    """Raise :class:`SettingError` unless ``batch_size`` is ``None`` or a positive integer."""
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise SettingError(f"batch size must be a positive integer, got {batch_size!r}", setting="batch_size")
 
 
 def binomial_variance(wrong: int, m: int) -> float:
@@ -100,7 +106,7 @@ class DistillEstimate:
 
     Attributes:
         distance: ``mean_i mean_c (z_ic - z0_ic)^2``.
-        variance: Its standard error squared ``s^2 / m`` (at least :data:`MIN_VARIANCE`).
+        variance: Its standard error squared ``s^2 / m`` (at least :data:`DISTILL_VARIANCE_FLOOR`).
         m: Subsample size.
         error: Top-1 error of the evaluated network on the same subsample (free by-product).
     """
@@ -139,8 +145,7 @@ class SubsampleEvaluator:
     ) -> None:
         self.device = resolve_device(device)
         on_gpu = self.device.type == "cuda"
-        if batch_size is not None and batch_size < 1:
-            raise UserInputError(f"batch size must be at least 1, got {batch_size}")
+        check_batch_size(batch_size)
         if on_gpu and isinstance(dataset, TensorSet) and dataset.nbytes <= RESIDENT_BYTES:
             dataset = dataset.to(self.device)
         self.dataset = dataset
@@ -161,11 +166,12 @@ class SubsampleEvaluator:
     # ------------------------------------------------------------------ subsamples
 
     def check_samples(self, m: int) -> None:
-        """Raise :class:`UserInputError` unless ``1 <= m <= len(dataset)``."""
+        """Raise :class:`SettingError` unless ``1 <= m <= len(dataset)``."""
         if not 1 <= m <= len(self.dataset):
-            raise UserInputError(
-                f"--samples {m} is outside 1..{len(self.dataset)}: the validation set has "
-                f"{len(self.dataset)} examples; choose a smaller m"
+            raise SettingError(
+                f"samples {m} is outside 1..{len(self.dataset)}: the validation set has "
+                f"{len(self.dataset)} examples; choose a smaller m",
+                setting="samples",
             )
 
     def sample(self, m: int) -> Tensor:
@@ -231,7 +237,7 @@ class SubsampleEvaluator:
         """Top-1 error of ``module`` on a fresh random subsample of ``m`` examples.
 
         Raises:
-            UserInputError: ``m`` larger than the validation set (or below 1).
+            SettingError: ``m`` larger than the validation set (or below 1).
         """
         wrong = self._count_wrong(module, self.sample(m))
         return ErrorEstimate(wrong / m, binomial_variance(wrong, m), m, wrong)
@@ -269,10 +275,10 @@ class SubsampleEvaluator:
             m: Subsample size; ``None`` for the whole set (draws no subsample).
 
         Raises:
-            UserInputError: ``m`` below 2 (no standard error) or larger than the validation set.
+            SettingError: ``m`` below 2 (no standard error) or larger than the validation set.
         """
         if m is not None and m < 2:
-            raise UserInputError(f"the distill objective needs --samples of at least 2, got {m}")
+            raise SettingError(f"objective distill needs samples of at least 2, got {m}", setting="samples")
         indices = self.sample(m) if m is not None else torch.arange(len(self.dataset))
         m = indices.numel()
         target = self.reference_logits(reference, indices)
@@ -280,4 +286,4 @@ class SubsampleEvaluator:
         per_example = (logits.double() - target.double()).pow(2).mean(dim=1)
         wrong = (logits.argmax(dim=1) != self.labels[indices.to(self.device)]).sum()
         distance, variance = per_example.mean(), per_example.var(correction=1) / m
-        return DistillEstimate(float(distance), max(float(variance), MIN_VARIANCE), m, int(wrong) / m)
+        return DistillEstimate(float(distance), max(float(variance), DISTILL_VARIANCE_FLOOR), m, int(wrong) / m)

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from compressbo.exceptions import UserInputError
+from compressbo.exceptions import WeightsError
 from compressbo.compression.lowrank import (
     check_ranks,
     empty_factorized,
@@ -85,10 +85,10 @@ def load_compressed(path: str | os.PathLike) -> nn.Module:
     """
     json_path = _export_paths(path)[1]
     if not json_path.is_file():
-        raise UserInputError(f"{json_path} does not exist; give the .json written by save_compressed")
+        raise WeightsError(f"{json_path} does not exist; give the .json written by save_compressed")
     document = json.loads(json_path.read_text(encoding="utf-8"))
     if document.get("format") != _EXPORT_FORMAT:
-        raise UserInputError(f"{json_path} is not a compressbo compressed-network file")
+        raise WeightsError(f"{json_path} is not a compressbo compressed-network file")
     spec = spec_from_dict(document["spec"], str(json_path))
     weights_path = json_path.parent / document["state_dict"]
     network = build_network(spec, weights="random")
@@ -98,10 +98,10 @@ def load_compressed(path: str | os.PathLike) -> nn.Module:
         ranks = check_ranks(original, layer["method"], ranks)
         network.set_submodule(layer["name"], empty_factorized(original, layer["method"], ranks, device="meta"))
     if not weights_path.is_file():
-        raise UserInputError(f"{json_path}: state dict {weights_path} does not exist")
+        raise WeightsError(f"{json_path}: state dict {weights_path} does not exist")
     state = torch.load(weights_path, map_location="cpu", weights_only=True)
     try:
         network.load_state_dict(state, assign=True)
     except RuntimeError as error:
-        raise UserInputError(f"{weights_path} does not fit the saved ranks: {str(error).splitlines()[0]}") from None
+        raise WeightsError(f"{weights_path} does not fit the saved ranks: {str(error).splitlines()[0]}") from None
     return network.eval()

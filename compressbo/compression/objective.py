@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -10,7 +12,7 @@ from typing import Any, Protocol
 import numpy as np
 from torch import Tensor, nn
 
-from compressbo.exceptions import UserInputError
+from compressbo.exceptions import SettingError
 from compressbo.compression.evaluator import SubsampleEvaluator
 
 
@@ -77,6 +79,30 @@ def _jsonable(value: Any) -> Any:
 OBJECTIVES = ("error", "distill")
 
 
+def check_objective_settings(objective: str, gamma: float, smallest_m: int | None = None) -> None:
+    """Check the objective's settings before anything is loaded.
+
+    Args:
+        objective: ``"error"`` or ``"distill"``.
+        gamma: Weight of the error (or distance): a finite number >= 0.
+        smallest_m: The smallest subsample size the run will use, when known (``distill``
+            needs at least 2: its variance is a sample variance).
+
+    Raises:
+        SettingError: naming the setting at fault (``objective``, ``gamma``, ``samples``).
+    """
+    if objective not in OBJECTIVES:
+        raise SettingError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}", setting="objective")
+    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not (math.isfinite(gamma) and 0 <= gamma <= 1e100):
+        raise SettingError(f"gamma must be a non-negative number (at most 1e100), got {gamma!r}", setting="gamma")
+    if objective == "distill" and smallest_m is not None and smallest_m < 2:
+        raise SettingError(
+            f"objective distill needs samples of at least 2 (its variance is a sample variance), "
+            f"got {smallest_m}",
+            setting="samples",
+        )
+
+
 class CompressionObjective:
     """``theta -> Observation``: compress, evaluate on a subsample, combine.
 
@@ -106,12 +132,9 @@ class CompressionObjective:
         samples: int | Callable[[int], int],
         reference: nn.Module | None = None,
     ) -> None:
-        if objective not in OBJECTIVES:
-            raise UserInputError(f"unknown objective {objective!r}; use 'error' or 'distill'")
+        check_objective_settings(objective, gamma)
         if objective == "distill" and reference is None:
-            raise UserInputError("the distill objective needs the original network as reference")
-        if not gamma >= 0:
-            raise UserInputError(f"gamma must be non-negative, got {gamma}")
+            raise SettingError("the distill objective needs the original network as reference", setting="objective")
         if not callable(samples):
             evaluator.check_samples(int(samples))
         self.compressor = compressor
@@ -127,8 +150,18 @@ class CompressionObjective:
         """``m`` for the given evaluation index."""
         return int(self.samples(evaluation)) if callable(self.samples) else int(self.samples)
 
-    def __call__(self, theta: Any, m: int | None = None) -> Observation:
-        """Evaluate ``theta`` on a fresh subsample of ``m`` examples (default: ``samples``)."""
+    def __call__(self, theta: Any, m: int | None = None, *, index: int | None = None) -> Observation:
+        """Evaluate ``theta`` on a fresh subsample of ``m`` examples (default: ``samples``).
+
+        Args:
+            theta: The per-layer parameters.
+            m: Subsample size; default the schedule's at this evaluation.
+            index: The evaluation's number; it fixes the schedule's ``m`` and the subsample
+                (the evaluator's draw ``index``), so an evaluation is the same wherever and
+                whenever it runs. Default: the next one.
+        """
+        if index is not None:
+            self.evaluations = self.evaluator.draws = int(index)
         m = self.samples_at(self.evaluations) if m is None else int(m)
         started = time.perf_counter()
         compressed = self.compressor.compress(theta)

@@ -26,9 +26,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from compressbo.exceptions import UserInputError
+from compressbo.exceptions import SettingError, SpecError, SpecNotFoundError
 from compressbo.compression.lowrank import (
     METHODS,
+    check_method,
     SCHEMES,
 )
 
@@ -96,8 +97,7 @@ class NetworkSpec:
 
     def with_method(self, method: str) -> NetworkSpec:
         """The same spec with every layer factorized by ``method``."""
-        if method not in METHODS:
-            raise UserInputError(f"unknown factorization method {method!r}; choose one of {', '.join(METHODS)}")
+        check_method(method)
         layers = tuple(dataclasses.replace(layer, method=method) for layer in self.layers)
         return dataclasses.replace(self, layers=layers)
 
@@ -129,44 +129,44 @@ def spec_from_dict(data: dict[str, Any], source: str = "spec", path: Path | None
     """
     unknown = sorted(set(data) - _SPEC_KEYS)
     if unknown:
-        raise UserInputError(f"{source}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_SPEC_KEYS))}")
+        raise SpecError(f"{source}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_SPEC_KEYS))}")
     missing = [key for key in _REQUIRED_KEYS if key not in data]
     if missing:
-        raise UserInputError(f"{source}: missing required key(s) {', '.join(missing)}")
+        raise SpecError(f"{source}: missing required key(s) {', '.join(missing)}")
     scheme = data.get("scheme", "params")
     if scheme not in SCHEMES:
-        raise UserInputError(f"{source}: scheme must be one of {', '.join(SCHEMES)}, got {scheme!r}")
+        raise SpecError(f"{source}: scheme must be one of {', '.join(SCHEMES)}, got {scheme!r}")
     input_size = data["input_size"]
     if not (isinstance(input_size, list) and input_size and all(isinstance(n, int) and n > 0 for n in input_size)):
-        raise UserInputError(f"{source}: input_size must be a list of positive integers such as [3, 224, 224]")
+        raise SpecError(f"{source}: input_size must be a list of positive integers such as [3, 224, 224]")
     default_method = data.get("method")
-    default_bounds = _bounds(data.get("bounds", DEFAULT_BOUNDS), f"{source}: bounds")
+    default_bounds = check_bounds(data.get("bounds", DEFAULT_BOUNDS), f"{source}: bounds")
     if not isinstance(data["layers"], list) or not data["layers"]:
-        raise UserInputError(f"{source}: layers must be a non-empty list of layer names or tables")
+        raise SpecError(f"{source}: layers must be a non-empty list of layer names or tables")
     layers = []
     for entry in data["layers"]:
         entry = {"name": entry} if isinstance(entry, str) else entry
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
-            raise UserInputError(f"{source}: each layer must be a name or a table with a name, got {entry!r}")
+            raise SpecError(f"{source}: each layer must be a name or a table with a name, got {entry!r}")
         name = entry["name"]
         extra = sorted(set(entry) - {"name", "method", "bounds"})
         if extra:
-            raise UserInputError(f"{source}: layer {name!r} has unknown key(s) {', '.join(extra)}")
+            raise SpecError(f"{source}: layer {name!r} has unknown key(s) {', '.join(extra)}")
         method = entry.get("method", default_method)
         if method not in METHODS:
-            raise UserInputError(
+            raise SpecError(
                 f"{source}: layer {name!r} needs a method from {', '.join(METHODS)} "
                 f"(set 'method' for the spec or the layer), got {method!r}"
             )
-        bounds = _bounds(entry["bounds"], f"{source}: layer {name!r} bounds") if "bounds" in entry else default_bounds
+        bounds = check_bounds(entry["bounds"], f"{source}: layer {name!r} bounds") if "bounds" in entry else default_bounds
         layers.append(LayerSpec(name, method, bounds))
     names = [layer.name for layer in layers]
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
-        raise UserInputError(f"{source}: layer(s) listed twice: {', '.join(duplicates)}")
+        raise SpecError(f"{source}: layer(s) listed twice: {', '.join(duplicates)}")
     builder_kwargs = data.get("builder_kwargs", {})
     if not isinstance(builder_kwargs, dict):
-        raise UserInputError(f"{source}: builder_kwargs must be a table")
+        raise SpecError(f"{source}: builder_kwargs must be a table")
     return NetworkSpec(
         name=str(data.get("name") or (path.stem if path else "network")),
         builder=str(data["builder"]),
@@ -181,13 +181,26 @@ def spec_from_dict(data: dict[str, Any], source: str = "spec", path: Path | None
     )
 
 
-def _bounds(value: Any, what: str) -> tuple[float, float]:
-    """``(lo, hi)`` with ``0 < lo < hi <= 1``."""
-    if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value):
+def check_bounds(value: Any, what: str, *, setting: str | None = None) -> tuple[float, float]:
+    """``(lo, hi)`` with ``0 < lo < hi <= 1`` (theta is the fraction of a layer's parameters kept).
+
+    Args:
+        value: A pair.
+        what: Where it comes from, for the message (``"fc3: bounds"``).
+        setting: The config setting it comes from; ``None`` for a spec's own bounds.
+
+    Raises:
+        SpecError: (``SettingError`` for a setting) the pair is not such a box.
+    """
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
         lo, hi = float(value[0]), float(value[1])
         if 0.0 < lo < hi <= 1.0:
             return lo, hi
-    raise UserInputError(f"{what} must be [lo, hi] with 0 < lo < hi <= 1, got {value!r}")
+    error = SettingError if setting is not None else SpecError
+    raise error(
+        f"{what} must be [lo, hi] with 0 < lo < hi <= 1 (theta is the fraction of a layer's parameters kept), got {value!r}",
+        setting=setting,
+    )
 
 
 def models_dirs() -> list[Path]:
@@ -213,17 +226,17 @@ def load_spec(name_or_path: str | os.PathLike) -> NetworkSpec:
     if text.endswith(".toml") or os.sep in text or (os.altsep and os.altsep in text) or Path(text).is_file():
         path = Path(text)
         if not path.is_file():
-            raise UserInputError(f"spec file {path} does not exist")
+            raise SpecError(f"spec file {path} does not exist")
     else:
         candidates = [directory / f"{text}.toml" for directory in models_dirs()]
         path = next((candidate for candidate in candidates if candidate.is_file()), None)
         if path is None:
-            raise UserInputError(
+            raise SpecNotFoundError(
                 f"no network spec named {text!r}; available: {', '.join(available_specs()) or 'none'} "
                 "(or give the path of a .toml spec)"
             )
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as error:
-        raise UserInputError(f"{path}: not valid TOML ({error})") from None
+        raise SpecError(f"{path}: not valid TOML ({error})") from None
     return spec_from_dict(data, str(path), path)

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from compressbo.compression.architectures import fc3
 from compressbo.compression.data import TensorSet, load_digits_split
-from compressbo.exceptions import UserInputError
+from compressbo.exceptions import WeightsError
 from compressbo.files import atomic_write, user_cache_dir, write_json_atomic
 
 __all__ = ["PretrainedWeights", "pretrained_fc3_weights", "train_fc3"]
@@ -69,7 +69,7 @@ def train_fc3(
         ``val`` (``None`` without ``val``).
     """
     if epochs < 1:
-        raise UserInputError(f"epochs must be at least 1, got {epochs}")
+        raise WeightsError(f"epochs must be at least 1, got {epochs}")
     device = torch.device(device)
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
@@ -130,9 +130,10 @@ def pretrained_fc3_weights(
         UserInputError: A dataset other than digits, or an unwritable cache directory.
     """
     if dataset != "digits":
-        raise UserInputError(
+        raise WeightsError(
             f"FC3 is trained on first use only on 'digits', not {dataset!r}; "
-            "train it with scripts/train_fc3.py and pass the file as --weights"
+            "train it with scripts/train_fc3.py and pass the file as weights",
+            setting="weights",
         )
     folder = Path(cache_dir) if cache_dir is not None else user_cache_dir()
     path = folder / f"{spec_name}-{dataset}-seed{seed}.pth"
@@ -144,7 +145,7 @@ def pretrained_fc3_weights(
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UserInputError(f"cannot create cache directory {folder} ({exc}); set COMPRESSBO_CACHE to a writable folder") from None
+        raise WeightsError(f"cannot create cache directory {folder} ({exc}); set COMPRESSBO_CACHE to a writable folder") from None
     started = time.perf_counter()
     train, val = load_digits_split(seed)
     state, val_error = train_fc3(train, val, epochs=epochs, seed=seed)

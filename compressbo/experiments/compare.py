@@ -14,25 +14,30 @@ continue, and re-raises ``KeyboardInterrupt``.
 
 ``runs.json`` layout (JSON, never pickle)::
 
-    {"format": "compressbo.experiments.compare/2", "complete": bool,
-     "problem": {"name", "dim", "bounds", "optimal_value", "score_label"},
+    {"format": "compressbo.compare/3", "complete": bool,
+     "problem": {"name", "dim", "bounds", "optimal_value", "score_label", "settings"},
      "settings": {"acquisitions", "seeds", "iterations", "n_init", "optimizer_options",
                   "score_every", "known_optimum"},
      "setup_seconds": seconds the parent took to build the problem,
      "runs": [{"acquisition", "seed", "n_init", "setup_seconds", "acquisition_options",
-               "optimal_value", "initial_design": [{"x", "y", "yvar"}],
-               "initial_recommendation": {"recommended_x", "score", "warnings"},
-               "steps": [{"x", "y", "yvar", "acquisition_value", "step_time",
-                          "recommended_x", "score", "warnings"}],
+               "optimal_value", "observed_gradients",
+               "initial_design": [record, ...],       # the initial Sobol points
+               "initial_recommendation": {"recommended", "score"},
+               "steps": [record, ...],                # the BO iterations
                "final_metrics": {...} (problems with ``metrics``, e.g. compression)}]}
 
-``step_time`` is the wall time of one BO step: ``ask`` + ``tell`` + ``recommend``, i.e. one GP
-fit (done by ``recommend`` and reused by the next ``ask``) and one acquisition maximization;
-evaluating the problem and scoring the recommendation are not counted. ``score`` is ``null``
-at steps that are not checkpoints (every ``score_every``-th step and the last one are).
-Warnings a step raises (GP fit recoveries, L-BFGS-B failures) are recorded in its ``warnings``
-list instead of being printed over the progress bar. ``setup_seconds`` of a run is the time
-its process took to build the problem.
+Every record is :class:`compressbo.bo.loop.Loop`'s, the schema of ``compress``'s
+``history.jsonl`` (``iteration``, ``phase``, ``x``, ``y``, ``yvar``, ``acquisition_value``,
+``seconds_bo``, ``recommended: {x, mean, std}``, ``warnings``), plus its ``score``: the true
+value of the recommendation, ``null`` at steps that are not checkpoints (every
+``score_every``-th BO iteration and the last one are; so is the last initial point).
+``seconds_bo`` is the loop's own time: ``ask`` + ``tell`` + ``recommend``, i.e. one GP fit
+(done by ``recommend`` and reused by the next ``ask``) and one acquisition maximization;
+evaluating the problem and scoring are not counted. Warnings a step raises (GP fit
+recoveries, L-BFGS-B failures) are recorded in its ``warnings`` list instead of being
+printed over the progress bar. ``setup_seconds`` of a run is the time its process took to
+build the problem. Comparisons written by older versions (format ``compressbo.compare/2``)
+are converted on load (:func:`compressbo.experiments.report.load_comparison`).
 """
 
 from __future__ import annotations
@@ -43,7 +48,6 @@ import queue
 import shlex
 import sys
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
@@ -53,12 +57,12 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from compressbo.exceptions import ReportedInterrupt, UserInputError
+from compressbo.exceptions import ReportedInterrupt, RunDirError, SettingError
 from compressbo.files import check_output_directory, write_json_atomic
 from compressbo.experiments.problems import Problem, ProblemFamily
 from compressbo.experiments.report import RUNS_FILE, write_report
 
-FORMAT = "compressbo.experiments.compare/2"
+FORMAT = "compressbo.compare/3"
 
 ProblemSource = Union[Problem, ProblemFamily, Callable[[], Union[Problem, ProblemFamily]]]
 
@@ -124,39 +128,41 @@ def run_comparison(
     acquisitions = list(dict.fromkeys(acquisitions))
     unknown = [name for name in acquisitions if name not in ACQUISITION_NAMES]
     if unknown or not acquisitions:
-        raise UserInputError(
+        raise SettingError(
             f"unknown acquisition {', '.join(map(repr, unknown)) or '(none given)'}; "
             f"choose from {', '.join(ACQUISITION_NAMES)}"
         )
     seeds = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds):
-        raise UserInputError("give at least one seed, each once (e.g. --seeds 10)")
+        raise SettingError("give at least one seed, each once (e.g. seeds 10)", setting="seeds")
     if iterations < 1:
-        raise UserInputError(f"iterations must be at least 1, not {iterations}")
+        raise SettingError(f"iterations must be at least 1, not {iterations}", setting="iterations")
     if n_init is not None and n_init < 1:
-        raise UserInputError(f"the initial design needs at least 1 point, not {n_init}")
+        raise SettingError(f"the initial design needs at least 1 point, not {n_init}", setting="init")
     if score_every < 1:
-        raise UserInputError(f"score_every must be at least 1, not {score_every}")
+        raise SettingError(f"score_every must be at least 1, not {score_every}", setting="score_every")
     workers = (os.cpu_count() or 1) if workers is None else workers
     if workers < 1:
-        raise UserInputError(f"workers must be at least 1, not {workers}")
+        raise SettingError(f"workers must be at least 1, not {workers}", setting="workers")
     out_dir = check_output_directory(out_dir, keep=(RUNS_FILE,), kind="comparison")
     if (out_dir / RUNS_FILE).exists() and not resume:
-        raise UserInputError(
-            f"{out_dir} already holds a comparison ({RUNS_FILE}); choose a new --out "
-            "directory, or pass --resume to add runs to it"
+        raise SettingError(
+            f"{out_dir} already holds a comparison ({RUNS_FILE}); choose a new out "
+            "directory, or resume to add runs to it",
+            setting="resume",
         )
     if resume and not (out_dir / RUNS_FILE).exists():
-        raise UserInputError(f"--resume: {out_dir} holds no {RUNS_FILE}; drop --resume")
+        raise RunDirError(f"{out_dir} holds no {RUNS_FILE}, so there is nothing to resume; drop resume", setting="resume")
 
     started = time.perf_counter()
     problem_instance = _build(problem)
     setup_seconds = time.perf_counter() - started
     needs_optimum = [name for name in acquisitions if acquisition_spec(name).known_optimum]
     if needs_optimum and known_optimum is None and not _knows_optimum(problem_instance):
-        raise UserInputError(
+        raise SettingError(
             f"{', '.join(needs_optimum)} need the objective's known optimum value; pass "
-            "--known-optimum VALUE (a lower bound you believe is attained) or drop them"
+            "known_optimum VALUE (a lower bound you believe is attained) or drop them",
+            setting="known_optimum",
         )
     options = dict(optimizer_options or {})
     comparison = {
@@ -189,7 +195,7 @@ def run_comparison(
         write_json_atomic(out_dir / RUNS_FILE, comparison, indent=1)
     except OSError as err:
         reason = err.strerror or type(err).__name__
-        raise UserInputError(f"cannot write --out {out_dir} ({reason}); choose a writable directory") from None
+        raise RunDirError(f"cannot write out {out_dir} ({reason}); choose a writable directory", setting="out") from None
 
     settings = comparison["settings"]
     done = {(run["acquisition"], run["seed"]) for run in comparison["runs"]}
@@ -275,6 +281,7 @@ def run_one(
         The run's history, JSON-ready (see the module docstring).
     """
     from compressbo.bo.acquisition import acquisition_spec
+    from compressbo.bo.loop import Evaluation, Loop
     from compressbo.bo.optimizer import Optimizer
 
     if isinstance(problem, ProblemFamily) and not isinstance(problem, Problem):
@@ -285,9 +292,6 @@ def run_one(
         acquisition_options["f_star"] = f_star
     # gradient-enhanced acquisitions observe the exact gradient where the problem has one
     observe_gradient = acquisition_spec(acquisition).gradient_enhanced and hasattr(problem, "true_gradient")
-
-    def gradient(x: Tensor) -> Tensor | None:
-        return problem.true_gradient(x) if observe_gradient else None
 
     torch.manual_seed(seed)
     noise = torch.Generator().manual_seed(seed)
@@ -302,44 +306,21 @@ def run_one(
     )
     n_init = optimizer.n_init
 
-    initial_design = []
-    for _ in range(n_init):
-        x = optimizer.ask()
-        y, yvar = problem.evaluate(x, noise)
-        optimizer.tell(x, y, yvar, gradient=gradient(x))
-        initial_design.append({"x": x.tolist(), "y": y, "yvar": yvar})
+    def evaluate(x: Tensor, index: int) -> Evaluation:
+        y, yvar = problem.evaluate(x, noise)  # the noise stream of the seed, in order
+        return Evaluation(y, yvar, gradient=problem.true_gradient(x) if observe_gradient else None)
 
-    steps = []
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        initial_recommendation = _recommendation(optimizer.recommend(), problem, True)
-    initial_recommendation["warnings"] = _distinct(caught)
-    for iteration in range(1, iterations + 1):
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            start = time.perf_counter()
-            x = optimizer.ask()
-            acquisition_value = optimizer.last_acquisition_value
-            ask_time = time.perf_counter() - start
-            y, yvar = problem.evaluate(x, noise)
-            start = time.perf_counter()
-            optimizer.tell(x, y, yvar, gradient=gradient(x))
-            recommendation = optimizer.recommend()  # fits the GP the next ask() reuses
-            step_time = ask_time + time.perf_counter() - start
-        scored = iteration % score_every == 0 or iteration == iterations
-        steps.append(
-            {
-                "x": x.tolist(),
-                "y": y,
-                "yvar": yvar,
-                "acquisition_value": _finite_or_none(acquisition_value),
-                "step_time": step_time,
-                **_recommendation(recommendation, problem, scored),
-                "warnings": _distinct(caught),
-            }
-        )
-        if on_step is not None:
+    def score(record: dict[str, Any]) -> None:
+        iteration = record["iteration"] - n_init + 1  # BO iteration, 1-based; 0: the last initial point
+        scored = iteration == 0 or (iteration > 0 and (iteration % score_every == 0 or iteration == iterations))
+        x = torch.tensor(record["recommended"]["x"], dtype=torch.float64)
+        record["score"] = problem.score(x) if scored else None
+        if iteration > 0 and on_step is not None:
             on_step()
+
+    records = Loop(optimizer, evaluate, budget=n_init + iterations, on_record=score).run()
+    initial_design, steps = records[:n_init], records[n_init:]
+    last_initial = initial_design[-1]
     run = {
         "acquisition": acquisition,
         "seed": seed,
@@ -348,11 +329,11 @@ def run_one(
         "observed_gradients": observe_gradient,
         "optimal_value": problem.optimal_value,
         "initial_design": initial_design,
-        "initial_recommendation": initial_recommendation,
+        "initial_recommendation": {"recommended": last_initial["recommended"], "score": last_initial["score"]},
         "steps": steps,
     }
     if hasattr(problem, "metrics"):
-        final = steps[-1]["recommended_x"] if steps else initial_recommendation["recommended_x"]
+        final = (steps[-1] if steps else last_initial)["recommended"]["x"]
         run["final_metrics"] = problem.metrics(torch.tensor(final, dtype=torch.float64))
     return run
 
@@ -368,21 +349,21 @@ def _resumed(out_dir: Path, requested: dict[str, Any]) -> dict[str, Any]:
 
     existing = load_comparison(out_dir)
     if existing.get("format") != FORMAT:
-        raise UserInputError(
-            f"--resume: {out_dir}/{RUNS_FILE} has format {existing.get('format')!r}, not "
+        raise SettingError(
+            f"resume: {out_dir}/{RUNS_FILE} has format {existing.get('format')!r}, not "
             f"{FORMAT!r}; start a new comparison"
         )
     if existing["problem"] != requested["problem"]:
-        raise UserInputError(
-            f"--resume: {out_dir} compares on {existing['problem']['name']} with other "
-            "problem settings; give the same problem and flags, or a new --out"
+        raise SettingError(
+            f"resume: {out_dir} compares on {existing['problem']['name']} with other "
+            "problem settings; give the same problem and settings, or a new out directory"
         )
     old, new = existing["settings"], requested["settings"]
     for key in _FIXED_SETTINGS:
         if old.get(key) != new.get(key):
-            raise UserInputError(
-                f"--resume: {out_dir} was run with {key} = {old.get(key)!r}, not "
-                f"{new.get(key)!r}; give the same value, or a new --out"
+            raise SettingError(
+                f"resume: {out_dir} was run with {key} = {old.get(key)!r}, not "
+                f"{new.get(key)!r}; give the same value, or a new out directory"
             )
     old["acquisitions"] = list(dict.fromkeys(old["acquisitions"] + new["acquisitions"]))
     old["seeds"] = list(dict.fromkeys(old["seeds"] + new["seeds"]))
@@ -485,23 +466,3 @@ def _build(problem: ProblemSource) -> Problem | ProblemFamily:
     if isinstance(problem, (Problem, ProblemFamily)):
         return problem
     return problem()
-
-
-def _recommendation(recommendation: Any, problem: Problem, scored: bool) -> dict[str, Any]:
-    x = recommendation.x
-    return {"recommended_x": x.tolist(), "score": problem.score(x) if scored else None}
-
-
-def _distinct(caught: list[warnings.WarningMessage]) -> list[str]:
-    """Distinct ``Category: first line`` of the warnings a step raised (GP fit, L-BFGS-B)."""
-    messages = (f"{w.category.__name__}: {str(w.message).splitlines()[0]}" for w in caught)
-    return list(dict.fromkeys(messages))
-
-
-def _finite_or_none(value: Any) -> float | None:
-    if value is None:
-        return None
-    value = float(value)
-    return value if value == value and abs(value) != float("inf") else None
-
-

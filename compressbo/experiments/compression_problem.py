@@ -26,46 +26,50 @@ import time
 import torch
 from torch import Tensor
 
-from compressbo.app.job import CompressConfig, CompressionSetup, samples_range
-from compressbo.exceptions import UserInputError
+from compressbo._settings import fields_where
+from compressbo.compression.config import ProblemConfig, RuntimeConfig, samples_range
+from compressbo.compression.setup import CompressionSetup
+from compressbo.exceptions import SettingError
 
 __all__ = ["CompressionProblem"]
 
 
-# the CompressConfig fields that define the objective; where the data lives, the device and
-# the batch size may change between the runs of one comparison
-PROBLEM_SETTINGS = ("model", "weights", "data", "samples", "gamma", "objective", "amp", "bounds", "scheme", "method")
+# the settings that define the objective; where the data lives, the device and the batch
+# size may change between the runs of one comparison
+PROBLEM_SETTINGS = fields_where(ProblemConfig, "defines_problem") + fields_where(RuntimeConfig, "defines_problem")
 
 
 class CompressionProblem:
     """Minimize ``ratio + gamma * error`` of a network's low-rank compression.
 
     Example:
-        >>> problem = CompressionProblem(CompressConfig(model="fc3", samples=100))
+        >>> problem = CompressionProblem(ProblemConfig(model="fc3", samples=100))
         >>> y, yvar = problem.evaluate(problem.bounds.mean(0), torch.Generator().manual_seed(0))
         >>> problem.metrics(problem.bounds[1])["ratio"] <= 1.0
         True
 
     Args:
-        config: The settings of ``compressbo compress`` that define the objective (model,
-            weights, data, samples, gamma, objective, device, batch size, amp, bounds,
-            scheme, method); the search settings (acq, iterations, seed, ...) are ignored.
-            ``samples`` must be one size ``m`` (no ``START:END`` schedule).
+        config: What is minimized (``compressbo compress``'s problem settings); ``samples``
+            must be one size ``m`` (no ``START:END`` schedule).
+        runtime: Where it is evaluated (device, batch size, amp); default the CPU or GPU.
 
     Attributes:
-        setup: The loaded :class:`~compressbo.app.job.CompressionSetup`.
+        setup: The loaded :class:`~compressbo.compression.setup.CompressionSetup`.
         setup_seconds: Wall time the constructor took (loading, training or reading caches).
     """
 
-    def __init__(self, config: CompressConfig) -> None:
+    def __init__(self, config: ProblemConfig, runtime: RuntimeConfig | None = None) -> None:
         started = time.perf_counter()
+        runtime = runtime if runtime is not None else RuntimeConfig()
         first, last = samples_range(config.samples)
         if first != last:
-            raise UserInputError(
-                f"compare needs one subsample size, not --samples {config.samples}; give --samples M"
+            raise SettingError(
+                f"compare needs one subsample size, not samples {config.samples}; give samples M",
+                setting="samples",
             )
         self.config = config
-        self.setup = CompressionSetup.load(config)
+        self.runtime = runtime
+        self.setup = CompressionSetup.load(config, runtime)
         self.objective = self.setup.objective(first)
         self.name = self.setup.spec.name
         self.dim = self.setup.compressor.dim
@@ -73,7 +77,8 @@ class CompressionProblem:
         self.optimal_value: float | None = None
         measure = "distance" if config.objective == "distill" else "error"
         self.score_label = f"full-set ratio + {config.gamma:g} * {measure}"
-        self.settings = json.loads(json.dumps({name: getattr(config, name) for name in PROBLEM_SETTINGS}))
+        values = {**vars(config), **vars(runtime)}
+        self.settings = json.loads(json.dumps({name: values[name] for name in PROBLEM_SETTINGS}))
         self._metrics: dict[str, dict[str, float]] = {}
         self.setup_seconds = time.perf_counter() - started
 

@@ -56,7 +56,7 @@ from botorch.test_functions.synthetic import SyntheticTestFunction
 from torch import Tensor
 from torch.quasirandom import SobolEngine
 
-from compressbo.exceptions import UserInputError
+from compressbo.exceptions import SettingError
 
 NOISE_FRACTION = 0.1
 RANGE_SAMPLES = 2**14
@@ -115,7 +115,7 @@ class NoisySyntheticProblem:
                 or 6, Powell a multiple of 4, the others any ``d >= 1``.
         """
         if function not in _TEST_FUNCTIONS:
-            raise UserInputError(
+            raise SettingError(
                 f"unknown problem {function!r}; choose one of {', '.join(PROBLEM_NAMES)}"
             )
         dim = DEFAULT_DIMS[function] if dim is None else dim
@@ -359,9 +359,9 @@ class GPSampleFamily:
 
 def _check_gp_sample(dim: int, lengthscale: float, outputscale: float, noise_std: float) -> None:
     if dim < 1:
-        raise UserInputError(f"the dimension must be at least 1, not {dim}")
+        raise SettingError(f"the dimension must be at least 1, not {dim}")
     if not (lengthscale > 0 and outputscale > 0 and noise_std >= 0):
-        raise UserInputError(
+        raise SettingError(
             f"gpsample needs lengthscale > 0, outputscale > 0 and noise std >= 0, got "
             f"{lengthscale}, {outputscale} and {noise_std}"
         )
@@ -389,15 +389,15 @@ def make_problem(name: str, dim: int | None = None) -> NoisySyntheticProblem:
     match = re.fullmatch(r"([a-z]+)(\d*)", name.strip().lower())
     function = match.group(1) if match else name
     if function not in _TEST_FUNCTIONS:
-        raise UserInputError(
+        raise SettingError(
             f"unknown problem {name!r}; choose one of {', '.join(PROBLEM_NAMES)} "
             "(optionally with a dimension, e.g. hartmann3 or levy6)"
         )
     if match.group(2):
         named_dim = int(match.group(2))
         if dim is not None and dim != named_dim:
-            raise UserInputError(
-                f"problem {name!r} has dimension {named_dim} but --dim is {dim}; give one of them"
+            raise SettingError(
+                f"problem {name!r} has dimension {named_dim} but dim is {dim}; give one of them", setting="dim"
             )
         dim = named_dim
     return NoisySyntheticProblem(function, dim)
@@ -405,11 +405,11 @@ def make_problem(name: str, dim: int | None = None) -> NoisySyntheticProblem:
 
 def _check_dim(function: str, dim: int) -> None:
     if function == "hartmann" and dim not in (3, 6):
-        raise UserInputError(f"hartmann has dimension 3 or 6, not {dim}")
+        raise SettingError(f"hartmann has dimension 3 or 6, not {dim}")
     if function == "powell" and (dim < 4 or dim % 4):
-        raise UserInputError(f"powell needs a dimension that is a multiple of 4, not {dim}")
+        raise SettingError(f"powell needs a dimension that is a multiple of 4, not {dim}")
     if dim < 1:
-        raise UserInputError(f"the dimension must be at least 1, not {dim}")
+        raise SettingError(f"the dimension must be at least 1, not {dim}")
 
 
 def _optimal_value(function: SyntheticTestFunction) -> float:

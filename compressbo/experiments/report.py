@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from compressbo.exceptions import UserInputError
+from compressbo.exceptions import RunDirError
 
 RUNS_FILE = "runs.json"
 PLOT_FILE = "convergence.png"
@@ -29,21 +29,46 @@ def load_comparison(directory: str | Path) -> dict[str, Any]:
     """Read ``directory/runs.json``.
 
     Raises:
-        UserInputError: The file is missing or is not a compressbo comparison.
+        RunDirError: The file is missing or is not a compressbo comparison.
     """
     path = Path(directory) / RUNS_FILE
     try:
         comparison = json.loads(path.read_text())
     except FileNotFoundError:
-        raise UserInputError(
+        raise RunDirError(
             f"{path} not found; give a directory written by 'compressbo compare'"
         ) from None
     except (OSError, json.JSONDecodeError) as error:
-        raise UserInputError(f"cannot read {path}: {error}") from None
+        raise RunDirError(f"cannot read {path}: {error}") from None
     if not isinstance(comparison, dict) or not str(comparison.get("format", "")).startswith(
-        "compressbo.experiments.compare/"
+        "compressbo.compare/"
     ):
-        raise UserInputError(f"{path} is not a compressbo comparison (no 'format' field)")
+        raise RunDirError(f"{path} is not a compressbo comparison (no 'format' field)")
+    return upgraded(comparison)
+
+
+def upgraded(comparison: dict[str, Any]) -> dict[str, Any]:
+    """A comparison in today's format (``compressbo.compare/3``) from one in format 2.
+
+    Format 2 (compressbo before the one loop) kept ``{"x", "y", "yvar"}`` per initial point
+    and ``step_time`` / ``recommended_x`` per step; today every entry is a loop record.
+    """
+    from compressbo.bo.loop import normalize_record
+
+    if comparison.get("format") != "compressbo.compare/2":
+        return comparison
+    for run in comparison.get("runs", []):
+        n_init = len(run.get("initial_design", []))
+        run["initial_design"] = [
+            {"iteration": i, "phase": "init", **normalize_record(entry)} for i, entry in enumerate(run.get("initial_design", []))
+        ]
+        run["steps"] = [
+            {"iteration": n_init + i, "phase": "bo", **normalize_record(step)} for i, step in enumerate(run.get("steps", []))
+        ]
+        if "initial_recommendation" in run:
+            initial = normalize_record(run["initial_recommendation"])
+            run["initial_recommendation"] = {"recommended": initial.get("recommended"), "score": initial.get("score")}
+    comparison["format"] = "compressbo.compare/3"
     return comparison
 
 
@@ -111,7 +136,7 @@ def mean_step_times(comparison: dict[str, Any]) -> dict[str, float]:
     """Mean wall time of one BO step (fit + acquisition maximization) per acquisition."""
     times: dict[str, list[float]] = {}
     for run in comparison["runs"]:
-        times.setdefault(run["acquisition"], []).extend(s["step_time"] for s in run["steps"])
+        times.setdefault(run["acquisition"], []).extend(s["seconds_bo"] for s in run["steps"])
     return {name: float(np.mean(values)) for name, values in times.items() if values}
 
 
@@ -307,8 +332,9 @@ def save_figure(figure: Any, path: str | Path) -> None:
 
 
 def _label(name: str) -> str:
-    labels = {"logei": "LogEI", "logcei": "LogCEI", "qlognei": "qLogNEI", "eign": "EI-GN", "random": "Random"}
-    return labels.get(name, name.upper())
+    from compressbo.bo.acquisition import acquisition_label
+
+    return acquisition_label(name)
 
 
 def _number(value: float) -> str:

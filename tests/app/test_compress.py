@@ -36,7 +36,7 @@ def test_compress_writes_every_artifact(env):
         assert record["yvar"] > 0 and record["m"] == 100
         assert record["y"] == pytest.approx(record["ratio"] + record["error"])
         assert record["seconds_compress"] >= 0 and record["seconds_evaluate"] > 0 and record["seconds_bo"] >= 0
-        assert len(record["theta"]) == len(record["ranks"]) == 3
+        assert len(record["x"]) == len(record["ranks"]) == 3
     assert all(r["acquisition_value"] is not None for r in history[4:])
 
     config = json.loads((out / "config.json").read_text())
@@ -84,11 +84,11 @@ def _interrupt_after(monkeypatch, calls):
     original = CompressionObjective.__call__
     count = {"n": 0}
 
-    def interrupted(self, theta, m=None):
+    def interrupted(self, theta, m=None, **kwargs):
         if count["n"] == calls:
             raise KeyboardInterrupt
         count["n"] += 1
-        return original(self, theta, m)
+        return original(self, theta, m, **kwargs)
 
     monkeypatch.setattr(CompressionObjective, "__call__", interrupted)
     return original
@@ -114,7 +114,7 @@ def test_interrupted_run_resumes_to_the_same_history(env, monkeypatch, capsys):
     assert (env / "cut" / "history.jsonl").read_text().startswith(prefix)
     assert len(resumed) == len(straight) == 7
     for a, b in zip(resumed, straight):  # nothing lost, nothing repeated, same subsamples
-        assert a["theta"] == pytest.approx(b["theta"]) and a["y"] == pytest.approx(b["y"])
+        assert a["x"] == pytest.approx(b["x"]) and a["y"] == pytest.approx(b["y"])
     assert (env / "cut" / "best.json").is_file()
 
 
@@ -132,11 +132,11 @@ def test_resume_after_a_crash_between_history_and_state(env):
     assert main(["compress", "--resume", str(out), "--quiet"]) == 0
     history = _history(out)
     assert [r["iteration"] for r in history] == list(range(5))
-    thetas = [tuple(r["theta"]) for r in history]
+    thetas = [tuple(r["x"]) for r in history]
     assert len(set(thetas)) == len(thetas)
     final = json.loads((out / "optimizer_state.json").read_text())["optimizer"]
     assert final["pending"] == []
-    assert final["X"] == [r["theta"] for r in history]  # nothing dropped, nothing told twice
+    assert final["X"] == [r["x"] for r in history]  # nothing dropped, nothing told twice
     assert final["Y"] == [r["y"] for r in history] and final["Yvar"] == [r["yvar"] for r in history]
 
 
@@ -321,7 +321,7 @@ def test_a_real_interrupt_or_kill_resumes_with_no_evaluation_lost_or_repeated(en
     records = _history(out)
     assert history.read_text().startswith(prefix)
     assert [r["iteration"] for r in records] == list(range(8))
-    assert len({tuple(r["theta"]) for r in records}) == 8
+    assert len({tuple(r["x"]) for r in records}) == 8
 
 
 def test_kappa_stops_before_evaluating_the_proposal_and_resume_agrees(env):

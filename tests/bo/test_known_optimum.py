@@ -122,10 +122,12 @@ def test_erm_matches_its_monte_carlo_expectation(fitted):
 @pytest.mark.parametrize("name", ["erm", "cbm"])
 def test_missing_f_star_says_how_to_pass_it(name, fitted):
     model, X, _ = fitted
-    with pytest.raises(UserInputError, match="known optimum.*f_star.*--known-optimum"):
+    with pytest.raises(UserInputError, match="known_optimum VALUE.*known optimum f_star") as info:
         make_acquisition(name, model, X)
-    with pytest.raises(UserInputError, match="--known-optimum"):
+    assert info.value.setting == "known_optimum"  # the command line names --known-optimum
+    with pytest.raises(UserInputError, match="known_optimum VALUE") as info:
         Optimizer(BOUNDS, acquisition=name)  # before any evaluation is spent
+    assert info.value.setting == "known_optimum"
     with pytest.raises(UserInputError, match="finite number"):
         Optimizer(BOUNDS, acquisition=name, acquisition_options={"f_star": "low"})
 

@@ -136,7 +136,7 @@ def test_load_train_mnist_reads_train_files(tmp_path):
 
 
 def test_missing_mnist_names_expected_files_and_places(tmp_path):
-    with pytest.raises(UserInputError, match=r"t10k-images-idx3-ubyte.*MNIST/raw.*--download"):
+    with pytest.raises(UserInputError, match=r"t10k-images-idx3-ubyte.*MNIST/raw.*allow the download"):
         load_mnist(tmp_path / "nowhere")
     with pytest.raises(UserInputError, match="data directory"):
         load_validation("mnist")

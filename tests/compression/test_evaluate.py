@@ -11,7 +11,7 @@ from torchvision.transforms import v2
 
 from compressbo.compression.data import TensorSet, load_imagenet_val
 from compressbo.exceptions import UserInputError
-from compressbo.compression.evaluator import MIN_VARIANCE, SubsampleEvaluator, binomial_variance, resolve_device
+from compressbo.compression.evaluator import DISTILL_VARIANCE_FLOOR, SubsampleEvaluator, binomial_variance, resolve_device
 from compressbo.compression.objective import CompressionObjective
 
 CLASSES = 10
@@ -173,7 +173,7 @@ def test_reference_logits_are_computed_once_per_example():
 def test_identical_networks_have_zero_distance_and_floored_variance():
     evaluator = SubsampleEvaluator(oracle_set(40, 4), device="cpu")
     estimate = evaluator.distill(identity_classifier(), identity_classifier(), 10)
-    assert estimate.distance == 0 and estimate.variance == MIN_VARIANCE
+    assert estimate.distance == 0 and estimate.variance == DISTILL_VARIANCE_FLOOR
 
 
 def test_distill_needs_two_samples():

@@ -78,10 +78,10 @@ def test_writes_every_artifact(parallel_dir: Path) -> None:
         assert len(run["steps"]) == ITERATIONS
         for step in run["steps"]:
             assert set(step) == {
-                "x", "y", "yvar", "acquisition_value", "step_time", "recommended_x", "score",
-                "warnings",
+                "iteration", "phase", "x", "y", "yvar", "acquisition_value", "seconds_bo", "recommended",
+                "score", "warnings",
             }  # fmt: skip
-            assert step["step_time"] > 0 and step["acquisition_value"] is not None
+            assert step["seconds_bo"] > 0 and step["acquisition_value"] is not None
 
 
 def test_histories_are_consistent_with_the_problem(parallel_dir: Path) -> None:
@@ -92,18 +92,18 @@ def test_histories_are_consistent_with_the_problem(parallel_dir: Path) -> None:
             x = torch.tensor(entry["x"], dtype=torch.float64)
             assert entry["yvar"] == pytest.approx(float(problem.noise_std(x)) ** 2, rel=1e-12)
         for step in run["steps"]:
-            recommended = torch.tensor(step["recommended_x"], dtype=torch.float64)
+            recommended = torch.tensor(step["recommended"]["x"], dtype=torch.float64)
             assert step["score"] == pytest.approx(problem.score(recommended), rel=1e-12)
-            assert step["recommended_x"] in points  # the incumbent is an observed point
+            assert step["recommended"]["x"] in points  # the incumbent is an observed point
 
 
 def test_initial_designs_are_shared_across_acquisitions(parallel_dir: Path) -> None:
     runs = _runs(parallel_dir)
     for seed in range(SEEDS):
-        designs = [r["initial_design"] for r in runs if r["seed"] == seed]
+        designs = [_design(r) for r in runs if r["seed"] == seed]
         assert len(designs) == len(ACQUISITIONS)
         assert all(design == designs[0] for design in designs)
-    by_seed = {r["seed"]: r["initial_design"] for r in runs}
+    by_seed = {r["seed"]: _design(r) for r in runs}
     assert by_seed[0] != by_seed[1]
     # Different acquisitions then diverge: the comparison compares something.
     steps = {r["acquisition"]: r["steps"][0]["x"] for r in runs if r["seed"] == 0}
@@ -118,7 +118,7 @@ def test_serial_run_reproduces_the_parallel_histories(parallel_dir: Path, tmp_pa
     parallel = {(r["acquisition"], r["seed"]): r for r in _runs(parallel_dir)}
     for run in _runs(tmp_path):
         reference = parallel[(run["acquisition"], run["seed"])]
-        assert run["initial_design"] == reference["initial_design"]
+        assert _design(run) == _design(reference)
         for step, expected in zip(run["steps"], reference["steps"]):
             np.testing.assert_allclose(step["x"], expected["x"], rtol=1e-6, atol=1e-9)
             assert step["score"] == pytest.approx(expected["score"], rel=1e-6, abs=1e-9)
@@ -141,7 +141,7 @@ def test_summary_reports_quantiles_times_and_paired_tests(parallel_dir: Path) ->
         cells = [cell.strip() for cell in rows[label].strip("|").split("|")]
         assert cells[1] == str(SEEDS)
         assert cells[2] == f"{np.median(list(final[name].values())):.3g}"
-        times = [s["step_time"] for r in runs if r["acquisition"] == name for s in r["steps"]]
+        times = [s["seconds_bo"] for r in runs if r["acquisition"] == name for s in r["steps"]]
         assert cells[5] == f"{np.mean(times):.3f}"
     p, n, wins, losses = paired_wilcoxon(final["cei"], final["ei"])
     ei_cells = [cell.strip() for cell in rows["EI"].strip("|").split("|")]
@@ -201,7 +201,7 @@ def test_bad_input_raises_user_input_error(tmp_path: Path) -> None:
         run_comparison(problem, ["ei"], 0, 1, tmp_path / "c", progress=False)
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "runs.json").write_text("{}")
-    with pytest.raises(UserInputError, match="already holds a comparison.*or pass --resume"):
+    with pytest.raises(UserInputError, match="already holds a comparison.*or resume to add runs"):
         run_comparison(problem, ["ei"], 1, 1, tmp_path / "d", progress=False)
     with pytest.raises(UserInputError, match="not a compressbo comparison"):
         load_comparison(tmp_path / "d")
@@ -231,7 +231,7 @@ def test_compression_comparison_writes_every_artifact(compression_dir: Path) -> 
         for entry in run["initial_design"] + run["steps"]:
             assert 0 < entry["yvar"] <= 0.25 / 100 + 1e-12
     for seed in range(SEEDS):
-        designs = [r["initial_design"] for r in runs if r["seed"] == seed]
+        designs = [_design(r) for r in runs if r["seed"] == seed]
         assert all(design == designs[0] for design in designs)
     summary = (compression_dir / "summary.md").read_text()
     assert "| acquisition | ratio | error |" in summary and "| Random |" in summary
@@ -244,10 +244,10 @@ def test_compression_scores_use_the_whole_validation_set(
     problem = CompressionProblem(CompressConfig(samples=100))
     run = _runs(compression_dir)[1]
     for step in run["steps"]:
-        x = torch.tensor(step["recommended_x"], dtype=torch.float64)
+        x = torch.tensor(step["recommended"]["x"], dtype=torch.float64)
         assert step["score"] == pytest.approx(problem.score(x), rel=1e-12)
     # Subsample observations scatter around the full-set objective; scores do not.
-    x = torch.tensor(run["steps"][-1]["recommended_x"], dtype=torch.float64)
+    x = torch.tensor(run["steps"][-1]["recommended"]["x"], dtype=torch.float64)
     generator = torch.Generator().manual_seed(0)
     observations = [problem.evaluate(x, generator)[0] for _ in range(8)]
     assert len(set(observations)) > 1
@@ -267,7 +267,7 @@ def test_known_optimum_acquisitions_need_an_optimum(
 ) -> None:
     monkeypatch.setenv("COMPRESSBO_CACHE", str(fc3_cache))
     problem = CompressionProblem(CompressConfig(samples=100))
-    with pytest.raises(UserInputError, match="erm, cbm need the objective's known optimum value; pass --known-optimum"):
+    with pytest.raises(UserInputError, match="erm, cbm need the objective's known optimum value; pass known_optimum"):
         run_comparison(problem, ["ei", "erm", "cbm"], 1, 1, tmp_path / "a", progress=False)
     assert not (tmp_path / "a" / "runs.json").exists()
     run = run_one(problem, "erm", 0, iterations=1, n_init=3, optimizer_options=FAST,
@@ -307,7 +307,7 @@ def test_resume_adds_missing_runs_and_keeps_finished_ones(tmp_path: Path) -> Non
     ]
     assert resumed["runs"][0] == first["runs"][0]  # not rerun
     assert load_comparison(tmp_path)["complete"] is True
-    with pytest.raises(UserInputError, match="holds no runs.json; drop --resume"):
+    with pytest.raises(UserInputError, match="holds no runs.json, so there is nothing to resume; drop resume"):
         run_comparison(make_problem("levy4"), ["ei"], 1, 2, tmp_path / "new", resume=True, **kwargs)
 
 
@@ -330,7 +330,7 @@ def test_gp_sample_runs_optimize_one_function_per_seed(tmp_path: Path) -> None:
         for entry in run["initial_design"] + run["steps"]:
             assert entry["yvar"] == pytest.approx(0.01)
         for step in run["steps"]:
-            x = torch.tensor(step["recommended_x"], dtype=torch.float64)
+            x = torch.tensor(step["recommended"]["x"], dtype=torch.float64)
             assert step["score"] == pytest.approx(function.score(x)) and step["score"] >= 0
 
 
@@ -372,7 +372,7 @@ def test_eign_observes_exact_gradients_on_synthetic_problems():
     with_gradients = run_one(problem, "eign", 0, iterations=2, optimizer_options=options)
     value_only = run_one(problem, "ei", 0, iterations=2, optimizer_options=options)
     assert with_gradients["observed_gradients"] and not value_only["observed_gradients"]
-    assert with_gradients["initial_design"] == value_only["initial_design"]
+    assert _design(with_gradients) == _design(value_only)
     bounds = problem.bounds
     for step in with_gradients["steps"]:
         x = torch.tensor(step["x"], dtype=torch.float64)
@@ -454,3 +454,8 @@ def test_pool_keeps_the_runs_that_finish_after_ctrl_c() -> None:
     with tqdm(disable=True) as bar, pytest.raises(KeyboardInterrupt):
         _run_pool(make_problem("levy4"), [("ei", 0), ("cei", 0)], 2, kwargs, record, bar)
     assert sorted(recorded) == [("cei", 0), ("ei", 0)]
+
+
+def _design(run: dict) -> list[tuple]:
+    """The initial design's points and observations (not its timings)."""
+    return [(entry["x"], entry["y"], entry["yvar"]) for entry in run["initial_design"]]

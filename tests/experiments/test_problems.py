@@ -105,7 +105,7 @@ def test_name_and_dimension_parsing() -> None:
         ("rosenbrock", None, "unknown problem 'rosenbrock'; choose one of hartmann, griewank"),
         ("hartmann4", None, "hartmann has dimension 3 or 6"),
         ("powell6", None, "multiple of 4"),
-        ("levy3", 5, "dimension 3 but --dim is 5"),
+        ("levy3", 5, "dimension 3 but dim is 5"),
         ("levy", 0, "at least 1"),
     ],
 )

@@ -27,7 +27,7 @@ from botorch.utils.probability.utils import ndtr as Phi
 from botorch.utils.transforms import t_batch_mode_transform
 from torch import Tensor
 
-from compressbo.exceptions import UserInputError
+from compressbo.exceptions import OptimizerInputError
 from compressbo.bo.models.known_optimum import MIN_VARIANCE
 
 
@@ -171,7 +171,7 @@ class CorrectedProbabilityOfImprovement(_CorrectedImprovement):
             xi: The improvement margin ``>= 0``, in objective units.
         """
         if not xi >= 0:
-            raise UserInputError(f"the CPI margin xi must be >= 0, got {xi}")
+            raise OptimizerInputError(f"the CPI margin xi must be >= 0, got {xi}")
         super().__init__(model, X_incumbent)
         self.xi = float(xi)
 

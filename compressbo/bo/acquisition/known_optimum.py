@@ -10,7 +10,7 @@ from botorch.utils.transforms import t_batch_mode_transform
 from torch import Tensor
 
 from compressbo.bo.models.known_optimum import CBM_BETA, MIN_VARIANCE, transformed_moments
-from compressbo.exceptions import UserInputError
+from compressbo.exceptions import SettingError
 
 
 def expected_regret(mean: Tensor, std: Tensor, f_star: float) -> Tensor:
@@ -102,16 +102,15 @@ class NegativeConfidenceBoundMinimization(_KnownOptimum):
 def validated_f_star(name: str, f_star: object) -> float:
     """``f_star`` as a finite float; ``UserInputError`` naming the fix otherwise."""
     if f_star is None:
-        raise UserInputError(
-            f"acquisition {name!r} needs the known optimum value: pass "
-            "acquisition_options={'f_star': VALUE} (CLI: --known-optimum VALUE)."
+        raise SettingError(
+            f"acquisition {name} needs known_optimum VALUE, the objective's known optimum f_star (a "
+            "lower bound you believe is attained; API: acquisition_options={'f_star': VALUE})",
+            setting="known_optimum",
         )
     try:
         value = float(f_star)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         value = float("nan")
     if not torch.isfinite(torch.tensor(value)):
-        raise UserInputError(
-            f"the known optimum f_star must be a finite number, got {f_star!r}."
-        )
+        raise SettingError(f"the known optimum f_star must be a finite number, got {f_star!r}", setting="known_optimum")
     return value

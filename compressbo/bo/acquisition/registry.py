@@ -54,7 +54,7 @@ from botorch.models.model import Model
 from botorch.optim import optimize_acqf
 from torch import Tensor
 
-from compressbo.exceptions import UserInputError
+from compressbo.exceptions import OptimizerInputError
 from compressbo.bo.models.gp import incumbent, outcome_scale, search_bounds
 from compressbo.bo.models.derivative import DerivativeGP
 from compressbo.bo.models.known_optimum import CBM_BETA, fit_transformed_gp
@@ -78,6 +78,7 @@ class AcquisitionSpec:
     Attributes:
         build: ``build(model, X_observed, **options) -> AcquisitionFunction``, or None
             for a model-free proposal rule (``random``).
+        label: Its display name in plots and reports (``"LogCEI"``).
         log: Its values are logarithms (``kappa`` is compared on the log scale).
         monte_carlo: It accepts ``X_pending`` (pending points are joint MC samples);
             otherwise pending points are handled by conditioning the model.
@@ -91,6 +92,7 @@ class AcquisitionSpec:
     """
 
     build: Callable[..., AcquisitionFunction] | None
+    label: str = ""
     log: bool = False
     monte_carlo: bool = False
     known_optimum: bool = False
@@ -202,7 +204,7 @@ def _eign(
         prior_std, prior_sq_gradient = source.prior_gradient_scale()
         lam = EIGN_RELATIVE_WEIGHT * prior_std / prior_sq_gradient
     if not (isinstance(lam, (int, float)) and lam >= 0 and lam < float("inf")):
-        raise UserInputError(f"eign's lam must be a finite number >= 0, got {lam!r}.")
+        raise OptimizerInputError(f"eign's lam must be a finite number >= 0, got {lam!r}.")
     return ExpectedImprovementGradientNorm(model, X_observed, lam)
 
 
@@ -221,22 +223,28 @@ def _cbm(
 
 
 ACQUISITIONS: dict[str, AcquisitionSpec] = {
-    "ei": AcquisitionSpec(_ei),
-    "logei": AcquisitionSpec(_logei, log=True),
-    "cei": AcquisitionSpec(_corrected(CorrectedExpectedImprovement)),
-    "logcei": AcquisitionSpec(_corrected(LogCorrectedExpectedImprovement), log=True),
-    "pi": AcquisitionSpec(_pi, vanishes_when_done=False),
-    "cpi": AcquisitionSpec(_cpi),
-    "ucb": AcquisitionSpec(_ucb, vanishes_when_done=False),
-    "nei": AcquisitionSpec(_nei),
-    "qlognei": AcquisitionSpec(_qlognei, log=True, monte_carlo=True),
-    "kg": AcquisitionSpec(_kg, monte_carlo=True),
-    "eign": AcquisitionSpec(_eign, gradient_enhanced=True),
-    "erm": AcquisitionSpec(_erm, known_optimum=True, vanishes_when_done=False),
-    "cbm": AcquisitionSpec(_cbm, known_optimum=True, vanishes_when_done=False),
-    "random": AcquisitionSpec(None, vanishes_when_done=False),
+    "ei": AcquisitionSpec(_ei, "EI"),
+    "logei": AcquisitionSpec(_logei, "LogEI", log=True),
+    "cei": AcquisitionSpec(_corrected(CorrectedExpectedImprovement), "CEI"),
+    "logcei": AcquisitionSpec(_corrected(LogCorrectedExpectedImprovement), "LogCEI", log=True),
+    "pi": AcquisitionSpec(_pi, "PI", vanishes_when_done=False),
+    "cpi": AcquisitionSpec(_cpi, "CPI"),
+    "ucb": AcquisitionSpec(_ucb, "UCB", vanishes_when_done=False),
+    "nei": AcquisitionSpec(_nei, "NEI"),
+    "qlognei": AcquisitionSpec(_qlognei, "qLogNEI", log=True, monte_carlo=True),
+    "kg": AcquisitionSpec(_kg, "KG", monte_carlo=True),
+    "eign": AcquisitionSpec(_eign, "EI-GN", gradient_enhanced=True),
+    "erm": AcquisitionSpec(_erm, "ERM", known_optimum=True, vanishes_when_done=False),
+    "cbm": AcquisitionSpec(_cbm, "CBM", known_optimum=True, vanishes_when_done=False),
+    "random": AcquisitionSpec(None, "Random", vanishes_when_done=False),
 }
 ACQUISITION_NAMES: tuple[str, ...] = tuple(ACQUISITIONS)
+
+
+def acquisition_label(name: str) -> str:
+    """The display name of a registered acquisition (``"LogCEI"``); unknown names as given."""
+    spec = ACQUISITIONS.get(name)
+    return spec.label if spec is not None and spec.label else name
 
 
 def acquisition_spec(name: str) -> AcquisitionSpec:
@@ -244,7 +252,7 @@ def acquisition_spec(name: str) -> AcquisitionSpec:
     try:
         return ACQUISITIONS[name]
     except (KeyError, TypeError):
-        raise UserInputError(
+        raise OptimizerInputError(
             f"unknown acquisition {name!r}; choose one of: {', '.join(ACQUISITIONS)}."
         ) from None
 
@@ -303,13 +311,13 @@ def make_acquisition(
     """
     spec = acquisition_spec(name)
     if spec.build is None:
-        raise UserInputError(
+        raise OptimizerInputError(
             f"acquisition {name!r} proposes scrambled Sobol points without a model; "
             f"use Optimizer(acquisition={name!r}) instead of make_acquisition."
         )
     if isinstance(model, JointPosteriorModel) and not spec.gradient_enhanced:
         gradient_names = [n for n, s in ACQUISITIONS.items() if s.gradient_enhanced]
-        raise UserInputError(
+        raise OptimizerInputError(
             f"acquisition {name!r} needs a value GP (compressbo.bo.models.gp.fit_gp), not a "
             f"gradient-enhanced GP; only {', '.join(gradient_names)} can use gradients."
         )
@@ -324,7 +332,7 @@ def make_acquisition(
             if "X_pending" in options
             else ""
         )
-        raise UserInputError(
+        raise OptimizerInputError(
             f"acquisition {name!r} does not accept the option(s) {sorted(options)}"
             f"{hint}."
         ) from None

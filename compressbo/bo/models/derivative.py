@@ -32,7 +32,7 @@ from botorch.models import SingleTaskGP
 from gpytorch.kernels import MaternKernel, RBFKernel, ScaleKernel
 from torch import Tensor
 
-from compressbo.exceptions import UserInputError
+from compressbo.exceptions import OptimizerInputError
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ class DerivativeGP:
         if not isinstance(base, (RBFKernel, MaternKernel)) or (
             isinstance(base, MaternKernel) and base.nu not in (1.5, 2.5)
         ):
-            raise UserInputError(
+            raise OptimizerInputError(
                 f"the gradient posterior needs an RBF or Matern-3/2 / 5/2 kernel, got "
                 f"{type(base).__name__}; fit the GP with one of those."
             )

@@ -34,7 +34,7 @@ from gpytorch.mlls import ExactMarginalLogLikelihood
 from linear_operator.utils.errors import NotPSDError
 from torch import Tensor
 
-from compressbo.exceptions import UserInputError
+from compressbo.exceptions import OptimizerInputError
 
 VARIANCE_FLOOR = 1e-5
 RETRY_VARIANCE_FLOOR = 1e-3
@@ -119,7 +119,7 @@ def known_rbf_gp(
         ``ScaleKernel(RBFKernel)``.
     """
     if not (lengthscale > 0 and outputscale > 0):
-        raise UserInputError(
+        raise OptimizerInputError(
             f"a known kernel needs lengthscale > 0 and outputscale > 0, got {lengthscale} "
             f"and {outputscale}."
         )
@@ -153,7 +153,7 @@ def incumbent(model: SingleTaskGP, X_observed: Tensor) -> Tensor:
         A ``1 x d`` tensor, the row of ``X_observed`` with the lowest posterior mean.
     """
     if X_observed.dim() != 2 or X_observed.shape[0] == 0:
-        raise UserInputError(
+        raise OptimizerInputError(
             f"X_observed must be a non-empty n x d tensor, got shape "
             f"{tuple(X_observed.shape)}; pass the observed inputs."
         )
@@ -264,26 +264,26 @@ def validated_training_data(
         torch.as_tensor(t, dtype=torch.float64) for t in (X, Y, Yvar, bounds)
     )
     if X.dim() != 2 or X.shape[0] == 0:
-        raise UserInputError(
+        raise OptimizerInputError(
             f"train_X must be a non-empty n x d tensor, got shape {tuple(X.shape)}."
         )
     n, d = X.shape
     if bounds.shape != (2, d):
-        raise UserInputError(
+        raise OptimizerInputError(
             f"bounds must be a 2 x {d} tensor (lower row, upper row), got shape "
             f"{tuple(bounds.shape)}."
         )
     if not bool((bounds[0] < bounds[1]).all()):
-        raise UserInputError("bounds must satisfy lower < upper in every dimension.")
+        raise OptimizerInputError("bounds must satisfy lower < upper in every dimension.")
     Y, Yvar = Y.reshape(-1, 1) if Y.numel() == n else Y, Yvar.reshape(-1, 1)
     if Y.shape != (n, 1) or Yvar.shape != (n, 1):
-        raise UserInputError(
+        raise OptimizerInputError(
             f"train_Y and train_Yvar must have {n} values (one per row of train_X), "
             f"got shapes {tuple(Y.shape)} and {tuple(Yvar.shape)}."
         )
     for name, t in (("train_X", X), ("train_Y", Y), ("train_Yvar", Yvar)):
         if not bool(torch.isfinite(t).all()):
-            raise UserInputError(f"{name} contains NaN or infinite values; drop them.")
+            raise OptimizerInputError(f"{name} contains NaN or infinite values; drop them.")
     if bool((Yvar < 0).any()):
-        raise UserInputError("train_Yvar must be >= 0 (noise variances).")
+        raise OptimizerInputError("train_Yvar must be >= 0 (noise variances).")
     return X, Y, Yvar, bounds

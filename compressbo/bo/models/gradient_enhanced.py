@@ -49,7 +49,7 @@ from gpytorch.priors import LogNormalPrior
 from linear_operator.operators import DiagLinearOperator
 from torch import Tensor
 
-from compressbo.exceptions import UserInputError
+from compressbo.exceptions import OptimizerInputError
 from compressbo.bo.models.gp import (
     BELIEVER_VARIANCE,
     FIT_ERRORS,
@@ -263,16 +263,16 @@ def fit_gradient_gp(
     X, Y, Yvar, bounds = validated_training_data(X, Y, Yvar, bounds)
     dY = torch.as_tensor(dY, dtype=torch.float64)
     if dY.shape != X.shape:
-        raise UserInputError(
+        raise OptimizerInputError(
             f"dY must be a {tuple(X.shape)} tensor (one gradient per row of X), got "
             f"shape {tuple(dY.shape)}."
         )
     if not bool(torch.isfinite(dY).all()):
-        raise UserInputError("dY contains NaN or infinite values; drop those points.")
+        raise OptimizerInputError("dY contains NaN or infinite values; drop those points.")
     if grad_var is not None and not (math.isfinite(grad_var) and grad_var >= 0):
-        raise UserInputError(f"grad_var must be a finite variance >= 0, got {grad_var!r}.")
+        raise OptimizerInputError(f"grad_var must be a finite variance >= 0, got {grad_var!r}.")
     if kernel not in KERNELS:
-        raise UserInputError(
+        raise OptimizerInputError(
             f"unknown kernel {kernel!r}; choose one of: {', '.join(KERNELS)}."
         )
     widths = bounds[1] - bounds[0]

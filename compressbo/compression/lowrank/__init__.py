@@ -20,6 +20,8 @@ from .factorize import (
 from .ranks import (
     METHODS,
     SCHEMES,
+    check_method,
+    check_scheme,
     LayerGeometry,
     Ranks,
     factorized_macs,
@@ -36,6 +38,8 @@ from .vh import vh_factors
 __all__ = [
     "METHODS",
     "SCHEMES",
+    "check_method",
+    "check_scheme",
     "FactorCache",
     "LayerFactors",
     "LayerGeometry",

@@ -24,6 +24,8 @@ from typing import Literal, Union
 import numpy as np
 from torch import nn
 
+from compressbo.exceptions import SettingError
+
 __all__ = [
     "METHODS",
     "SCHEMES",
@@ -43,6 +45,20 @@ Ranks = Union[int, tuple[int, int]]
 
 METHODS: tuple[str, ...] = ("svd", "tucker2", "vh")
 SCHEMES: tuple[str, ...] = ("params", "plain")
+
+
+def check_method(method: str) -> str:
+    """``method`` if it is a known factorization, else :class:`SettingError` naming them."""
+    if method not in METHODS:
+        raise SettingError(f"unknown factorization method {method!r}; choose one of {', '.join(METHODS)}", setting="method")
+    return method
+
+
+def check_scheme(scheme: str) -> str:
+    """``scheme`` if it is a known rank scheme, else :class:`SettingError` naming them."""
+    if scheme not in SCHEMES:
+        raise SettingError(f"unknown rank scheme {scheme!r}; choose one of {', '.join(SCHEMES)}", setting="scheme")
+    return scheme
 
 
 @dataclass(frozen=True)

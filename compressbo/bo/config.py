@@ -1,0 +1,65 @@
+"""How the search runs: the acquisition, the design, the budget, the seed, the stopping rule.
+
+:class:`SearchConfig` is one of the three configs of a compression run (with the problem's
+and the runtime's, ``compressbo.compression.config``); the command line builds its flags
+from the fields' ``metadata`` (see ``compressbo._settings``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from compressbo._settings import setting as _setting
+
+__all__ = ["SearchConfig"]
+
+
+@dataclass
+class SearchConfig:
+    """The optimizer's settings (see :class:`compressbo.bo.optimizer.Optimizer`)."""
+
+    acq: str = _setting("cei", "acquisition function (cei)")
+    iterations: int = _setting(30, "BO iterations after the initial design (30)", resumable=True, type=int)
+    init: int | None = _setting(None, "initial Sobol points (max(5, 2d))", type=int)
+    kappa: float | None = _setting(
+        None,
+        "stop once the maximized acquisition value is below kappa, in objective units (log acquisitions compare log kappa; never)",
+        type=float,
+    )
+    known_optimum: float | None = _setting(
+        None, "f*, a lower bound of the objective you believe is attained: needed by erm and cbm", type=float
+    )
+    seed: int = _setting(0, "seed of the search and of the subsamples (0)", type=int)
+    num_restarts: int = _setting(10, "L-BFGS-B restarts of the acquisition maximization (10)", type=int)
+    raw_samples: int = _setting(512, "raw samples seeding the restarts (512)", type=int)
+
+    @property
+    def acquisition_options(self) -> dict[str, Any]:
+        """``make_acquisition`` options the settings imply (``f_star`` for erm and cbm)."""
+        return {} if self.known_optimum is None else {"f_star": self.known_optimum}
+
+    def optimizer_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :class:`~compressbo.bo.optimizer.Optimizer` (all but the box)."""
+        return {
+            "acquisition": self.acq,
+            "n_init": self.init,
+            "seed": self.seed,
+            "kappa": self.kappa,
+            "acquisition_options": self.acquisition_options,
+            "num_restarts": self.num_restarts,
+            "raw_samples": self.raw_samples,
+        }
+
+    def validate(self) -> None:
+        """The optimizer's own checks, before anything exists; ``SettingError`` if not."""
+        from compressbo.bo.optimizer import check_search_settings
+        from compressbo.exceptions import SettingError
+
+        if isinstance(self.iterations, bool) or not isinstance(self.iterations, int) or self.iterations < 0:
+            raise SettingError(f"iterations must be an integer >= 0, got {self.iterations!r}", setting="iterations")
+        kwargs = self.optimizer_kwargs()
+        check_search_settings(
+            kwargs["acquisition"], kwargs["n_init"], None, kwargs["seed"], kwargs["kappa"],
+            kwargs["acquisition_options"], kwargs["num_restarts"], kwargs["raw_samples"],
+        )

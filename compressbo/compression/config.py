@@ -1,0 +1,95 @@
+"""What a compression problem is, and where and how it is evaluated: two configs.
+
+:class:`ProblemConfig` says *what* is minimized (the network, its weights, the data, the
+subsample size, ``gamma``, the objective, the box, the rank scheme and the factorization);
+:class:`RuntimeConfig` says *where and how* it is evaluated (device, batch size, autocast).
+Each field documents itself (``compressbo._settings.setting``): its ``--help`` line, its
+flag's argparse keywords and its role (``defines_problem``, ``resumable``).
+
+``validate`` checks what can be checked without loading anything, by calling the checks of
+the components that own each setting, so an error is raised once, with one message.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from compressbo._settings import setting
+from compressbo.exceptions import SettingError
+
+__all__ = ["ProblemConfig", "RuntimeConfig", "samples_range"]
+
+
+def _samples(text: str) -> int | str:
+    return int(text) if text.isdigit() else text
+
+
+@dataclass
+class ProblemConfig:
+    """What is minimized: ``ratio(theta) + gamma * error(theta)`` of one network on one dataset."""
+
+    model: str = setting("fc3", "spec name in models/ or a spec .toml path (fc3)", defines_problem=True)
+    weights: str | None = setting(
+        None, "'random', a torchvision weights name (IMAGENET1K_V1) or a .pth state dict (spec default)", defines_problem=True
+    )
+    data: str | None = setting(None, "dataset: digits, mnist or imagenet (spec default)", defines_problem=True)
+    data_dir: str | None = setting(None, "directory of the MNIST IDX files or of the ImageNet root (holding val/)")
+    download: bool = setting(False, "allow downloading MNIST into --data-dir", action="store_true")
+    samples: int | str = setting(
+        200, "validation examples per evaluation, m (200); START:END grows m linearly over the run",
+        defines_problem=True, type=_samples,
+    )
+    gamma: float = setting(1.0, "weight of the error in ratio + gamma * error (1.0)", defines_problem=True, type=float)
+    objective: str = setting("error", "error or distill (error)", defines_problem=True)
+    bounds: tuple[float, float] | None = setting(
+        None, "theta box of every layer, 0 < LO < HI <= 1 (spec default)",
+        defines_problem=True, nargs=2, type=float, metavar=("LO", "HI"),
+    )
+    scheme: str | None = setting(
+        None, "rank scheme: params (theta = fraction of parameters kept) or plain (spec default)", defines_problem=True
+    )
+    method: str | None = setting(None, "conv factorization for all layers: tucker2 or vh (spec default)", defines_problem=True)
+
+    def validate(self) -> None:
+        """Check every problem setting that needs nothing loaded; :class:`SettingError` if not."""
+        from compressbo.compression.data import check_dataset_name
+        from compressbo.compression.lowrank import METHODS, SCHEMES
+        from compressbo.compression.objective import check_objective_settings
+        from compressbo.compression.spec import check_bounds
+
+        first, last = samples_range(self.samples)
+        check_objective_settings(self.objective, self.gamma, min(first, last))
+        if self.data is not None:
+            check_dataset_name(self.data)
+        if self.bounds is not None:
+            self.bounds = check_bounds(self.bounds, "bounds", setting="bounds")
+        if self.scheme is not None and self.scheme not in SCHEMES:
+            raise SettingError(f"unknown rank scheme {self.scheme!r}; choose one of {', '.join(SCHEMES)}", setting="scheme")
+        if self.method is not None and self.method not in METHODS:
+            raise SettingError(f"unknown factorization {self.method!r}; choose one of {', '.join(METHODS)}", setting="method")
+
+
+@dataclass
+class RuntimeConfig:
+    """Where and how evaluations run; results do not depend on it (except ``amp``'s rounding)."""
+
+    device: str = setting("auto", "auto, cpu, cuda or cuda:N (auto)", resumable=True)
+    batch_size: int | None = setting(None, "evaluation batch size (chosen for the device)", resumable=True, type=int)
+    amp: bool = setting(False, "evaluate under autocast", defines_problem=True, action="store_true")
+
+    def validate(self) -> None:
+        """Check the device exists and the batch size is positive; :class:`SettingError` if not."""
+        from compressbo.compression.evaluator import check_batch_size, resolve_device
+
+        resolve_device(self.device)
+        check_batch_size(self.batch_size)
+
+
+def samples_range(samples: int | str) -> tuple[int, int]:
+    """``(m at the first evaluation, m at the last)`` from ``M`` or ``"START:END"``."""
+    match = re.fullmatch(r"([0-9]+)(?::([0-9]+))?", str(samples))
+    first, last = (int(match[1]), int(match[2] or match[1])) if match else (0, 0)
+    if first < 1 or last < 1:
+        raise SettingError(f"samples {samples} must be a positive integer M or a range START:END of them", setting="samples")
+    return first, last

@@ -1,0 +1,128 @@
+"""Everything one compression objective needs, loaded once: spec, network, factors, data, evaluator.
+
+:class:`CompressionSetup` is shared by ``compressbo compress`` (one run) and by comparisons on
+compression problems (many runs of one problem); :func:`linear_schedule` grows ``m`` over a run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from compressbo.compression.build import build_network, preprocessing
+from compressbo.compression.compressor import Compressor
+from compressbo.compression.config import ProblemConfig, RuntimeConfig, samples_range
+from compressbo.compression.data import load_validation
+from compressbo.compression.evaluator import SubsampleEvaluator
+from compressbo.compression.objective import CompressionObjective
+from compressbo.compression.spec import NetworkSpec, load_spec
+from compressbo.exceptions import SettingError
+
+__all__ = ["DATA_SEED", "CompressionSetup", "linear_schedule"]
+
+logger = logging.getLogger(__name__)
+
+DATA_SEED = 0  # seed of the digits split and of FC3's first-use training: one network per spec
+
+
+def linear_schedule(first: int, last: int, evaluations: int) -> Callable[[int], int]:
+    """``m`` of evaluation ``i``: ``first`` at ``i = 0``, ``last`` at ``i = evaluations - 1``, linear between.
+
+    Every observation carries its own variance ``~ p(1-p)/m``, so the GP weighs late, larger
+    subsamples more.
+    """
+    span = max(evaluations - 1, 1)
+    return lambda i: round(first + (last - first) * min(i, span) / span)
+
+
+@dataclass
+class CompressionSetup:
+    """What a compression objective needs, loaded once from a problem and a runtime config.
+
+    Shared by the compress job and by comparisons on compression problems.
+
+    Attributes:
+        config: The problem settings it was loaded from.
+        spec: The network spec.
+        network: The original network (weights loaded, eval mode).
+        compressor: Its cached factors: ``theta -> compressed network``.
+        evaluator: The subsampled evaluator on the validation set.
+        bounds: ``2 x d`` box of ``theta`` (the spec's, or ``config.bounds`` for every layer).
+    """
+
+    config: ProblemConfig
+    spec: NetworkSpec
+    network: nn.Module
+    compressor: Compressor
+    evaluator: SubsampleEvaluator
+    bounds: torch.Tensor
+
+    @classmethod
+    def load(cls, config: ProblemConfig, runtime: RuntimeConfig, seed: int = 0) -> CompressionSetup:
+        """Load spec, data, weights and factors (bad input raises a :class:`UserInputError`).
+
+        Args:
+            config: What is minimized.
+            runtime: Where it is evaluated.
+            seed: Seed of the sequence of subsamples.
+        """
+        config.validate()
+        runtime.validate()
+        spec = load_spec(config.model)
+        dataset = load_validation(
+            config.data or spec.dataset,
+            config.data_dir,
+            transform=preprocessing(spec, config.weights),
+            download=config.download,
+            seed=DATA_SEED,
+        )
+        evaluator = SubsampleEvaluator(
+            dataset, device=runtime.device, batch_size=runtime.batch_size, amp=runtime.amp, seed=seed
+        )
+        if max(samples_range(config.samples)) > len(dataset):
+            raise SettingError(
+                f"samples {config.samples} asks for more than the {len(dataset)} validation examples; "
+                "choose a smaller m",
+                setting="samples",
+            )
+        network = build_network(spec, _resolve_weights(config, spec))
+        compressor = Compressor(network, spec, scheme=config.scheme, method=config.method)
+        # once, so the layers every compressed network shares with it are already there
+        network.to(evaluator.device)
+        bounds = compressor.bounds
+        if config.bounds is not None:
+            bounds = torch.tensor(config.bounds, dtype=torch.float64).reshape(2, 1).expand(2, compressor.dim).clone()
+        return cls(config, spec, network, compressor, evaluator, bounds)
+
+    def objective(self, samples: int | Callable[[int], int] | None = None) -> CompressionObjective:
+        """The objective ``ratio + gamma * error`` (or distill) with ``m`` from ``samples``.
+
+        Args:
+            samples: ``m``, or a schedule ``evaluation index -> m``; default ``config.samples``
+                (its first value for a ``START:END`` range).
+        """
+        return CompressionObjective(
+            self.compressor,
+            self.evaluator,
+            gamma=self.config.gamma,
+            objective=self.config.objective,
+            samples=samples if samples is not None else samples_range(self.config.samples)[0],
+            reference=self.network,
+        )
+
+
+def _resolve_weights(config: ProblemConfig, spec: NetworkSpec) -> str | None:
+    """``config.weights`` or the spec's; ``"train"`` becomes FC3 trained on first use and cached."""
+    weights = config.weights or spec.weights
+    if weights == "train":
+        from compressbo.compression.training import pretrained_fc3_weights
+
+        # logs its validation error, and whether it trained or came from the cache
+        return str(pretrained_fc3_weights(spec.name, config.data or spec.dataset, DATA_SEED).path)
+    if weights == "random":
+        logger.warning("weights random: the network is untrained, so its accuracy is meaningless")
+    return weights
