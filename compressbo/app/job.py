@@ -14,6 +14,7 @@ evaluation lost or repeated (see :meth:`CompressionJob.restore`).
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import re
@@ -30,21 +31,23 @@ from tqdm.auto import tqdm
 
 from compressbo.bo.acquisition import acquisition_spec
 from compressbo.compression.data import DATASET_NAMES, load_validation
-from compressbo.exceptions import UserInputError
+from compressbo.exceptions import SettingError, UserInputError
 from compressbo.compression.objective import OBJECTIVES, CompressionObjective
 from compressbo.compression.evaluator import SubsampleEvaluator, resolve_device
 from compressbo.compression.compressor import Compressor
 from compressbo.compression.spec import NetworkSpec, load_spec
-from compressbo.compression.build import build_network, preprocessing
+from compressbo.compression.build import build_network, preprocessing, weights_sha256
 from compressbo.compression.export import save_compressed
 from compressbo.bo.optimizer import Optimizer
 from compressbo.app.rundir import CONFIG, RunDirectory, package_versions
+from compressbo.app import verify
 
 __all__ = ["CompressConfig", "CompressionJob", "CompressionSetup", "start", "resume"]
 
 logger = logging.getLogger(__name__)
 
 DATA_SEED = 0  # seed of the digits split and of FC3's first-use training: one network per spec
+MAX_GAMMA = 1e6  # beyond it gamma^2 * variance overflows long before the ratio matters
 
 
 @dataclass
@@ -133,8 +136,10 @@ class CompressConfig:
                 f"--objective distill needs --samples of at least 2 (its variance is a sample "
                 f"variance), got {self.samples}"
             )
-        if not (math.isfinite(self.gamma) and self.gamma >= 0):
-            raise UserInputError(f"--gamma must be a non-negative number, got {self.gamma}")
+        if not (math.isfinite(self.gamma) and 0 <= self.gamma <= MAX_GAMMA):
+            raise SettingError(
+                f"--gamma must be a number from 0 to {MAX_GAMMA:g} (the error is at most 1, the ratio "
+                f"about 1), got {self.gamma}", setting="gamma")
         if self.kappa is not None and not (math.isfinite(self.kappa) and self.kappa > 0):
             raise UserInputError(f"--kappa must be a positive number, got {self.kappa}")
         resolve_device(self.device)
@@ -209,6 +214,8 @@ class CompressionSetup:
         compressor: Its cached factors: ``theta -> compressed network``.
         evaluator: The subsampled evaluator on the validation set.
         bounds: ``2 x d`` box of ``theta`` (the spec's, or ``config.bounds`` for every layer).
+        fingerprints: What the run is built from, for ``--resume`` to check: ``{"spec": SHA-256
+            of the spec file, "weights": SHA-256 of the weights file or None}``.
     """
 
     config: CompressConfig
@@ -217,10 +224,18 @@ class CompressionSetup:
     compressor: Compressor
     evaluator: SubsampleEvaluator
     bounds: torch.Tensor
+    fingerprints: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @classmethod
-    def load(cls, config: CompressConfig) -> CompressionSetup:
-        """Load spec, data, weights and factors (bad input raises :class:`UserInputError`)."""
+    def load(cls, config: CompressConfig, *, trust_code: bool = True) -> CompressionSetup:
+        """Load spec, data, weights and factors (bad input raises :class:`UserInputError`).
+
+        Args:
+            config: The settings.
+            trust_code: Import the spec's builder even if it is not on the allowlist: the
+                caller named the spec (``config.model``) itself. ``--resume`` passes
+                ``False`` unless ``--trust-code``, since there config.json names it.
+        """
         config.validate()
         spec = load_spec(config.model)
         dataset = load_validation(
@@ -238,14 +253,16 @@ class CompressionSetup:
                 f"--samples {config.samples} asks for more than the {len(dataset)} validation examples; "
                 "choose a smaller m"
             )
-        network = build_network(spec, _resolve_weights(config, spec))
+        weights = _resolve_weights(config, spec)
+        network = build_network(spec, weights, trust_code=trust_code)
+        fingerprints = {"spec": spec.sha256, "weights": weights_sha256(spec, weights)}
         compressor = Compressor(network, spec, scheme=config.scheme, method=config.method)
         # once, so the layers every compressed network shares with it are already there
         network.to(evaluator.device)
         bounds = compressor.bounds
         if config.bounds is not None:
             bounds = torch.tensor(config.bounds, dtype=torch.float64).reshape(2, 1).expand(2, compressor.dim).clone()
-        return cls(config, spec, network, compressor, evaluator, bounds)
+        return cls(config, spec, network, compressor, evaluator, bounds, fingerprints)
 
     def objective(self, samples: int | Callable[[int], int] | None = None) -> CompressionObjective:
         """The objective ``ratio + gamma * error`` (or distill) with ``m`` from ``samples``.
@@ -262,6 +279,31 @@ class CompressionSetup:
             samples=samples if samples is not None else samples_range(self.config.samples)[0],
             reference=self.network,
         )
+
+
+def _verified_job(
+    run: RunDirectory, config: dict[str, Any], settings: CompressConfig, *, progress: bool, trust_code: bool
+) -> CompressionJob:
+    """The job of a resumed run, after :func:`~compressbo.app.verify.verify_resume` (nothing written)."""
+    recorded = config.get(verify.FINGERPRINTS)
+    if isinstance(recorded, dict):  # the spec file first, before its builder could run
+        verify.check_fingerprints(run.path, recorded, {"spec": load_spec(settings.model).sha256}, CONFIG)
+    job = CompressionJob(settings, run, progress=progress, trust_code=trust_code)
+    history = run.history(repair=False)
+    path = run.path / "history.jsonl"
+    raw = path.read_bytes() if path.exists() else b""
+    lines = [line + b"\n" for line in raw.split(b"\n")[: len(history)]]  # a torn last line is no evaluation
+    verify.verify_resume(
+        run.path,
+        config=config,
+        state=run.load_state(),
+        history=history,
+        lines=lines,
+        expected_optimizer=job.optimizer.state_dict(),
+        fingerprints=job.setup.fingerprints,
+        fixed=FIXED_SETTINGS,
+    )
+    return job
 
 
 def _resolve_weights(config: CompressConfig, spec: NetworkSpec) -> str | None:
@@ -287,13 +329,15 @@ class CompressionJob:
         config: The run's settings (validated here).
         run: Its run directory.
         progress: Show a tqdm progress bar.
+        trust_code: Import a spec builder that is not on the allowlist (see
+            :meth:`CompressionSetup.load`).
     """
 
-    def __init__(self, config: CompressConfig, run: RunDirectory, *, progress: bool = True) -> None:
+    def __init__(self, config: CompressConfig, run: RunDirectory, *, progress: bool = True, trust_code: bool = True) -> None:
         self.config = config
         self.run = run
         self.progress = progress
-        self.setup = CompressionSetup.load(config)
+        self.setup = CompressionSetup.load(config, trust_code=trust_code)
         self.spec, self.network, self.compressor = self.setup.spec, self.setup.network, self.setup.compressor
         self.optimizer = Optimizer(
             self.setup.bounds,
@@ -359,6 +403,8 @@ class CompressionJob:
             {
                 "optimizer": self.optimizer.state_dict(),
                 "pending_acquisition_value": self.pending_acquisition_value,
+                "history": self.run.chain_record(),  # the head of the history's hash chain
+                "run": verify.run_stamp(self.config.to_dict(), self.setup.fingerprints, FIXED_SETTINGS),
             }
         )
 
@@ -486,8 +532,9 @@ class CompressionJob:
             "layers": [dataclasses.asdict(layer) for layer in compressed.layers],
             "refinement": refinement,
         }
+        model = save_compressed(self.run.path / "model", self.spec, compressed)  # before best.json, which marks
+        best["model_sha256"] = json.loads(model.read_text())["state_dict_sha256"]  # a finished run
         self.run.write_json("best.json", best)
-        save_compressed(self.run.path / "model", self.spec, compressed)
         run_report.write_artifacts(self.run.path, self.history, best, self.config.to_dict())
         return best
 
@@ -501,9 +548,11 @@ def start(config: CompressConfig, out: str | Path | None = None, *, progress: bo
     """Run a new compression job in ``out`` (default :func:`default_out`)."""
     config.validate()
     out = out if out is not None else default_out(config)  # '' reaches the check as given
-    run = RunDirectory.create(out, {"settings": config.to_dict(), "versions": package_versions()})
+    document = {"settings": config.to_dict(), "versions": package_versions()}
+    run = RunDirectory.create(out, document)
     try:
         job = CompressionJob(config, run, progress=progress)
+        run.write_json(CONFIG, {**document, verify.FINGERPRINTS: job.setup.fingerprints})
     except BaseException:
         run.discard_if_empty()
         raise
@@ -511,14 +560,27 @@ def start(config: CompressConfig, out: str | Path | None = None, *, progress: bo
 
 
 RESUME_OVERRIDES = ("iterations", "device", "batch_size")  # how long and where, not what
+# the settings that define a run: --resume refuses a config.json whose values are not the run's
+FIXED_SETTINGS = tuple(
+    field.name for field in dataclasses.fields(CompressConfig)
+    if field.name not in (*RESUME_OVERRIDES, "data_dir", "download")
+)
 
 
-def resume(directory: str | Path, *, progress: bool = True, **overrides: Any) -> tuple[Path, dict]:
-    """Continue the run in ``directory`` with its own settings.
+def resume(
+    directory: str | Path, *, progress: bool = True, trust_code: bool = False, **overrides: Any
+) -> tuple[Path, dict]:
+    """Continue the run in ``directory`` with its own settings, once it checks out.
+
+    The run directory is verified first (:func:`compressbo.app.verify.verify_resume`): a
+    disagreement between config.json, the optimizer state, the history and what the run is
+    built from is refused before anything is written.
 
     Args:
         directory: The run directory.
         progress: Show a tqdm progress bar.
+        trust_code: Import the spec's builder even if it is not on the allowlist (config.json
+            names the spec, so by default only torchvision and compressbo builders run).
         **overrides: Settings that may change on resume (:data:`RESUME_OVERRIDES`; ``None``
             keeps the run's own): more ``iterations`` extend the run, ``device`` and
             ``batch_size`` say where and how it evaluates (e.g. resuming a GPU run on a CPU).
@@ -539,7 +601,7 @@ def resume(directory: str | Path, *, progress: bool = True, **overrides: Any) ->
             "it can only be extended"
         )
     settings = CompressConfig.from_dict({**saved, **changes})
-    job = CompressionJob(settings, run, progress=progress)
+    job = _verified_job(run, config, settings, progress=progress, trust_code=trust_code)
     try:
         job.restore()
     except (KeyError, TypeError, ValueError) as err:

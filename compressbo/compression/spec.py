@@ -17,7 +17,9 @@ factorization and bounds::
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from compressbo.exceptions import UserInputError
+from compressbo.exceptions import SpecError, UserInputError
 from compressbo.compression.lowrank import (
     METHODS,
     SCHEMES,
@@ -46,6 +48,19 @@ _SPEC_KEYS = {
 _REQUIRED_KEYS = ("builder", "weights", "dataset", "input_size", "layers")
 _EXPORT_FORMAT = "compressbo-compressed-1"
 RANDOM_WEIGHTS_SEED = 0  # torch seed of --weights random
+# spec and layer names are names, not paths: they become parts of cache file names
+_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+
+
+def check_name(name: Any, what: str) -> str:
+    """``name`` if it is a plain name (letters, digits, ``._-``, not starting with a dot).
+
+    Raises:
+        SpecError: Anything else (a path, ``..``, an empty string, spaces).
+    """
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise SpecError(f"{what} {name!r} is not a plain name; use letters, digits and . _ - only (no path)")
+    return name
 
 
 # ----------------------------------------------------------------------------- specs
@@ -76,6 +91,8 @@ class NetworkSpec:
         builder_kwargs: Keyword arguments for the builder.
         description: Free text.
         path: The TOML file the spec was read from (``None`` if built in memory).
+        sha256: SHA-256 of that file's bytes (``None`` if built in memory); a run records it
+            and ``--resume`` checks it.
     """
 
     name: str
@@ -88,6 +105,7 @@ class NetworkSpec:
     builder_kwargs: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     path: Path | None = None
+    sha256: str | None = field(default=None, compare=False)
 
     @property
     def bounds(self) -> Tensor:
@@ -116,45 +134,50 @@ class NetworkSpec:
         }
 
 
-def spec_from_dict(data: dict[str, Any], source: str = "spec", path: Path | None = None) -> NetworkSpec:
+def spec_from_dict(
+    data: dict[str, Any], source: str = "spec", path: Path | None = None, sha256: str | None = None
+) -> NetworkSpec:
     """Validate spec data (parsed TOML) and build a :class:`NetworkSpec`.
 
     Args:
         data: The parsed spec.
         source: How errors name the spec (its file path).
         path: The spec's file, if any.
+        sha256: The SHA-256 of that file's bytes.
 
     Raises:
-        UserInputError: Unknown or missing keys, bad bounds, methods or layer entries.
+        SpecError: Unknown or missing keys, bad names, bounds, methods or layer entries.
     """
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: a spec must be a table of keys, got {type(data).__name__}")
     unknown = sorted(set(data) - _SPEC_KEYS)
     if unknown:
-        raise UserInputError(f"{source}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_SPEC_KEYS))}")
+        raise SpecError(f"{source}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_SPEC_KEYS))}")
     missing = [key for key in _REQUIRED_KEYS if key not in data]
     if missing:
-        raise UserInputError(f"{source}: missing required key(s) {', '.join(missing)}")
+        raise SpecError(f"{source}: missing required key(s) {', '.join(missing)}")
     scheme = data.get("scheme", "params")
     if scheme not in SCHEMES:
-        raise UserInputError(f"{source}: scheme must be one of {', '.join(SCHEMES)}, got {scheme!r}")
+        raise SpecError(f"{source}: scheme must be one of {', '.join(SCHEMES)}, got {scheme!r}")
     input_size = data["input_size"]
     if not (isinstance(input_size, list) and input_size and all(isinstance(n, int) and n > 0 for n in input_size)):
-        raise UserInputError(f"{source}: input_size must be a list of positive integers such as [3, 224, 224]")
+        raise SpecError(f"{source}: input_size must be a list of positive integers such as [3, 224, 224]")
     default_method = data.get("method")
     default_bounds = _bounds(data.get("bounds", DEFAULT_BOUNDS), f"{source}: bounds")
     if not isinstance(data["layers"], list) or not data["layers"]:
-        raise UserInputError(f"{source}: layers must be a non-empty list of layer names or tables")
+        raise SpecError(f"{source}: layers must be a non-empty list of layer names or tables")
     layers = []
     for entry in data["layers"]:
         entry = {"name": entry} if isinstance(entry, str) else entry
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
-            raise UserInputError(f"{source}: each layer must be a name or a table with a name, got {entry!r}")
-        name = entry["name"]
+            raise SpecError(f"{source}: each layer must be a name or a table with a name, got {entry!r}")
+        name = check_name(entry["name"], f"{source}: layer name")
         extra = sorted(set(entry) - {"name", "method", "bounds"})
         if extra:
-            raise UserInputError(f"{source}: layer {name!r} has unknown key(s) {', '.join(extra)}")
+            raise SpecError(f"{source}: layer {name!r} has unknown key(s) {', '.join(extra)}")
         method = entry.get("method", default_method)
         if method not in METHODS:
-            raise UserInputError(
+            raise SpecError(
                 f"{source}: layer {name!r} needs a method from {', '.join(METHODS)} "
                 f"(set 'method' for the spec or the layer), got {method!r}"
             )
@@ -163,12 +186,13 @@ def spec_from_dict(data: dict[str, Any], source: str = "spec", path: Path | None
     names = [layer.name for layer in layers]
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
-        raise UserInputError(f"{source}: layer(s) listed twice: {', '.join(duplicates)}")
+        raise SpecError(f"{source}: layer(s) listed twice: {', '.join(duplicates)}")
     builder_kwargs = data.get("builder_kwargs", {})
     if not isinstance(builder_kwargs, dict):
-        raise UserInputError(f"{source}: builder_kwargs must be a table")
+        raise SpecError(f"{source}: builder_kwargs must be a table")
+    name = data.get("name") or (path.stem if path else "network")
     return NetworkSpec(
-        name=str(data.get("name") or (path.stem if path else "network")),
+        name=check_name(name, f"{source}: spec name"),
         builder=str(data["builder"]),
         weights=str(data["weights"]),
         dataset=str(data["dataset"]),
@@ -178,6 +202,7 @@ def spec_from_dict(data: dict[str, Any], source: str = "spec", path: Path | None
         builder_kwargs=dict(builder_kwargs),
         description=str(data.get("description", "")),
         path=path,
+        sha256=sha256,
     )
 
 
@@ -187,7 +212,7 @@ def _bounds(value: Any, what: str) -> tuple[float, float]:
         lo, hi = float(value[0]), float(value[1])
         if 0.0 < lo < hi <= 1.0:
             return lo, hi
-    raise UserInputError(f"{what} must be [lo, hi] with 0 < lo < hi <= 1, got {value!r}")
+    raise SpecError(f"{what} must be [lo, hi] with 0 < lo < hi <= 1, got {value!r}")
 
 
 def models_dirs() -> list[Path]:
@@ -207,23 +232,31 @@ def load_spec(name_or_path: str | os.PathLike) -> NetworkSpec:
     """Read a spec by name (``"vgg16"``, looked up in :func:`models_dirs`) or from a TOML path.
 
     Raises:
-        UserInputError: The spec does not exist or is invalid.
+        SpecError: The spec does not exist, is not a UTF-8 TOML file, or is invalid.
     """
     text = os.fspath(name_or_path)
     if text.endswith(".toml") or os.sep in text or (os.altsep and os.altsep in text) or Path(text).is_file():
         path = Path(text)
+        if path.is_dir():
+            raise SpecError(f"spec file {path} is a directory; give the path of a .toml spec file")
         if not path.is_file():
-            raise UserInputError(f"spec file {path} does not exist")
+            raise SpecError(f"spec file {path} does not exist")
     else:
         candidates = [directory / f"{text}.toml" for directory in models_dirs()]
         path = next((candidate for candidate in candidates if candidate.is_file()), None)
         if path is None:
-            raise UserInputError(
+            raise SpecError(
                 f"no network spec named {text!r}; available: {', '.join(available_specs()) or 'none'} "
                 "(or give the path of a .toml spec)"
             )
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()
+    except OSError as error:
+        raise SpecError(f"cannot read spec file {path} ({error.strerror or error}); check its permissions") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise SpecError(f"{path}: not UTF-8 text (byte {error.start}); save the spec as UTF-8 TOML") from None
     except tomllib.TOMLDecodeError as error:
-        raise UserInputError(f"{path}: not valid TOML ({error})") from None
-    return spec_from_dict(data, str(path), path)
+        raise SpecError(f"{path}: not valid TOML ({error})") from None
+    return spec_from_dict(data, str(path), path, hashlib.sha256(raw).hexdigest())
