@@ -3,8 +3,8 @@
 Every file compressbo writes goes through :func:`atomic_write` (a temporary file in the same
 folder, then ``os.replace``, which replaces a symbolic link instead of writing through it) or
 :func:`append_line` (``O_NOFOLLOW``); :func:`inside` keeps a file name inside its folder;
-:class:`FileLock` (``fcntl.flock``, released by the kernel when the process dies) makes one
-writer per run directory, comparison folder or cache entry.
+:func:`lock_directory` and :class:`FileLock` (``fcntl.flock``, released by the kernel when
+the process dies) make one writer per run directory, comparison folder or cache entry.
 """
 
 from __future__ import annotations
@@ -23,11 +23,12 @@ from typing import Any
 from compressbo.exceptions import RunDirError, UserInputError
 
 __all__ = [
-    "LOCK_FILE",
     "FileLock",
     "append_line",
     "atomic_write",
     "check_output_directory",
+    "lock_directory",
+    "unlock_directory",
     "file_sha256",
     "inside",
     "one_line",
@@ -38,7 +39,6 @@ __all__ = [
     "write_text_atomic",
 ]
 
-LOCK_FILE = ".compressbo.lock"  # the lock file of a run directory or a comparison folder
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
@@ -212,26 +212,6 @@ class FileLock:
             self._fd = None
             raise
 
-    @classmethod
-    def for_directory(cls, directory: str | os.PathLike, *, what: str) -> FileLock:
-        """The lock of a run directory or comparison folder; RunDirError at once if it is held.
-
-        Args:
-            directory: The folder (must exist).
-            what: How the message names the folder and its writer (e.g. ``"run directory"``).
-        """
-        path = Path(directory) / LOCK_FILE
-        try:
-            return cls(path, blocking=False)
-        except BlockingIOError:
-            raise RunDirError(
-                f"{directory} is in use by another compressbo process (it holds {path}); wait for "
-                f"it to finish, or stop it, before writing to this {what}"
-            ) from None
-        except OSError as error:
-            reason = "it is a symbolic link" if error.errno == errno.ELOOP else (error.strerror or str(error))
-            raise RunDirError(f"cannot lock {path} ({reason}); use a writable {what} of compressbo's own") from None
-
     @property
     def held(self) -> bool:
         return self._fd is not None
@@ -289,3 +269,46 @@ def check_output_directory(
                 "choose a new or empty directory"
             )
     return directory
+
+
+# directories this process has locked: (device, inode) -> open descriptor. One process may
+# open its own run twice (e.g. a report after the run); other processes are refused.
+_LOCKED: dict[tuple[int, int], int] = {}
+
+
+def lock_directory(directory: str | os.PathLike, *, what: str = "run directory", flag: str = "--out") -> None:
+    """Lock ``directory`` for this process until it exits (``fcntl.flock`` on the directory).
+
+    Raises:
+        RunDirError: Another process holds the lock (one line, at once), or the directory
+            cannot be opened.
+    """
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as error:
+        reason = "it is a symbolic link" if error.errno in (errno.ELOOP, errno.ENOTDIR) else (error.strerror or str(error))
+        raise RunDirError(f"cannot open the {what} {directory} ({reason}); choose another {flag}") from None
+    key = (os.fstat(fd).st_dev, os.fstat(fd).st_ino)
+    if key in _LOCKED:
+        os.close(fd)
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise RunDirError(
+            f"{directory} is in use by another compressbo process; wait for it to finish (or stop "
+            f"it) before writing to this {what}"
+        ) from None
+    _LOCKED[key] = fd
+
+
+def unlock_directory(directory: str | os.PathLike) -> None:
+    """Release this process's lock of ``directory`` (if it holds one)."""
+    try:
+        info = os.stat(directory, follow_symlinks=False)
+    except OSError:
+        return
+    fd = _LOCKED.pop((info.st_dev, info.st_ino), None)
+    if fd is not None:
+        os.close(fd)

@@ -21,8 +21,6 @@ state was built from (:mod:`compressbo.app.verify`).
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import hashlib
 import json
 import os
@@ -33,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from compressbo.exceptions import RunDirError, UserInputError
-from compressbo.files import append_line, check_output_directory, refuse_links, write_json_atomic
+from compressbo.files import append_line, check_output_directory, lock_directory, refuse_links, unlock_directory, write_json_atomic
 
-__all__ = ["RunDirectory", "chain_head", "lock_directory", "package_versions"]
+__all__ = ["RunDirectory", "chain_head", "package_versions"]
 
 CONFIG = "config.json"
 HISTORY = "history.jsonl"
@@ -54,48 +52,6 @@ def chain_head(lines: Iterable[bytes], head: str = GENESIS) -> str:
         head = hashlib.sha256(head.encode() + line).hexdigest()
     return head
 
-
-# directories this process has locked: (device, inode) -> open descriptor. One process may
-# open its own run twice (e.g. a report after the run); other processes are refused.
-_LOCKED: dict[tuple[int, int], int] = {}
-
-
-def lock_directory(directory: str | os.PathLike, *, what: str = "run directory", flag: str = "--out") -> None:
-    """Lock ``directory`` for this process until it exits (``fcntl.flock`` on the directory).
-
-    Raises:
-        RunDirError: Another process holds the lock (one line, at once), or the directory
-            cannot be opened.
-    """
-    try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as error:
-        reason = "it is a symbolic link" if error.errno in (errno.ELOOP, errno.ENOTDIR) else (error.strerror or str(error))
-        raise RunDirError(f"cannot open the {what} {directory} ({reason}); choose another {flag}") from None
-    key = (os.fstat(fd).st_dev, os.fstat(fd).st_ino)
-    if key in _LOCKED:
-        os.close(fd)
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise RunDirError(
-            f"{directory} is in use by another compressbo process; wait for it to finish (or stop "
-            f"it) before writing to this {what}"
-        ) from None
-    _LOCKED[key] = fd
-
-
-def unlock_directory(directory: str | os.PathLike) -> None:
-    """Release this process's lock of ``directory`` (if it holds one)."""
-    try:
-        info = os.stat(directory, follow_symlinks=False)
-    except OSError:
-        return
-    fd = _LOCKED.pop((info.st_dev, info.st_ino), None)
-    if fd is not None:
-        os.close(fd)
 
 _PACKAGES = ("compressbo", "torch", "torchvision", "botorch", "gpytorch", "tensorly", "numpy", "scipy")
 
