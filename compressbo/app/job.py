@@ -556,7 +556,10 @@ def start(config: CompressConfig, out: str | Path | None = None, *, progress: bo
     except BaseException:
         run.discard_if_empty()
         raise
-    return run.path, job.execute()
+    try:
+        return run.path, job.execute()
+    finally:
+        run.close()
 
 
 RESUME_OVERRIDES = ("iterations", "device", "batch_size")  # how long and where, not what
@@ -589,6 +592,14 @@ def resume(
     if unknown:
         raise TypeError(f"resume() cannot override {sorted(unknown)}; only {RESUME_OVERRIDES}")
     run = RunDirectory.open(directory)
+    try:
+        return _resume(run, progress=progress, trust_code=trust_code, overrides=overrides)
+    finally:
+        run.close()
+
+
+def _resume(run: RunDirectory, *, progress: bool, trust_code: bool, overrides: dict[str, Any]) -> tuple[Path, dict]:
+    """:func:`resume` once the run directory is open (and locked)."""
     config = run.config
     saved = config.get("settings")
     if not isinstance(saved, dict):

@@ -153,11 +153,21 @@ def regenerate(directory: str | Path) -> list[str]:
         UserInputError: ``directory`` is not a compress run, it has not finished, or its
             exported model is torn or altered (a full disk at export).
     """
-    from compressbo.exceptions import RunDirError, UserInputError, WeightsError
-    from compressbo.app.rundir import MODEL, RunDirectory
-    from compressbo.compression.export import verify_export
+    from compressbo.app.rundir import RunDirectory
 
     run = RunDirectory.open(directory)
+    try:
+        return _regenerate(run)
+    finally:
+        run.close()
+
+
+def _regenerate(run) -> list[str]:
+    """:func:`regenerate` once the run directory is open (and locked)."""
+    from compressbo.exceptions import RunDirError, UserInputError, WeightsError
+    from compressbo.app.rundir import MODEL
+    from compressbo.compression.export import verify_export
+
     settings = run.config.get("settings")
     if not (run.path / "best.json").is_file():
         raise UserInputError(

@@ -135,6 +135,10 @@ class RunDirectory:
             raise RunDirError(f"--resume {run.path}: its {CONFIG} or {STATE} was not written by compressbo")
         return run
 
+    def close(self) -> None:
+        """Release this process's lock of the run directory (another process may then write)."""
+        unlock_directory(self.path)
+
     def discard_if_empty(self) -> None:
         """Remove a run that never evaluated anything (its set-up failed), so ``--out`` stays free."""
         if (self.path / HISTORY).exists() or (self.path / STATE).exists():

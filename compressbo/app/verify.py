@@ -80,8 +80,8 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _check_records(run: Path, history: list[dict[str, Any]], bounds: list[list[float]], settings: dict[str, Any]) -> None:
-    """Every history line is a whole evaluation of this run's objective."""
+def _check_records(run: Path, history: list[dict[str, Any]], bounds: list[list[float]]) -> None:
+    """Every history line is a whole evaluation inside the run's box."""
     lower, upper = bounds
     for index, record in enumerate(history):
         where = f"{HISTORY} line {index + 1}"
@@ -97,6 +97,12 @@ def _check_records(run: Path, history: list[dict[str, Any]], bounds: list[list[f
             raise _refuse(run, f"{where}: theta lies outside the run's bounds")
         if record["yvar"] < 0:
             raise _refuse(run, f"{where}: yvar is negative")
+
+
+def _check_objective(run: Path, history: list[dict[str, Any]], settings: dict[str, Any]) -> None:
+    """Every history line is an evaluation of this run's objective (gamma, samples)."""
+    for index, record in enumerate(history):
+        where = f"{HISTORY} line {index + 1}"
         if settings.get("objective") == "error" and _number(settings.get("gamma")):
             expected = record["ratio"] + settings["gamma"] * record["error"]
             if not math.isclose(record["y"], expected, rel_tol=1e-9, abs_tol=1e-12):
@@ -185,7 +191,7 @@ def verify_resume(
     bounds = expected_optimizer["bounds"]
     if optimizer.get("bounds") != bounds:
         raise _refuse(run, f"{STATE}'s bounds {_abbreviated(optimizer.get('bounds'))} are not the run's {_abbreviated(bounds)}")
-    _check_records(run, history, bounds, settings)
+    _check_records(run, history, bounds)
     _check_prefix(run, history, optimizer)
     _check_chain(run, lines, history, state)
     for key in OPTIMIZER_SETTINGS:
@@ -206,6 +212,7 @@ def verify_resume(
             )
     check_fingerprints(run, stamp.get(FINGERPRINTS) or {}, recorded, STATE)
     check_fingerprints(run, recorded, fingerprints, CONFIG)
+    _check_objective(run, history, settings)
 
 
 def _abbreviated(value: Any) -> str:

@@ -55,7 +55,7 @@ from tqdm.auto import tqdm
 
 from compressbo.exceptions import ReportedInterrupt, UserInputError
 from compressbo._lifecycle import exit_with_parent
-from compressbo.files import check_output_directory, lock_directory, write_json_atomic
+from compressbo.files import check_output_directory, lock_directory, unlock_directory, write_json_atomic
 from compressbo.experiments.problems import Problem, ProblemFamily
 from compressbo.experiments.report import RUNS_FILE, write_report
 
@@ -245,6 +245,8 @@ def run_comparison(
     except KeyboardInterrupt:
         _save_interrupted(comparison, out_dir)
         raise ReportedInterrupt from None
+    finally:
+        unlock_directory(out_dir)  # another process may continue the comparison now
     return comparison
 
 
