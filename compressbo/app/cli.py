@@ -70,6 +70,7 @@ def _add_compress_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", help="new run directory (runs/<model>-<acq>-<time>)")
     parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR with its own settings; --iterations extends it, --device and --batch-size may change")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or messages")
+    parser.add_argument("--trust-code", action="store_true", help="with --resume: import the spec's builder even if it is not a torchvision model or a compressbo architecture (config.json names it; pass this only for a run you trust)")
 
 
 def _run_compress(args: argparse.Namespace) -> int:
@@ -97,9 +98,12 @@ def _run_compress(args: argparse.Namespace) -> int:
     try:
         if args.resume is not None:
             overrides = {name: given[name] for name in RESUME_OVERRIDES if name in given}
-            path, best = resume(args.resume, progress=not args.quiet, **overrides)
+            path, best = resume(args.resume, progress=not args.quiet, trust_code=args.trust_code, **overrides)
         else:
             path, best = start(config, out, progress=not args.quiet)
+    except OSError as err:  # a full disk or a lost permission mid-run: every finished evaluation is saved
+        then = f"; then continue with: {PROG} compress --resume {out}" if (Path(out) / "config.json").exists() else ""
+        raise UserInputError(f"{_write_failure(err)}{then}") from None
     except KeyboardInterrupt:
         if (Path(out) / "config.json").exists():
             print(f"{PROG}: interrupted; every finished evaluation is saved. Continue with: "
@@ -290,6 +294,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command][1](args)
     except CompressboError as error:
         _fail(_message(error))
+    except OSError as error:  # the environment, not a bug: a full disk, a read-only folder
+        _fail(_write_failure(error))
     except ReportedInterrupt:
         return 130
     except KeyboardInterrupt:
@@ -326,6 +332,10 @@ def _message(error: CompressboError) -> str:
 
 # settings that are flags of a command but not fields of CompressConfig
 _EXTRA_FLAGS = {"workers", "score_every", "seeds", "out", "resume", "dim", "lengthscale", "outputscale", "noise_std"}
+def _write_failure(err: OSError) -> str:
+    """One line for a failed write or read: which file, why, and what to do."""
+    where = f" {err.filename}" if err.filename else ""
+    return f"cannot write or read{where} ({err.strerror or err}); free disk space or fix the folder's permissions"
 
 
 def _fail(message: str) -> NoReturn:

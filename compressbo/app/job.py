@@ -14,6 +14,7 @@ evaluation lost or repeated (see :meth:`CompressionJob.restore`).
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 from datetime import datetime
@@ -30,6 +31,8 @@ from compressbo.bo.optimizer import Optimizer
 from compressbo.compression.config import samples_range
 from compressbo.compression.export import save_compressed
 from compressbo.compression.setup import CompressionSetup, linear_schedule
+from compressbo.app import verify
+from compressbo.compression.spec import load_spec
 from compressbo.exceptions import RunDirError, SettingError
 
 __all__ = ["CompressConfig", "CompressionJob", "CompressionSetup", "start", "resume"]
@@ -41,6 +44,31 @@ def default_out(config: CompressConfig) -> Path:
     """``runs/<model>-<acq>-<timestamp>`` under the working directory."""
     stem = Path(config.model).stem
     return Path("runs") / f"{stem}-{config.acq}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def _verified_job(
+    run: RunDirectory, config: dict[str, Any], settings: CompressConfig, *, progress: bool, trust_code: bool
+) -> CompressionJob:
+    """The job of a resumed run, after :func:`~compressbo.app.verify.verify_resume` (nothing written)."""
+    recorded = config.get(verify.FINGERPRINTS)
+    if isinstance(recorded, dict):  # the spec file first, before its builder could run
+        verify.check_fingerprints(run.path, recorded, {"spec": load_spec(settings.model).sha256}, CONFIG)
+    job = CompressionJob(settings, run, progress=progress, trust_code=trust_code)
+    history = run.history(repair=False)
+    path = run.path / "history.jsonl"
+    raw = path.read_bytes() if path.exists() else b""
+    lines = [line + b"\n" for line in raw.split(b"\n")[: len(history)]]  # a torn last line is no evaluation
+    verify.verify_resume(
+        run.path,
+        config=config,
+        state=run.load_state(),
+        history=history,
+        lines=lines,
+        expected_optimizer=job.optimizer.state_dict(),
+        fingerprints=job.setup.fingerprints,
+        fixed=FIXED_SETTINGS,
+    )
+    return job
 
 
 class CompressionJob:
@@ -56,13 +84,15 @@ class CompressionJob:
         config: The run's settings (validated here).
         run: Its run directory.
         progress: Show a tqdm progress bar.
+        trust_code: Import a spec builder that is not on the allowlist (see
+            :meth:`CompressionSetup.load`).
     """
 
-    def __init__(self, config: CompressConfig, run: RunDirectory, *, progress: bool = True) -> None:
+    def __init__(self, config: CompressConfig, run: RunDirectory, *, progress: bool = True, trust_code: bool = True) -> None:
         self.config = config
         self.run = run
         self.progress = progress
-        self.setup = CompressionSetup.load(config.problem(), config.runtime(), seed=config.seed)
+        self.setup = CompressionSetup.load(config.problem(), config.runtime(), seed=config.seed, trust_code=trust_code)
         self.spec, self.network, self.compressor = self.setup.spec, self.setup.network, self.setup.compressor
         self.optimizer = Optimizer(self.setup.bounds, **config.search().optimizer_kwargs())
         start_m, end_m = samples_range(config.samples)
@@ -120,7 +150,14 @@ class CompressionJob:
 
     def _save_state(self) -> None:
         values = [proposal.acquisition_value for proposal in self.loop.in_flight.values()]
-        self.run.save_state({"optimizer": self.optimizer.state_dict(), "pending_acquisition_values": values})
+        self.run.save_state(
+            {
+                "optimizer": self.optimizer.state_dict(),
+                "pending_acquisition_values": values,
+                "history": self.run.chain_record(),  # the head of the history's hash chain
+                "run": verify.run_stamp(self.config.to_dict(), self.setup.fingerprints, FIXED_SETTINGS),
+            }
+        )
 
     # ------------------------------------------------------------------ the loop's hooks
 
@@ -216,8 +253,9 @@ class CompressionJob:
             "layers": [dataclasses.asdict(layer) for layer in compressed.layers],
             "refinement": refinement,
         }
+        model = save_compressed(self.run.path / "model", self.spec, compressed)  # before best.json, which marks
+        best["model_sha256"] = json.loads(model.read_text())["state_dict_sha256"]  # a finished run
         self.run.write_json("best.json", best)
-        save_compressed(self.run.path / "model", self.spec, compressed)
         run_report.write_artifacts(self.run.path, self.history, best, self.config.to_dict())
         return best
 
@@ -231,24 +269,43 @@ def start(config: CompressConfig, out: str | Path | None = None, *, progress: bo
     """Run a new compression job in ``out`` (default :func:`default_out`)."""
     config.validate()
     out = out if out is not None else default_out(config)  # '' reaches the check as given
-    run = RunDirectory.create(out, {"settings": config.to_dict(), "versions": package_versions()})
+    document = {"settings": config.to_dict(), "versions": package_versions()}
+    run = RunDirectory.create(out, document)
     try:
         job = CompressionJob(config, run, progress=progress)
+        run.write_json(CONFIG, {**document, verify.FINGERPRINTS: job.setup.fingerprints})
     except BaseException:
         run.discard_if_empty()
         raise
-    return run.path, job.execute()
+    try:
+        return run.path, job.execute()
+    finally:
+        run.close()
 
 
 RESUME_OVERRIDES = RESUMABLE_SETTINGS  # how long and where, not what
 
+# the settings that define a run: --resume refuses a config.json whose values are not the run's
+FIXED_SETTINGS = tuple(
+    field.name for field in dataclasses.fields(CompressConfig)
+    if field.name not in (*RESUMABLE_SETTINGS, "data_dir", "download")
+)
 
-def resume(directory: str | Path, *, progress: bool = True, **overrides: Any) -> tuple[Path, dict]:
-    """Continue the run in ``directory`` with its own settings.
+
+def resume(
+    directory: str | Path, *, progress: bool = True, trust_code: bool = False, **overrides: Any
+) -> tuple[Path, dict]:
+    """Continue the run in ``directory`` with its own settings, once it checks out.
+
+    The run directory is verified first (:func:`compressbo.app.verify.verify_resume`): a
+    disagreement between config.json, the optimizer state, the history and what the run is
+    built from is refused before anything is written.
 
     Args:
         directory: The run directory.
         progress: Show a tqdm progress bar.
+        trust_code: Import the spec's builder even if it is not on the allowlist (config.json
+            names the spec, so by default only torchvision and compressbo builders run).
         **overrides: Settings that may change on resume (:data:`RESUME_OVERRIDES`; ``None``
             keeps the run's own): more ``iterations`` extend the run, ``device`` and
             ``batch_size`` say where and how it evaluates (e.g. resuming a GPU run on a CPU).
@@ -257,6 +314,14 @@ def resume(directory: str | Path, *, progress: bool = True, **overrides: Any) ->
     if unknown:
         raise TypeError(f"resume() cannot override {sorted(unknown)}; only {RESUME_OVERRIDES}")
     run = RunDirectory.open(directory)
+    try:
+        return _resume(run, progress=progress, trust_code=trust_code, overrides=overrides)
+    finally:
+        run.close()
+
+
+def _resume(run: RunDirectory, *, progress: bool, trust_code: bool, overrides: dict[str, Any]) -> tuple[Path, dict]:
+    """:func:`resume` once the run directory is open (and locked)."""
     config = run.config
     saved = config.get("settings")
     if not isinstance(saved, dict):
@@ -270,7 +335,7 @@ def resume(directory: str | Path, *, progress: bool = True, **overrides: Any) ->
             setting="iterations",
         )
     settings = CompressConfig.from_dict({**saved, **changes})
-    job = CompressionJob(settings, run, progress=progress)
+    job = _verified_job(run, config, settings, progress=progress, trust_code=trust_code)
     try:
         job.restore()
     except (KeyError, TypeError, ValueError) as err:

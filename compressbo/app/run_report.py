@@ -12,6 +12,7 @@ from typing import Any
 import matplotlib
 
 from compressbo.experiments.report import save_figure
+from compressbo.files import write_text_atomic
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -139,7 +140,7 @@ def write_artifacts(directory: Path, history: list[dict[str, Any]], best: dict[s
     directory = Path(directory)
     plot_convergence(history, settings, directory / "convergence.png")
     plot_pareto(history, best, directory / "pareto.png")
-    (directory / "report.md").write_text(markdown_report(history, best, settings))
+    write_text_atomic(directory / "report.md", markdown_report(history, best, settings))
 
 
 def regenerate(directory: str | Path) -> list[str]:
@@ -149,17 +150,42 @@ def regenerate(directory: str | Path) -> list[str]:
         The names of the files written (:data:`ARTIFACTS`).
 
     Raises:
-        UserInputError: ``directory`` is not a compress run, or it has not finished.
+        UserInputError: ``directory`` is not a compress run, it has not finished, or its
+            exported model is torn or altered (a full disk at export).
     """
-    from compressbo.exceptions import RunDirError
     from compressbo.app.rundir import RunDirectory
 
     run = RunDirectory.open(directory)
+    try:
+        return _regenerate(run)
+    finally:
+        run.close()
+
+
+def _regenerate(run) -> list[str]:
+    """:func:`regenerate` once the run directory is open (and locked)."""
+    from compressbo.exceptions import RunDirError, WeightsError
+    from compressbo.app.rundir import MODEL
+    from compressbo.compression.export import verify_export
+
     settings = run.config.get("settings")
     if not (run.path / "best.json").is_file():
         raise RunDirError(
             f"{run.path} has no best.json: the run has not finished; finish it with "
             f"compressbo compress --resume {run.path}"
         )
-    write_artifacts(run.path, run.history(), run.read_json("best.json"), settings)
+    best = run.read_json("best.json")
+    try:
+        weights_path, document = verify_export(run.path / MODEL)
+    except WeightsError as error:
+        raise RunDirError(
+            f"{run.path}: its exported model is torn or missing ({error}); export it again with "
+            f"compressbo compress --resume {run.path}"
+        ) from None
+    if isinstance(best, dict) and best.get("model_sha256") not in (None, document.get("state_dict_sha256")):
+        raise RunDirError(
+            f"{run.path}: {weights_path} is not the model best.json describes; export it again with "
+            f"compressbo compress --resume {run.path}"
+        )
+    write_artifacts(run.path, run.history(repair=False), best, settings)
     return list(ARTIFACTS)

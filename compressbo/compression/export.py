@@ -1,34 +1,40 @@
-"""Save a compressed network (state dict + ranks) and load it back as a plain ``nn.Module``."""
+"""Save a compressed network (state dict + ranks) and load it back as a plain ``nn.Module``.
+
+A compressed model is two files: ``compressed.pth`` (the state dict) and ``compressed.json``
+(the spec, the ranks and the state dict's SHA-256). Both are written atomically, the state
+dict first, so a finished ``.json`` never names a torn ``.pth``. Loading builds the
+architecture the embedded spec names only if its builder is on the allowlist of
+:mod:`compressbo.compression.trust` (or ``trust_code=True``), checks the SHA-256, and reads the
+weights with ``weights_only=True``: a shared compressed model runs no code of its own.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from compressbo.exceptions import WeightsError
+from compressbo.exceptions import SpecError, WeightsError
+from compressbo.files import file_sha256, one_line, torch_save_atomic, write_json_atomic
 from compressbo.compression.lowrank import (
     check_ranks,
     empty_factorized,
 )
-from compressbo.compression.spec import _EXPORT_FORMAT, NetworkSpec, spec_from_dict
+from compressbo.compression.spec import _EXPORT_FORMAT, NetworkSpec, check_name, spec_from_dict
 from compressbo.compression.build import build_network
 from compressbo.compression.compressor import CompressedNetwork
 
-if sys.version_info >= (3, 11):
-    pass
-else:  # pragma: no cover
-    pass
+__all__ = ["export_paths", "load_compressed", "save_compressed", "verify_export"]
 
 
 # ----------------------------------------------------------------------------- export
 
 
-def _export_paths(target: str | os.PathLike) -> tuple[Path, Path]:
+def export_paths(target: str | os.PathLike) -> tuple[Path, Path]:
     """``(state dict .pth, ranks .json)`` for a ``.pth``/``.json`` path or a directory."""
     path = Path(target)
     if path.suffix in (".pth", ".json"):
@@ -48,9 +54,9 @@ def save_compressed(directory_or_path: str | os.PathLike, spec: NetworkSpec, com
     Returns:
         The JSON file's path (what :func:`load_compressed` takes).
     """
-    weights_path, json_path = _export_paths(directory_or_path)
+    weights_path, json_path = export_paths(directory_or_path)
     json_path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(compressed.module.state_dict(), weights_path)
+    torch_save_atomic(weights_path, compressed.module.state_dict())  # first: the .json marks a whole export
     methods = {record.name: record.method for record in compressed.layers}
     spec_data = spec.to_dict()
     for layer in spec_data["layers"]:
@@ -61,6 +67,7 @@ def save_compressed(directory_or_path: str | os.PathLike, spec: NetworkSpec, com
         "spec_path": str(spec.path) if spec.path else None,
         "spec": spec_data,
         "state_dict": weights_path.name,
+        "state_dict_sha256": file_sha256(weights_path),
         "layers": [
             {"name": r.name, "method": r.method, "ranks": list(r.ranks) if isinstance(r.ranks, tuple) else r.ranks}
             for r in compressed.layers
@@ -69,11 +76,46 @@ def save_compressed(directory_or_path: str | os.PathLike, spec: NetworkSpec, com
         "model_ratio": compressed.model_ratio,
         "flops_ratio": compressed.flops_ratio,
     }
-    json_path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    write_json_atomic(json_path, document)
     return json_path
 
 
-def load_compressed(path: str | os.PathLike) -> nn.Module:
+def verify_export(path: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
+    """Check a compressed model's files without building anything: the ``.json`` is whole and
+    the state dict it names is there, inside its folder, with the recorded SHA-256.
+
+    Returns:
+        ``(state dict path, the .json document)``.
+
+    Raises:
+        WeightsError: A file is missing, torn or altered (the message names it).
+    """
+    json_path = export_paths(path)[1]
+    if not json_path.is_file():
+        raise WeightsError(f"{json_path} does not exist; give the .json written by save_compressed")
+    try:
+        document = json.loads(json_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise WeightsError(f"{json_path} is torn or not JSON ({one_line(str(error))}); export the model again") from None
+    if not isinstance(document, dict) or document.get("format") != _EXPORT_FORMAT:
+        raise WeightsError(f"{json_path} is not a compressbo compressed-network file")
+    try:
+        name = check_name(document.get("state_dict"), f"{json_path}: state_dict")
+    except SpecError as error:
+        raise WeightsError(str(error)) from None
+    weights_path = json_path.parent / name
+    if not weights_path.is_file():
+        raise WeightsError(f"{json_path}: state dict {weights_path} does not exist; export the model again")
+    expected = document.get("state_dict_sha256")
+    if expected is not None and file_sha256(weights_path) != expected:
+        raise WeightsError(
+            f"{weights_path} is torn or altered (its SHA-256 is not the one {json_path.name} records); "
+            "export the model again"
+        )
+    return weights_path, document
+
+
+def load_compressed(path: str | os.PathLike, *, trust_code: bool = False) -> nn.Module:
     """Rebuild a network written by :func:`save_compressed` (eval mode).
 
     The architecture is built from the embedded spec, each compressed layer is replaced by an
@@ -82,24 +124,31 @@ def load_compressed(path: str | os.PathLike) -> nn.Module:
 
     Args:
         path: The ``.json`` file, its ``.pth`` or the directory holding ``compressed.json``.
+        trust_code: Import the embedded spec's builder even if it is not on the allowlist
+            (torchvision models and compressbo's own architectures). A compressed model
+            from elsewhere can name any ``module:function``: pass this only if you trust it.
+
+    Raises:
+        UntrustedCodeError: The builder is not on the allowlist; nothing was imported.
+        WeightsError: Missing, torn or altered files, or weights that do not fit the ranks.
     """
-    json_path = _export_paths(path)[1]
-    if not json_path.is_file():
-        raise WeightsError(f"{json_path} does not exist; give the .json written by save_compressed")
-    document = json.loads(json_path.read_text(encoding="utf-8"))
-    if document.get("format") != _EXPORT_FORMAT:
-        raise WeightsError(f"{json_path} is not a compressbo compressed-network file")
-    spec = spec_from_dict(document["spec"], str(json_path))
-    weights_path = json_path.parent / document["state_dict"]
-    network = build_network(spec, weights="random")
-    for layer in document["layers"]:
-        original = network.get_submodule(layer["name"])
-        ranks = tuple(layer["ranks"]) if isinstance(layer["ranks"], list) else layer["ranks"]
-        ranks = check_ranks(original, layer["method"], ranks)
-        network.set_submodule(layer["name"], empty_factorized(original, layer["method"], ranks, device="meta"))
-    if not weights_path.is_file():
-        raise WeightsError(f"{json_path}: state dict {weights_path} does not exist")
-    state = torch.load(weights_path, map_location="cpu", weights_only=True)
+    weights_path, document = verify_export(path)
+    json_path = export_paths(path)[1]
+    try:
+        spec = spec_from_dict(document["spec"], str(json_path))
+        layers = [(layer["name"], layer["method"], layer["ranks"]) for layer in document["layers"]]
+    except (KeyError, TypeError) as error:
+        raise WeightsError(f"{json_path} is incomplete ({type(error).__name__}: {error}); export the model again") from None
+    network = build_network(spec, weights="random", trust_code=trust_code)
+    for name, method, ranks in layers:
+        original = network.get_submodule(name)
+        ranks = tuple(ranks) if isinstance(ranks, list) else ranks
+        ranks = check_ranks(original, method, ranks)
+        network.set_submodule(name, empty_factorized(original, method, ranks, device="meta"))
+    try:
+        state = torch.load(weights_path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise WeightsError(f"cannot read {weights_path}: {one_line(str(error))}; export the model again") from None
     try:
         network.load_state_dict(state, assign=True)
     except RuntimeError as error:

@@ -77,6 +77,7 @@ def _jsonable(value: Any) -> Any:
 
 
 OBJECTIVES = ("error", "distill")
+MAX_GAMMA = 1e6  # beyond it gamma^2 * variance overflows long before the ratio matters
 
 
 def check_objective_settings(objective: str, gamma: float, smallest_m: int | None = None) -> None:
@@ -93,8 +94,11 @@ def check_objective_settings(objective: str, gamma: float, smallest_m: int | Non
     """
     if objective not in OBJECTIVES:
         raise SettingError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}", setting="objective")
-    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not (math.isfinite(gamma) and 0 <= gamma <= 1e100):
-        raise SettingError(f"gamma must be a non-negative number (at most 1e100), got {gamma!r}", setting="gamma")
+    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not (math.isfinite(gamma) and 0 <= gamma <= MAX_GAMMA):
+        raise SettingError(
+            f"gamma must be a number from 0 to {MAX_GAMMA:g} (the error is at most 1, the ratio about 1), got {gamma!r}",
+            setting="gamma",
+        )
     if objective == "distill" and smallest_m is not None and smallest_m < 2:
         raise SettingError(
             f"objective distill needs samples of at least 2 (its variance is a sample variance), "

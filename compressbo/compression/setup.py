@@ -6,14 +6,16 @@ compression problems (many runs of one problem); :func:`linear_schedule` grows `
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
-from compressbo.compression.build import build_network, preprocessing
+from compressbo.compression.build import build_network, preprocessing, weights_sha256
 from compressbo.compression.compressor import Compressor
 from compressbo.compression.config import ProblemConfig, RuntimeConfig, samples_range
 from compressbo.compression.data import load_validation
@@ -52,6 +54,8 @@ class CompressionSetup:
         compressor: Its cached factors: ``theta -> compressed network``.
         evaluator: The subsampled evaluator on the validation set.
         bounds: ``2 x d`` box of ``theta`` (the spec's, or ``config.bounds`` for every layer).
+        fingerprints: What the run is built from, for ``--resume`` to check: ``{"spec": SHA-256
+            of the spec file, "weights": SHA-256 of the weights file or None}``.
     """
 
     config: ProblemConfig
@@ -60,15 +64,19 @@ class CompressionSetup:
     compressor: Compressor
     evaluator: SubsampleEvaluator
     bounds: torch.Tensor
+    fingerprints: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @classmethod
-    def load(cls, config: ProblemConfig, runtime: RuntimeConfig, seed: int = 0) -> CompressionSetup:
+    def load(cls, config: ProblemConfig, runtime: RuntimeConfig, seed: int = 0, *, trust_code: bool = True) -> CompressionSetup:
         """Load spec, data, weights and factors (bad input raises a :class:`UserInputError`).
 
         Args:
             config: What is minimized.
             runtime: Where it is evaluated.
             seed: Seed of the sequence of subsamples.
+            trust_code: Import the spec's builder even if it is not on the allowlist: the
+                caller named the spec (``config.model``) itself. ``--resume`` passes
+                ``False`` unless ``--trust-code``, since there config.json names it.
         """
         config.validate()
         runtime.validate()
@@ -89,14 +97,16 @@ class CompressionSetup:
                 "choose a smaller m",
                 setting="samples",
             )
-        network = build_network(spec, _resolve_weights(config, spec))
+        weights = _resolve_weights(config, spec)
+        network = build_network(spec, weights, trust_code=trust_code)
+        fingerprints = {"spec": spec.sha256, "weights": weights_sha256(spec, weights)}
         compressor = Compressor(network, spec, scheme=config.scheme, method=config.method)
         # once, so the layers every compressed network shares with it are already there
         network.to(evaluator.device)
         bounds = compressor.bounds
         if config.bounds is not None:
             bounds = torch.tensor(config.bounds, dtype=torch.float64).reshape(2, 1).expand(2, compressor.dim).clone()
-        return cls(config, spec, network, compressor, evaluator, bounds)
+        return cls(config, spec, network, compressor, evaluator, bounds, fingerprints)
 
     def objective(self, samples: int | Callable[[int], int] | None = None) -> CompressionObjective:
         """The objective ``ratio + gamma * error`` (or distill) with ``m`` from ``samples``.

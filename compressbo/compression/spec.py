@@ -17,7 +17,9 @@ factorization and bounds::
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +49,19 @@ _SPEC_KEYS = {
 _REQUIRED_KEYS = ("builder", "weights", "dataset", "input_size", "layers")
 _EXPORT_FORMAT = "compressbo-compressed-1"
 RANDOM_WEIGHTS_SEED = 0  # torch seed of --weights random
+# spec and layer names are names, not paths: they become parts of cache file names
+_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+
+
+def check_name(name: Any, what: str) -> str:
+    """``name`` if it is a plain name (letters, digits, ``._-``, not starting with a dot).
+
+    Raises:
+        SpecError: Anything else (a path, ``..``, an empty string, spaces).
+    """
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise SpecError(f"{what} {name!r} is not a plain name; use letters, digits and . _ - only (no path)")
+    return name
 
 
 # ----------------------------------------------------------------------------- specs
@@ -77,6 +92,8 @@ class NetworkSpec:
         builder_kwargs: Keyword arguments for the builder.
         description: Free text.
         path: The TOML file the spec was read from (``None`` if built in memory).
+        sha256: SHA-256 of that file's bytes (``None`` if built in memory); a run records it
+            and ``--resume`` checks it.
     """
 
     name: str
@@ -89,6 +106,7 @@ class NetworkSpec:
     builder_kwargs: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     path: Path | None = None
+    sha256: str | None = field(default=None, compare=False)
 
     @property
     def bounds(self) -> Tensor:
@@ -116,17 +134,22 @@ class NetworkSpec:
         }
 
 
-def spec_from_dict(data: dict[str, Any], source: str = "spec", path: Path | None = None) -> NetworkSpec:
+def spec_from_dict(
+    data: dict[str, Any], source: str = "spec", path: Path | None = None, sha256: str | None = None
+) -> NetworkSpec:
     """Validate spec data (parsed TOML) and build a :class:`NetworkSpec`.
 
     Args:
         data: The parsed spec.
         source: How errors name the spec (its file path).
         path: The spec's file, if any.
+        sha256: The SHA-256 of that file's bytes.
 
     Raises:
-        UserInputError: Unknown or missing keys, bad bounds, methods or layer entries.
+        SpecError: Unknown or missing keys, bad names, bounds, methods or layer entries.
     """
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: a spec must be a table of keys, got {type(data).__name__}")
     unknown = sorted(set(data) - _SPEC_KEYS)
     if unknown:
         raise SpecError(f"{source}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_SPEC_KEYS))}")
@@ -148,7 +171,7 @@ def spec_from_dict(data: dict[str, Any], source: str = "spec", path: Path | None
         entry = {"name": entry} if isinstance(entry, str) else entry
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
             raise SpecError(f"{source}: each layer must be a name or a table with a name, got {entry!r}")
-        name = entry["name"]
+        name = check_name(entry["name"], f"{source}: layer name")
         extra = sorted(set(entry) - {"name", "method", "bounds"})
         if extra:
             raise SpecError(f"{source}: layer {name!r} has unknown key(s) {', '.join(extra)}")
@@ -167,8 +190,9 @@ def spec_from_dict(data: dict[str, Any], source: str = "spec", path: Path | None
     builder_kwargs = data.get("builder_kwargs", {})
     if not isinstance(builder_kwargs, dict):
         raise SpecError(f"{source}: builder_kwargs must be a table")
+    name = data.get("name") or (path.stem if path else "network")
     return NetworkSpec(
-        name=str(data.get("name") or (path.stem if path else "network")),
+        name=check_name(name, f"{source}: spec name"),
         builder=str(data["builder"]),
         weights=str(data["weights"]),
         dataset=str(data["dataset"]),
@@ -178,6 +202,7 @@ def spec_from_dict(data: dict[str, Any], source: str = "spec", path: Path | None
         builder_kwargs=dict(builder_kwargs),
         description=str(data.get("description", "")),
         path=path,
+        sha256=sha256,
     )
 
 
@@ -220,11 +245,13 @@ def load_spec(name_or_path: str | os.PathLike) -> NetworkSpec:
     """Read a spec by name (``"vgg16"``, looked up in :func:`models_dirs`) or from a TOML path.
 
     Raises:
-        UserInputError: The spec does not exist or is invalid.
+        SpecError: The spec does not exist, is not a UTF-8 TOML file, or is invalid.
     """
     text = os.fspath(name_or_path)
     if text.endswith(".toml") or os.sep in text or (os.altsep and os.altsep in text) or Path(text).is_file():
         path = Path(text)
+        if path.is_dir():
+            raise SpecError(f"spec file {path} is a directory; give the path of a .toml spec file")
         if not path.is_file():
             raise SpecError(f"spec file {path} does not exist")
     else:
@@ -236,7 +263,13 @@ def load_spec(name_or_path: str | os.PathLike) -> NetworkSpec:
                 "(or give the path of a .toml spec)"
             )
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()
+    except OSError as error:
+        raise SpecError(f"cannot read spec file {path} ({error.strerror or error}); check its permissions") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise SpecError(f"{path}: not UTF-8 text (byte {error.start}); save the spec as UTF-8 TOML") from None
     except tomllib.TOMLDecodeError as error:
         raise SpecError(f"{path}: not valid TOML ({error})") from None
-    return spec_from_dict(data, str(path), path)
+    return spec_from_dict(data, str(path), path, hashlib.sha256(raw).hexdigest())

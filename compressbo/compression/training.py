@@ -3,14 +3,23 @@
 FC3 has no torchvision weights. With no weights given, compressbo trains it on the digits
 training split (seconds on a CPU), reports its validation error and keeps the state dict in
 the user cache directory, keyed by spec name, dataset and seed; later runs reuse it.
+
+The cache is verified: the sidecar ``.json`` records the ``.pth``'s SHA-256, and the state
+dict must hold FC3's tensors with their shapes and dtype, all finite. A damaged entry is a
+warning and is retrained and replaced; an unwritable cache is a warning and the weights live
+in a temporary folder for this process. Two processes needing the same entry take turns.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
+import shutil
+import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,8 +28,9 @@ from torch import Tensor, nn
 
 from compressbo.compression.architectures import fc3
 from compressbo.compression.data import TensorSet, load_digits_split
-from compressbo.exceptions import WeightsError
-from compressbo.files import atomic_write, user_cache_dir, write_json_atomic
+from compressbo.compression.spec import check_name
+from compressbo.exceptions import SettingError, WeightsError
+from compressbo.files import FileLock, file_sha256, one_line, torch_save_atomic, user_cache_dir, write_json_atomic
 
 __all__ = ["PretrainedWeights", "pretrained_fc3_weights", "train_fc3"]
 
@@ -135,21 +145,118 @@ def pretrained_fc3_weights(
             "train it with scripts/train_fc3.py and pass the file as weights",
             setting="weights",
         )
+    check_name(spec_name, "spec name")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise SettingError(f"seed must be a non-negative integer, got {seed!r}", setting="seed")
     folder = Path(cache_dir) if cache_dir is not None else user_cache_dir()
     path = folder / f"{spec_name}-{dataset}-seed{seed}.pth"
+    cached = _verified(path)
+    if cached is not None:
+        return cached
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(folder / f".{path.name}.lock", blocking=True)  # another process may be training it
+    except OSError as error:
+        warnings.warn(
+            f"cannot write the FC3 weights cache {folder} ({error.strerror or error}); training FC3 "
+            "for this run only. Set COMPRESSBO_CACHE to a writable folder.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return _train_and_save(_private_folder() / path.name, spec_name, dataset, seed, epochs)
+    try:
+        cached = _verified(path, quiet=True)  # the other process finished it meanwhile
+        if cached is not None:
+            return cached
+        try:
+            return _train_and_save(path, spec_name, dataset, seed, epochs)
+        except OSError as error:
+            warnings.warn(
+                f"cannot write the FC3 weights cache {path} ({error.strerror or error}); training "
+                "FC3 for this run only. Set COMPRESSBO_CACHE to a writable folder.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return _train_and_save(_private_folder() / path.name, spec_name, dataset, seed, epochs)
+    finally:
+        lock.release()
+
+
+# FC3's state dict: names, shapes and dtype a cached file must hold
+_FC3_SHAPES = {
+    "fc1.weight": (1000, 784), "fc1.bias": (1000,), "fc2.weight": (1000, 1000), "fc2.bias": (1000,),
+    "fc3.weight": (10, 1000), "fc3.bias": (10,),
+}  # fmt: skip
+
+
+def _verified(path: Path, *, quiet: bool = False) -> PretrainedWeights | None:
+    """The cached weights at ``path`` if whole and intact; ``None`` (with a warning if damaged)."""
     sidecar = path.with_suffix(".json")
-    if path.is_file() and sidecar.is_file():
+    if not path.exists() and not sidecar.exists():
+        return None
+    problem = _cache_problem(path, sidecar)
+    if problem is None:
         record = json.loads(sidecar.read_text())
         logger.info("FC3 weights from cache %s (validation error %.4f)", path, record["val_error"])
         return PretrainedWeights(path, float(record["val_error"]), trained=False)
+    if not quiet:
+        warnings.warn(f"FC3 weights cache {path} is damaged: {problem}; retraining it and replacing the files",
+                      RuntimeWarning, stacklevel=3)
+    return None
+
+
+def _cache_problem(path: Path, sidecar: Path) -> str | None:
+    """What is wrong with a cached FC3 entry (``.pth`` + ``.json``), or ``None``."""
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise WeightsError(f"cannot create cache directory {folder} ({exc}); set COMPRESSBO_CACHE to a writable folder") from None
+        record = json.loads(sidecar.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        return f"its {sidecar.name} is unreadable ({type(error).__name__})"
+    if not isinstance(record, dict):
+        return f"its {sidecar.name} is not a JSON object"
+    val_error = record.get("val_error")
+    if isinstance(val_error, bool) or not isinstance(val_error, (int, float)) or not 0 <= val_error <= 1:
+        return f"its {sidecar.name} has no validation error"
+    try:
+        digest = file_sha256(path)
+    except OSError as error:
+        return f"the .pth is unreadable ({error.strerror or error})"
+    if record.get("sha256") != digest:
+        return "the .pth's SHA-256 is not the one its .json records"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        return f"the .pth is unreadable ({one_line(str(error))[:80]})"
+    if not isinstance(state, dict) or set(state) != set(_FC3_SHAPES):
+        return "the .pth does not hold FC3's tensors"
+    for name, shape in _FC3_SHAPES.items():
+        tensor = state[name]
+        if not isinstance(tensor, Tensor) or tuple(tensor.shape) != shape or tensor.dtype != torch.float32:
+            return f"{name} is not a float32 tensor of shape {shape}"
+        if not bool(torch.isfinite(tensor).all()):
+            return f"{name} holds NaN or infinite values"
+    return None
+
+
+_PRIVATE: list[Path] = []
+
+
+def _private_folder() -> Path:
+    """A temporary folder of this process (removed at exit) for weights the cache cannot keep."""
+    if not _PRIVATE:
+        folder = Path(tempfile.mkdtemp(prefix="compressbo-fc3-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        _PRIVATE.append(folder)
+    return _PRIVATE[0]
+
+
+def _train_and_save(path: Path, spec_name: str, dataset: str, seed: int, epochs: int) -> PretrainedWeights:
+    """Train FC3, write ``path`` and its ``.json`` sidecar atomically (the ``.pth`` first)."""
+    sidecar = path.with_suffix(".json")
     started = time.perf_counter()
     train, val = load_digits_split(seed)
     state, val_error = train_fc3(train, val, epochs=epochs, seed=seed)
     seconds = time.perf_counter() - started
+    torch_save_atomic(path, state)
     record = {
         "spec": spec_name,
         "dataset": dataset,
@@ -159,8 +266,8 @@ def pretrained_fc3_weights(
         "val_size": len(val),
         "train_seconds": round(seconds, 3),
         "torch": torch.__version__,
+        "sha256": file_sha256(path),
     }
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
     write_json_atomic(sidecar, record)
     logger.info("trained FC3 on digits in %.1f s: validation error %.4f, saved to %s", seconds, val_error, path)
     return PretrainedWeights(path, float(val_error), trained=True)

@@ -58,7 +58,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from compressbo.exceptions import ReportedInterrupt, RunDirError, SettingError
-from compressbo.files import check_output_directory, write_json_atomic
+from compressbo._lifecycle import exit_with_parent
+from compressbo.files import check_output_directory, lock_directory, unlock_directory, write_json_atomic
 from compressbo.experiments.problems import Problem, ProblemFamily
 from compressbo.experiments.report import RUNS_FILE, write_report
 
@@ -153,6 +154,8 @@ def run_comparison(
         )
     if resume and not (out_dir / RUNS_FILE).exists():
         raise RunDirError(f"{out_dir} holds no {RUNS_FILE}, so there is nothing to resume; drop resume", setting="resume")
+    if out_dir.is_dir():  # one writer per comparison folder: a second one is refused at once
+        lock_directory(out_dir, what="comparison folder")
 
     started = time.perf_counter()
     problem_instance = _build(problem)
@@ -192,6 +195,7 @@ def run_comparison(
         comparison = _resumed(out_dir, comparison)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
+        lock_directory(out_dir, what="comparison folder")
         write_json_atomic(out_dir / RUNS_FILE, comparison, indent=1)
     except OSError as err:
         reason = err.strerror or type(err).__name__
@@ -247,6 +251,8 @@ def run_comparison(
     except KeyboardInterrupt:
         _save_interrupted(comparison, out_dir)
         raise ReportedInterrupt from None
+    finally:
+        unlock_directory(out_dir)  # another process may continue the comparison now
     return comparison
 
 
@@ -437,6 +443,7 @@ def _interrupted_message(comparison: dict[str, Any], out_dir: Path) -> str:
 
 def _init_worker(problem: ProblemSource, ticks: Any) -> None:
     global _WORKER_PROBLEM, _WORKER_SETUP_SECONDS, _WORKER_TICKS
+    exit_with_parent()  # no orphans: the worker ends when the parent dies, however it dies
     torch.set_num_threads(1)
     started = time.perf_counter()
     _WORKER_PROBLEM = _build(problem)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from compressbo.exceptions import RunDirError
+from compressbo.files import atomic_write, write_text_atomic
 
 RUNS_FILE = "runs.json"
 PLOT_FILE = "convergence.png"
@@ -81,7 +82,7 @@ def write_report(comparison: dict[str, Any], directory: str | Path) -> list[str]
     directory = Path(directory)
     written = [PLOT_FILE, SUMMARY_FILE]
     plot_convergence(comparison, directory / PLOT_FILE)
-    (directory / SUMMARY_FILE).write_text(summary_markdown(comparison))
+    write_text_atomic(directory / SUMMARY_FILE, summary_markdown(comparison))
     if final_metrics(comparison):
         plot_recommendations(comparison, directory / RECOMMENDATIONS_FILE)
         written.append(RECOMMENDATIONS_FILE)
@@ -323,12 +324,15 @@ def save_figure(figure: Any, path: str | Path) -> None:
     """Write ``figure`` as a PNG and close it.
 
     No software stamp goes into the file, so a plot regenerated from the same data is
-    byte-identical.
+    byte-identical. The file is replaced atomically (a link at ``path`` is replaced, not
+    written through).
     """
     import matplotlib.pyplot as plt
 
-    figure.savefig(path, format="png", metadata={"Software": None})
-    plt.close(figure)
+    try:
+        atomic_write(path, lambda temporary: figure.savefig(temporary, format="png", metadata={"Software": None}))
+    finally:
+        plt.close(figure)
 
 
 def _label(name: str) -> str:

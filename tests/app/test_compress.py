@@ -303,7 +303,12 @@ def test_a_real_interrupt_or_kill_resumes_with_no_evaluation_lost_or_repeated(en
     argv = [sys.executable, "-m", "compressbo.app.cli", "compress", "--init", "4", "--iterations", "4", *FAST,
             "--out", str(out)]
     one_thread = {**os.environ, "OMP_NUM_THREADS": "1"}  # and COMPRESSBO_CACHE from the fixture
-    process = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=one_thread)
+    # the child's Ctrl-C must not depend on how this test was started: a runner started in the
+    # background by a non-interactive shell inherits SIGINT ignored, and so would the child
+    process = subprocess.Popen(
+        argv, stderr=subprocess.PIPE, text=True, env=one_thread, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
     history = out / "history.jsonl"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and (not history.exists() or len(history.read_text().splitlines()) < 5):

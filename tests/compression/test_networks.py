@@ -205,7 +205,7 @@ def test_random_weights_are_one_network_per_spec() -> None:
 
 def test_a_builder_that_returns_no_module_is_named() -> None:
     spec = dataclasses.replace(load_spec("fc3"), builder="os:getcwd")
-    _one_line_error(lambda: build_network(spec, weights="random"), "builder 'os:getcwd' returned a str")
+    _one_line_error(lambda: build_network(spec, weights="random", trust_code=True), "builder 'os:getcwd' returned a str")
 
 
 # ----------------------------------------------------------------------------- compression
@@ -297,7 +297,7 @@ def test_ratios_count_tied_weights_once_and_every_call_of_a_layer() -> None:
                    layers=[{"name": "conv2"}, {"name": "head", "method": "svd"}]),
         "tied",
     )  # fmt: skip
-    network = build_network(spec, weights="random")
+    network = build_network(spec, weights="random", trust_code=True)
     compressed = Compressor(network, spec, cache_dir=False).compress([0.3, 0.5])
     unique = lambda m: sum({p.data_ptr(): p.numel() for p in m.parameters()}.values())  # noqa: E731
     assert compressed.model_ratio == pytest.approx(unique(compressed.module) / unique(network))

@@ -5,22 +5,31 @@ any ranks is truncation plus a small copy. :class:`FactorCache` computes the dec
 on first use and stores it as ``<cache dir>/<method>-<sha256 of the weight>.pt`` (a plain
 dict of tensors, read back with ``torch.load(..., weights_only=True)``), so a second run on
 the same weights skips the decomposition.
+
+Entries are verified on load: each file records its format, method, key, the SHA-256 of its
+tensors' bytes, and their shapes and dtype, which must also be the ones the layer's geometry
+implies. A mismatch, a non-finite value or an unreadable file is a warning; the entry is
+recomputed and replaced atomically. An unwritable cache is a warning too (the factors stay
+in memory). Writers of one entry take turns (a lock file beside it): the second waits and
+reads what the first wrote.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from compressbo.files import atomic_write, user_cache_dir
+from compressbo.files import FileLock, one_line, torch_save_atomic, user_cache_dir
 
-from ._params import single_threaded
+from ._params import compute_dtype, single_threaded
 from .factorize import Factors, build_factorized, check_ranks, decompose
 from .ranks import LayerGeometry, Ranks, factorized_params, full_params, max_ranks, ranks_for_theta
 from .svd import SVDFactors
@@ -28,7 +37,8 @@ from .tucker import TuckerFactors, refine_tucker2
 
 __all__ = ["FactorCache", "LayerFactors", "default_cache_dir", "weight_key"]
 
-_FORMAT = "compressbo-factors-1"
+_FORMAT = "compressbo-factors-1"  # part of the key: entries of one weight keep their names
+_FILE_FORMAT = "compressbo-factors-2"  # the file's layout: tensors plus checksum, shapes, dtype
 
 
 @dataclass(frozen=True)
@@ -126,17 +136,24 @@ class FactorCache:
         return self.directory / f"{method}-{weight_key(layer.weight, method)}.pt"
 
     def get(self, layer: nn.Module, method: str) -> LayerFactors:
-        """``layer``'s factors: read from disk when present, else computed (and written)."""
+        """``layer``'s factors: read from disk when present and intact, else computed (and written)."""
         path = self.path(layer, method)
-        factors = _read(path, method) if path is not None else None
+        if path is None:
+            self.computed += 1
+            return LayerFactors.compute(layer, method)
+        factors = _read(path, layer, method)
         if factors is not None:
             self.loaded += 1
             return LayerFactors(layer, method, factors)
-        layer_factors = LayerFactors.compute(layer, method)
-        self.computed += 1
-        if path is not None:
+        with _entry_lock(path):  # another process may be writing this entry: wait, then read it
+            factors = _read(path, layer, method, quiet=True) if path.is_file() else None
+            if factors is not None:
+                self.loaded += 1
+                return LayerFactors(layer, method, factors)
+            layer_factors = LayerFactors.compute(layer, method)
+            self.computed += 1
             try:
-                _write(path, layer_factors.factors)
+                _write(path, layer, method, layer_factors.factors)
             except OSError as error:  # a cache is an optimization: warn, keep going
                 warnings.warn(
                     f"cannot write the factor cache {path.parent} ({error.strerror or error}); "
@@ -147,18 +164,105 @@ class FactorCache:
         return layer_factors
 
 
-def _read(path: Path, method: str) -> Factors | None:
-    """Factors stored at ``path``, or ``None`` if absent or unreadable (then recomputed)."""
+@contextlib.contextmanager
+def _entry_lock(path: Path) -> Iterator[None]:
+    """Hold the lock of one cache entry (``.<name>.lock`` beside it); none if it cannot be made."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(path.parent / f".{path.name}.lock", blocking=True)
+    except OSError:
+        yield  # an unwritable cache: nothing is written, so nothing to serialize
+        return
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def expected_shapes(layer: nn.Module, method: str) -> dict[str, tuple[int, ...]]:
+    """Shapes of the full decomposition of ``layer`` for ``method``, by tensor name.
+
+    ``svd`` of a ``T x S`` Linear weight: ``u (T, k)``, ``s (k,)``, ``vh (k, S)`` with
+    ``k = min(T, S)``; ``vh`` the same for the ``(S kh) x (kw T)`` matrix; ``tucker2``:
+    ``core (R_out, R_in, kh, kw)``, ``out_factor (T, R_out)``, ``in_factor (S, R_in)``.
+    """
+    geometry = LayerGeometry.of(layer)
+    kh, kw = geometry.kernel_size
+    full = max_ranks(geometry, method)
+    if method == "tucker2":
+        r_out, r_in = full
+        return {
+            "core": (r_out, r_in, kh, kw),
+            "out_factor": (geometry.out_channels, r_out),
+            "in_factor": (geometry.in_channels, r_in),
+        }
+    rows, cols = (geometry.in_channels * kh, kw * geometry.out_channels) if method == "vh" else (
+        geometry.out_channels, geometry.in_channels)
+    return {"u": (rows, full), "s": (full,), "vh": (full, cols)}
+
+
+def _checksum(tensors: dict[str, Tensor]) -> str:
+    """SHA-256 of the tensors' names, dtypes, shapes and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(memoryview(tensor.reshape(-1).view(torch.uint8).numpy()))
+    return digest.hexdigest()
+
+
+def _problem(entry: object, layer: nn.Module, method: str) -> str | None:
+    """What is wrong with a loaded cache entry, or ``None`` if it is intact and fits ``layer``."""
+    if not isinstance(entry, dict) or entry.get("format") != _FILE_FORMAT:
+        return "not a compressbo factor file of this version"
+    tensors = entry.get("tensors")
+    if entry.get("method") != method or not isinstance(tensors, dict):
+        return "not this method's factors"
+    if entry.get("checksum") != _checksum(tensors):
+        return "checksum mismatch (the file was altered or damaged)"
+    expected = expected_shapes(layer, method)
+    dtype = compute_dtype(layer.weight)
+    for name, shape in expected.items():
+        tensor = tensors.get(name)
+        if not isinstance(tensor, Tensor) or tuple(tensor.shape) != shape or tensor.dtype != dtype:
+            found = "missing" if not isinstance(tensor, Tensor) else f"{tuple(tensor.shape)} {tensor.dtype}"
+            return f"{name} is {found}, expected {shape} {dtype}"
+        if not bool(torch.isfinite(tensor).all()):
+            return f"{name} holds NaN or infinite values"
+    return None
+
+
+def _read(path: Path, layer: nn.Module, method: str, *, quiet: bool = False) -> Factors | None:
+    """Factors stored at ``path``; ``None`` if absent, or (with a warning) damaged or foreign."""
     if not path.is_file():
         return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        return (TuckerFactors if method == "tucker2" else SVDFactors).from_state(state)
-    except Exception:  # a truncated or foreign file: recompute and overwrite
-        return None
+        entry = torch.load(path, map_location="cpu", weights_only=True)
+        problem = _problem(entry, layer, method)
+    except Exception as error:  # a truncated or foreign file
+        problem = f"unreadable ({one_line(str(error))[:120]})"
+    if problem is None:
+        return (TuckerFactors if method == "tucker2" else SVDFactors).from_state(entry["tensors"])
+    if not quiet:
+        warnings.warn(
+            f"factor cache entry {path} is damaged: {problem}; recomputing it and replacing the file",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return None
 
 
-def _write(path: Path, factors: Factors) -> None:
-    """Atomically write ``factors`` (a dict of tensors) to ``path``."""
+def _write(path: Path, layer: nn.Module, method: str, factors: Factors) -> None:
+    """Atomically write ``factors`` with their checksum, shapes and dtype to ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda temporary: torch.save(factors.state(), temporary))
+    tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in factors.state().items()}
+    entry = {
+        "format": _FILE_FORMAT,
+        "method": method,
+        "key": path.stem,
+        "checksum": _checksum(tensors),
+        "shapes": {name: list(tensor.shape) for name, tensor in tensors.items()},
+        "dtype": str(compute_dtype(layer.weight)),
+        "tensors": tensors,
+    }
+    torch_save_atomic(path, entry)
