@@ -37,6 +37,7 @@ __all__ = [
     "DataError",
     "OptimizerInputError",
     "ReportedInterrupt",
+    "EvaluationError",
     "RunDirError",
     "SettingError",
     "SpecError",
@@ -107,3 +108,10 @@ class OptimizerInputError(UserInputError):
 
 class ReportedInterrupt(KeyboardInterrupt):
     """Ctrl-C, after the command has said on stderr what was saved and how to continue."""
+
+
+class EvaluationError(CompressboError):
+    """An evaluation failed :data:`compressbo.app.parallel.MAX_ATTEMPTS` times (its worker died or raised).
+
+    Everything finished is saved; ``--resume`` continues once the cause is fixed.
+    """

@@ -70,6 +70,8 @@ def _add_compress_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", help="new run directory (runs/<model>-<acq>-<time>)")
     parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR with its own settings; --iterations extends it, --device and --batch-size may change")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or messages")
+    parser.add_argument("--workers", type=int, metavar="N", help="evaluate on N worker processes at once (asynchronous BO; spread over the visible GPUs with --device cuda); also with --resume")
+    parser.add_argument("--ray", nargs="?", const="", metavar="ADDRESS", help="evaluate on Ray actors (one per GPU, else --workers); ADDRESS as ray.init takes it, auto for a running cluster, none for a local Ray; --data-dir must exist on every node")
     parser.add_argument("--trust-code", action="store_true", help="with --resume: import the spec's builder even if it is not a torchvision model or a compressbo architecture (config.json names it; pass this only for a run you trust)")
 
 
@@ -95,12 +97,13 @@ def _run_compress(args: argparse.Namespace) -> int:
     else:
         config = CompressConfig(**given)
         out = args.out if args.out is not None else str(default_out(config))
+    parallel = _parallel(args)
     try:
         if args.resume is not None:
             overrides = {name: given[name] for name in RESUME_OVERRIDES if name in given}
-            path, best = resume(args.resume, progress=not args.quiet, trust_code=args.trust_code, **overrides)
+            path, best = resume(args.resume, progress=not args.quiet, trust_code=args.trust_code, parallel=parallel, **overrides)
         else:
-            path, best = start(config, out, progress=not args.quiet)
+            path, best = start(config, out, progress=not args.quiet, parallel=parallel)
     except OSError as err:  # a full disk or a lost permission mid-run: every finished evaluation is saved
         then = f"; then continue with: {PROG} compress --resume {out}" if (Path(out) / "config.json").exists() else ""
         raise UserInputError(f"{_write_failure(err)}{then}") from None
@@ -118,6 +121,20 @@ def _run_compress(args: argparse.Namespace) -> int:
             f"(original {best['original_error']:.4f}); report in {path}/report.md"
         )
     return 0
+
+
+def _parallel(args: argparse.Namespace):
+    """``--workers`` / ``--ray`` as a :class:`~compressbo.app.parallel.Parallel`, or ``None`` (in process)."""
+    from compressbo.app.parallel import Parallel
+
+    if args.workers is not None and args.workers < 1:
+        raise SettingError(f"--workers must be at least 1, not {args.workers}")
+    if args.ray is not None:
+        from compressbo.app.executors import import_ray
+
+        import_ray()  # a missing Ray is one line, before anything is loaded
+        return Parallel(args.workers, args.ray)
+    return None if args.workers is None else Parallel(args.workers)
 
 
 def _compression_problem_settings() -> tuple[str, ...]:

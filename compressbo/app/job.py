@@ -25,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from compressbo.app.config import RESUMABLE_SETTINGS, CompressConfig
+from compressbo.app.parallel import Parallel
 from compressbo.app.rundir import CONFIG, RunDirectory, package_versions
 from compressbo.bo.loop import Evaluation, Loop, Proposal
 from compressbo.bo.optimizer import Optimizer
@@ -86,10 +87,17 @@ class CompressionJob:
         progress: Show a tqdm progress bar.
         trust_code: Import a spec builder that is not on the allowlist (see
             :meth:`CompressionSetup.load`).
+        parallel: Evaluate on several workers (processes or Ray actors); ``None``: in this
+            process, one at a time.
     """
 
-    def __init__(self, config: CompressConfig, run: RunDirectory, *, progress: bool = True, trust_code: bool = True) -> None:
+    def __init__(
+        self, config: CompressConfig, run: RunDirectory, *, progress: bool = True, trust_code: bool = True,
+        parallel: Parallel | None = None,
+    ) -> None:
         self.config = config
+        self.parallel = parallel
+        self.trust_code = trust_code
         self.run = run
         self.progress = progress
         self.setup = CompressionSetup.load(config.problem(), config.runtime(), seed=config.seed, trust_code=trust_code)
@@ -127,10 +135,18 @@ class CompressionJob:
             self.optimizer.load_state_dict(state["optimizer"])
             values = state.get("pending_acquisition_values", [state.get("pending_acquisition_value")])
             self.loop.restored_acquisition_values = list(values)
+            indices = state.get("pending_indices")
+        else:
+            indices = None
         self._check_agreement()
         for record in self.history[self.optimizer.n_observed :]:
             self.optimizer.tell(torch.tensor(record["x"], dtype=torch.float64), record["y"], record["yvar"])
-        self.loop.next_index = len(self.history)
+        done = {record["iteration"] for record in self.history}
+        if indices is not None and None not in indices:  # the points in flight keep their indices, so their subsamples
+            kept = [(i, v) for i, v in zip(indices, self.loop.restored_acquisition_values) if i not in done]
+            self.loop.restored_indices = [int(i) for i, _ in kept]
+            self.loop.restored_acquisition_values = [v for _, v in kept]
+        self.loop.next_index = max([len(self.history), *(i + 1 for i in done), *(i + 1 for i in self.loop.restored_indices)])
 
     def _check_agreement(self) -> None:
         """The history and the optimizer state must tell one story; ValueError if not.
@@ -138,8 +154,9 @@ class CompressionJob:
         The state may lag the history by the evaluations of one crash, never lead it, and
         the points it observed must be the history's first points in order.
         """
-        if [r.get("iteration") for r in self.history] != list(range(len(self.history))):
-            raise ValueError("history.jsonl's iterations are not 0, 1, 2, ...")
+        iterations = [r.get("iteration") for r in self.history]
+        if len(set(iterations)) != len(iterations) or not all(isinstance(i, int) and i >= 0 for i in iterations):
+            raise ValueError("history.jsonl's iterations are not distinct evaluation indices")
         n = self.optimizer.n_observed
         thetas = torch.tensor([r["x"] for r in self.history[:n]], dtype=torch.float64).reshape(-1, self.optimizer.dim)
         if n > len(self.history) or not torch.allclose(self.optimizer.X, thetas, rtol=0, atol=1e-12):
@@ -149,11 +166,13 @@ class CompressionJob:
             )
 
     def _save_state(self) -> None:
-        values = [proposal.acquisition_value for proposal in self.loop.in_flight.values()]
+        in_flight = list(self.loop.in_flight.values())  # in the order of the optimizer's pending points
+        in_flight = [next((p for p in in_flight if torch.equal(p.x, x)), None) for x in self.optimizer.pending]
         self.run.save_state(
             {
                 "optimizer": self.optimizer.state_dict(),
-                "pending_acquisition_values": values,
+                "pending_acquisition_values": [p.acquisition_value if p else None for p in in_flight],
+                "pending_indices": [p.index if p else None for p in in_flight],
                 "history": self.run.chain_record(),  # the head of the history's hash chain
                 "run": verify.run_stamp(self.config.to_dict(), self.setup.fingerprints, FIXED_SETTINGS),
             }
@@ -207,11 +226,20 @@ class CompressionJob:
             dynamic_ncols=True,
         )
         best = min((r["y"] for r in self.history), default=math.inf)
+        def show(record: dict[str, Any]) -> None:
+            nonlocal best
+            best = min(best, record["y"])
+            bar.set_postfix(y=f"{record['y']:.4f}", best=f"{best:.4f}", refresh=False)
+            bar.update(1)
+
         with bar:
-            for record in iter(self.step, None):
-                best = min(best, record["y"])
-                bar.set_postfix(y=f"{record['y']:.4f}", best=f"{best:.4f}", refresh=False)
-                bar.update(1)
+            if self.parallel is not None:
+                from compressbo.app.parallel import run_async
+
+                run_async(self.loop, self.parallel.executor(self), on_record=show)
+            else:
+                for record in iter(self.step, None):
+                    show(record)
         if self.optimizer.should_stop:
             logger.warning(
                 "stopped after %d evaluations: the maximized %s of the next proposal fell below kappa = %g",
@@ -265,14 +293,16 @@ class CompressionJob:
         return self.finish()
 
 
-def start(config: CompressConfig, out: str | Path | None = None, *, progress: bool = True) -> tuple[Path, dict]:
-    """Run a new compression job in ``out`` (default :func:`default_out`)."""
+def start(
+    config: CompressConfig, out: str | Path | None = None, *, progress: bool = True, parallel: Parallel | None = None
+) -> tuple[Path, dict]:
+    """Run a new compression job in ``out`` (default :func:`default_out`), on ``parallel``'s workers if given."""
     config.validate()
     out = out if out is not None else default_out(config)  # '' reaches the check as given
     document = {"settings": config.to_dict(), "versions": package_versions()}
     run = RunDirectory.create(out, document)
     try:
-        job = CompressionJob(config, run, progress=progress)
+        job = CompressionJob(config, run, progress=progress, parallel=parallel)
         run.write_json(CONFIG, {**document, verify.FINGERPRINTS: job.setup.fingerprints})
     except BaseException:
         run.discard_if_empty()
@@ -293,7 +323,8 @@ FIXED_SETTINGS = tuple(
 
 
 def resume(
-    directory: str | Path, *, progress: bool = True, trust_code: bool = False, **overrides: Any
+    directory: str | Path, *, progress: bool = True, trust_code: bool = False, parallel: Parallel | None = None,
+    **overrides: Any,
 ) -> tuple[Path, dict]:
     """Continue the run in ``directory`` with its own settings, once it checks out.
 
@@ -306,6 +337,7 @@ def resume(
         progress: Show a tqdm progress bar.
         trust_code: Import the spec's builder even if it is not on the allowlist (config.json
             names the spec, so by default only torchvision and compressbo builders run).
+        parallel: Evaluate on several workers (any number, whatever the run used before).
         **overrides: Settings that may change on resume (:data:`RESUME_OVERRIDES`; ``None``
             keeps the run's own): more ``iterations`` extend the run, ``device`` and
             ``batch_size`` say where and how it evaluates (e.g. resuming a GPU run on a CPU).
@@ -315,12 +347,14 @@ def resume(
         raise TypeError(f"resume() cannot override {sorted(unknown)}; only {RESUME_OVERRIDES}")
     run = RunDirectory.open(directory)
     try:
-        return _resume(run, progress=progress, trust_code=trust_code, overrides=overrides)
+        return _resume(run, progress=progress, trust_code=trust_code, overrides=overrides, parallel=parallel)
     finally:
         run.close()
 
 
-def _resume(run: RunDirectory, *, progress: bool, trust_code: bool, overrides: dict[str, Any]) -> tuple[Path, dict]:
+def _resume(
+    run: RunDirectory, *, progress: bool, trust_code: bool, overrides: dict[str, Any], parallel: Parallel | None = None
+) -> tuple[Path, dict]:
     """:func:`resume` once the run directory is open (and locked)."""
     config = run.config
     saved = config.get("settings")
@@ -336,6 +370,7 @@ def _resume(run: RunDirectory, *, progress: bool, trust_code: bool, overrides: d
         )
     settings = CompressConfig.from_dict({**saved, **changes})
     job = _verified_job(run, config, settings, progress=progress, trust_code=trust_code)
+    job.parallel = parallel
     try:
         job.restore()
     except (KeyError, TypeError, ValueError) as err:

@@ -83,13 +83,16 @@ def _number(value: Any) -> bool:
 def _check_records(run: Path, history: list[dict[str, Any]], bounds: list[list[float]]) -> None:
     """Every history line is a whole evaluation inside the run's box."""
     lower, upper = bounds
+    seen: set[int] = set()
     for index, record in enumerate(history):
         where = f"{HISTORY} line {index + 1}"
         for key in ("y", "yvar", "ratio", "error", "m"):
             if not _number(record.get(key)):
                 raise _refuse(run, f"{where} has no finite {key!r}")
-        if record.get("iteration") != index:
-            raise _refuse(run, f"{where} is iteration {record.get('iteration')!r}, not {index}")
+        iteration = record.get("iteration")  # in completion order: with several workers not 0, 1, 2, ...
+        if not (isinstance(iteration, int) and not isinstance(iteration, bool) and 0 <= iteration) or iteration in seen:
+            raise _refuse(run, f"{where} is iteration {iteration!r}, not a new evaluation index")
+        seen.add(iteration)
         theta = record.get("x")
         if not (isinstance(theta, list) and len(theta) == len(lower) and all(map(_number, theta))):
             raise _refuse(run, f"{where}: theta is not a list of {len(lower)} numbers")
@@ -140,7 +143,7 @@ def _check_chain(run: Path, lines: list[bytes], history: list[dict[str, Any]], s
     if extra == 0:
         return
     pending = state.get("optimizer", {}).get("pending") or []
-    if extra == 1 and pending and pending[0] == history[-1]["x"]:
+    if extra == 1 and history[-1]["x"] in pending:
         return  # the evaluation of the pending point, appended before the state was saved
     raise _refuse(run, f"{HISTORY} holds {extra} line(s) the optimizer state never saw (appended by hand?)")
 

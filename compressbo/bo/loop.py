@@ -111,6 +111,11 @@ class Loop:
         on_record: Called with each record before it is returned (e.g. to append it to a
             file, or to add a score).
         start: Index of the next evaluation (the number of records already made).
+
+    Attributes:
+        restored_acquisition_values: Acquisition values of the restored pending points, in order.
+        restored_indices: Evaluation indices of the restored pending points, in order (an
+            asynchronous run leaves several, not necessarily the last ones); empty: the next ones.
     """
 
     def __init__(
@@ -131,6 +136,7 @@ class Loop:
         self.next_index = int(start)
         self.in_flight: dict[int, Proposal] = {}
         self.restored_acquisition_values: list[float | None] = []
+        self.restored_indices: list[int] = []
 
     @property
     def done(self) -> bool:
@@ -144,12 +150,15 @@ class Loop:
             The proposal, or ``None`` when the budget is spent or the proposal fell below
             ``kappa`` (the paper's rule stops there without spending the evaluation).
         """
-        if self.next_index >= self.budget:
-            return None
         restored = [x for x in self.optimizer.pending if not self._is_in_flight(x)]
-        if restored:  # asked before an interruption: evaluate it, do not ask again
+        index = self.restored_indices[0] if restored and self.restored_indices else self.next_index
+        if index >= self.budget:
+            return None
+        if restored:  # asked before an interruption: evaluate it (with its own index), do not ask again
+            if self.restored_indices:
+                self.restored_indices.pop(0)
             value = self.restored_acquisition_values.pop(0) if self.restored_acquisition_values else None
-            proposal = Proposal(self.next_index, restored[0].clone(), value, 0.0)
+            proposal = Proposal(index, restored[0].clone(), value, 0.0)
         else:
             with _recorded_warnings() as caught:
                 started = time.perf_counter()
@@ -159,7 +168,7 @@ class Loop:
                 return None
             proposal = Proposal(self.next_index, x, _finite_or_none(self.optimizer.last_acquisition_value), seconds, caught)
         self.in_flight[proposal.index] = proposal
-        self.next_index += 1
+        self.next_index = max(self.next_index, proposal.index + 1)
         if not restored and self.on_ask is not None:
             self.on_ask(proposal)
         return proposal

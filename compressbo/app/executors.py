@@ -1,0 +1,382 @@
+"""Where evaluations run: in this process, in a pool of worker processes, or on Ray actors.
+
+An :class:`Executor` holds ``size`` workers; each worker builds its objective once (from a
+picklable :data:`WorkerFactory`) and then evaluates proposals ``(x, index)`` one at a time.
+The driver (:func:`compressbo.app.parallel.run_async`) submits a proposal to an idle worker
+and waits for the next one to finish; a worker that dies mid-evaluation reports its
+proposal as ``lost`` and is started again, so the run goes on.
+
+* :class:`InProcessExecutor`: one worker, this process (today's sequential evaluation).
+* :class:`ProcessPoolExecutor`: ``N`` processes started with ``spawn`` on this machine.
+* :class:`RayExecutor`: ``N`` Ray actors (``num_gpus=1`` each where the cluster has GPUs);
+  the factory is put once into Ray's object store and handed to every actor.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import socket
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import Any, Protocol
+
+import torch
+
+from compressbo.bo.loop import Evaluation, Objective, Proposal
+from compressbo.exceptions import SettingError
+
+__all__ = [
+    "Done",
+    "Executor",
+    "InProcessExecutor",
+    "ProcessPoolExecutor",
+    "RayExecutor",
+    "WorkerFactory",
+    "import_ray",
+]
+
+WorkerFactory = Callable[[int, str], Objective]
+"""``(worker id, device) -> objective``: picklable; called once in each worker."""
+
+
+@dataclass
+class Done:
+    """A finished (or lost) evaluation.
+
+    Attributes:
+        proposal: The proposal that was submitted.
+        evaluation: Its result; ``None`` when the evaluation failed or the worker died.
+        worker: The worker's id (0 .. size - 1).
+        device: The worker's device (``cpu``, ``cuda:1``).
+        host: The worker's host name.
+        started: Wall-clock start (``time.time()``).
+        finished: Wall-clock end.
+        error: The failure, one line (``None`` on success).
+        lost: Whether the worker died (its process or actor is gone).
+    """
+
+    proposal: Proposal
+    evaluation: Evaluation | None
+    worker: int
+    device: str
+    host: str
+    started: float
+    finished: float
+    error: str | None = None
+    lost: bool = False
+
+    def fields(self) -> dict[str, Any]:
+        """The record's fields for this evaluation: worker, device, host, start and end."""
+        return {"worker": self.worker, "device": self.device, "host": self.host,
+                "started": self.started, "finished": self.finished}  # fmt: skip
+
+
+class Executor(Protocol):
+    """Workers that evaluate proposals; :meth:`next_done` blocks until one finishes."""
+
+    size: int
+
+    def idle(self) -> int:
+        """Number of workers without a proposal."""
+        ...
+
+    def submit(self, proposal: Proposal) -> None:
+        """Give ``proposal`` to an idle worker."""
+        ...
+
+    def next_done(self) -> Done:
+        """Wait for the next finished (or lost) proposal; a lost worker is started again."""
+        ...
+
+    def close(self) -> None:
+        """Stop every worker (an evaluation in flight is abandoned)."""
+        ...
+
+
+def _evaluate(objective: Objective, x: list[float], index: int) -> tuple[Evaluation | None, str | None, float, float]:
+    """Run one evaluation; a Python error becomes one line instead of killing the worker."""
+    started = time.time()
+    try:
+        evaluation = objective(torch.tensor(x, dtype=torch.float64), index)
+        return evaluation, None, started, time.time()
+    except Exception as err:  # noqa: BLE001 - reported to the driver, which decides
+        return None, f"{type(err).__name__}: {err}".splitlines()[0], started, time.time()
+
+
+def worker_devices(device: str, workers: int) -> list[str]:
+    """Device of each worker: the visible GPUs round-robin for ``cuda``/``auto``, else ``device``.
+
+    Args:
+        device: The run's device setting (``auto``, ``cpu``, ``cuda``, ``cuda:N``).
+        workers: Number of workers.
+    """
+    if device in ("auto", "cuda") and torch.cuda.is_available():
+        count = torch.cuda.device_count()
+        return [f"cuda:{i % count}" for i in range(workers)]
+    resolved = "cpu" if device == "auto" else device
+    return [resolved] * workers
+
+
+def threads_per_worker(workers: int) -> int:
+    """CPU threads for each of ``workers`` workers: this machine's cores split between them."""
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+# ---------------------------------------------------------------------- in process
+
+
+class InProcessExecutor:
+    """One worker: the objective called in this process (the sequential evaluation)."""
+
+    def __init__(self, objective: Objective, device: str = "cpu") -> None:
+        self.size = 1
+        self.objective = objective
+        self.device = device
+        self._queued: Proposal | None = None
+
+    def idle(self) -> int:
+        return 0 if self._queued is not None else 1
+
+    def submit(self, proposal: Proposal) -> None:
+        self._queued = proposal
+
+    def next_done(self) -> Done:
+        proposal, self._queued = self._queued, None
+        assert proposal is not None, "next_done() without a submitted proposal"
+        evaluation, error, started, finished = _evaluate(self.objective, proposal.x.tolist(), proposal.index)
+        return Done(proposal, evaluation, 0, self.device, socket.gethostname(), started, finished, error)
+
+    def close(self) -> None:
+        self._queued = None
+
+
+# ---------------------------------------------------------------------- process pool
+
+
+def _pool_worker(factory: WorkerFactory, worker: int, device: str, threads: int, conn: Connection, parent: int) -> None:
+    """A pool process: build the objective once, then evaluate until told to stop."""
+    from compressbo._lifecycle import exit_with_parent
+
+    exit_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
+    torch.set_num_threads(threads)
+    objective = factory(worker, device)
+    conn.send(("ready", os.getpid()))
+    while True:
+        message = conn.recv()
+        if message is None:
+            return
+        index, x = message
+        conn.send(("done", index, *_evaluate(objective, x, index)))
+
+
+@dataclass
+class _PoolSlot:
+    process: Any
+    conn: Connection
+    proposal: Proposal | None = None
+
+
+class ProcessPoolExecutor:
+    """``size`` worker processes on this machine (``spawn``), each building its objective once.
+
+    Args:
+        factory: ``(worker id, device) -> objective``, picklable.
+        size: Number of processes.
+        devices: Device of each worker (default :func:`worker_devices` of ``"cpu"``).
+        threads: Torch threads per worker (default :func:`threads_per_worker`).
+    """
+
+    def __init__(self, factory: WorkerFactory, size: int, *, devices: list[str] | None = None, threads: int | None = None) -> None:
+        if size < 1:
+            raise SettingError(f"workers must be at least 1, got {size}", setting="workers")
+        self.size = size
+        self.factory = factory
+        self.devices = devices or ["cpu"] * size
+        self.threads = threads or threads_per_worker(size)
+        self.host = socket.gethostname()
+        self._context = multiprocessing.get_context("spawn")
+        self.slots = [self._start(i) for i in range(size)]
+        for i in range(size):
+            self._await_ready(i)
+
+    @property
+    def pids(self) -> list[int]:
+        """Process id of each worker (for tests and logs)."""
+        return [slot.process.pid for slot in self.slots]
+
+    def _start(self, worker: int) -> _PoolSlot:
+        parent, child = self._context.Pipe()
+        process = self._context.Process(
+            target=_pool_worker,
+            args=(self.factory, worker, self.devices[worker], self.threads, child, os.getpid()),
+            name=f"compressbo-worker-{worker}",
+            daemon=True,
+        )
+        process.start()
+        child.close()
+        return _PoolSlot(process, parent)
+
+    def _await_ready(self, worker: int) -> None:
+        slot = self.slots[worker]
+        try:
+            slot.conn.recv()
+        except EOFError:
+            slot.process.join()
+            raise RuntimeError(f"worker {worker} could not start (exit code {slot.process.exitcode})") from None
+
+    def idle(self) -> int:
+        return sum(slot.proposal is None for slot in self.slots)
+
+    def submit(self, proposal: Proposal) -> None:
+        slot = next(slot for slot in self.slots if slot.proposal is None)
+        slot.proposal = proposal
+        try:
+            slot.conn.send((proposal.index, proposal.x.tolist()))
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            pass  # the process died while idle: next_done reports the proposal lost
+
+    def next_done(self) -> Done:
+        busy = {i: slot for i, slot in enumerate(self.slots) if slot.proposal is not None}
+        waitables: dict[Any, int] = {}
+        for i, slot in busy.items():
+            waitables[slot.conn] = i
+            waitables[slot.process.sentinel] = i
+        ready = wait(list(waitables))
+        worker = waitables[next((r for r in ready if isinstance(r, Connection)), ready[0])]
+        slot = self.slots[worker]
+        proposal = slot.proposal
+        assert proposal is not None
+        slot.proposal = None
+        try:
+            if not slot.conn.poll():
+                raise EOFError
+            _, index, evaluation, error, started, finished = slot.conn.recv()
+            return Done(proposal, evaluation, worker, self.devices[worker], self.host, started, finished, error)
+        except (EOFError, ConnectionResetError, OSError):
+            slot.process.join(timeout=5)
+            code = slot.process.exitcode
+            self._replace(worker)
+            now = time.time()
+            return Done(proposal, None, worker, self.devices[worker], self.host, now, now,
+                        f"worker {worker} died (exit code {code})", lost=True)  # fmt: skip
+
+    def _replace(self, worker: int) -> None:
+        old = self.slots[worker]
+        old.conn.close()
+        if old.process.is_alive():
+            old.process.kill()
+        old.process.join()
+        self.slots[worker] = self._start(worker)
+        self._await_ready(worker)
+
+    def close(self) -> None:
+        for slot in self.slots:
+            try:
+                slot.conn.send(None)
+            except OSError:
+                pass
+        for slot in self.slots:
+            slot.process.join(timeout=2)
+            if slot.process.is_alive():
+                slot.process.kill()
+                slot.process.join()
+            slot.conn.close()
+
+
+# ---------------------------------------------------------------------- Ray
+
+
+def import_ray() -> Any:
+    """The ``ray`` module, or a :class:`SettingError` saying which extra to install."""
+    try:
+        import ray
+    except ImportError:
+        raise SettingError(
+            'ray is not installed; install it with: pip install "compressbo[ray]"', setting="ray"
+        ) from None
+    return ray
+
+
+class _RayWorker:
+    """A Ray actor's body: build the objective once from the shared factory, then evaluate."""
+
+    def __init__(self, factory: WorkerFactory, worker: int, device: str, threads: int) -> None:
+        torch.set_num_threads(threads)
+        if device.startswith("cuda") and torch.cuda.is_available():
+            device = "cuda:0"  # Ray sets CUDA_VISIBLE_DEVICES to the actor's GPU
+        self.device = device
+        self.objective = factory(worker, device)
+
+    def where(self) -> tuple[str, str, int]:
+        return self.device, socket.gethostname(), os.getpid()
+
+    def evaluate(self, index: int, x: list[float]) -> tuple[Evaluation | None, str | None, float, float]:
+        return _evaluate(self.objective, x, index)
+
+
+class RayExecutor:
+    """``size`` Ray actors; one GPU each where the cluster has GPUs.
+
+    Args:
+        factory: ``(worker id, device) -> objective``; put into the object store once.
+        size: Number of actors (default: the cluster's GPUs, else 1).
+        address: ``ray.init``'s address (``auto``: a running cluster; ``None``: start a local Ray
+            unless one is already initialized in this process).
+        threads: Torch threads per actor on CPU.
+    """
+
+    def __init__(self, factory: WorkerFactory, size: int | None = None, *, address: str | None = None, threads: int | None = None) -> None:
+        ray = self.ray = import_ray()
+        if not ray.is_initialized():
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+        self.size = size if size is not None else max(gpus, 1)
+        if self.size < 1:
+            raise SettingError(f"workers must be at least 1, got {self.size}", setting="workers")
+        self.gpus = 1 if gpus >= self.size else 0
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        self.threads = threads or max(1, cpus // self.size)
+        self.factory_ref = ray.put(factory)
+        self._actor_class = ray.remote(num_cpus=1, num_gpus=self.gpus, max_restarts=0)(_RayWorker)
+        self.actors = [self._start(i) for i in range(self.size)]
+        self.where = ray.get([actor.where.remote() for actor in self.actors])
+        self._running: dict[Any, tuple[int, Proposal]] = {}
+
+    def _start(self, worker: int) -> Any:
+        device = "cuda" if self.gpus else "cpu"
+        return self._actor_class.remote(self.factory_ref, worker, device, self.threads)
+
+    def idle(self) -> int:
+        return self.size - len(self._running)
+
+    def submit(self, proposal: Proposal) -> None:
+        busy = {worker for worker, _ in self._running.values()}
+        worker = next(i for i in range(self.size) if i not in busy)
+        ref = self.actors[worker].evaluate.remote(proposal.index, proposal.x.tolist())
+        self._running[ref] = (worker, proposal)
+
+    def next_done(self) -> Done:
+        ray = self.ray
+        (ref,), _ = ray.wait(list(self._running), num_returns=1)
+        worker, proposal = self._running.pop(ref)
+        device, host, _ = self.where[worker]
+        try:
+            evaluation, error, started, finished = ray.get(ref)
+            return Done(proposal, evaluation, worker, device, host, started, finished, error)
+        except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError) as err:
+            self.actors[worker] = self._start(worker)
+            self.where[worker] = ray.get(self.actors[worker].where.remote())
+            now = time.time()
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            return Done(proposal, None, worker, device, host, now, now, f"worker {worker} died ({reason})", lost=True)
+
+    def close(self) -> None:
+        for actor in self.actors:
+            self.ray.kill(actor)
+        self._running.clear()
