@@ -456,6 +456,7 @@ class CompressionJob:
     def finish(self) -> dict[str, Any]:
         """Evaluate the recommendation on the full validation set and write the artifacts."""
         from compressbo.app import run_report
+        from compressbo.app.deploy import measure_run_latency
 
         rec = self._recommended()
         theta = torch.tensor(rec["theta"], dtype=torch.float64)
@@ -486,6 +487,7 @@ class CompressionJob:
             "layers": [dataclasses.asdict(layer) for layer in compressed.layers],
             "refinement": refinement,
         }
+        best["latency"] = measure_run_latency(self.network, compressed.module, self.spec.input_size, self.setup.evaluator)
         self.run.write_json("best.json", best)
         save_compressed(self.run.path / "model", self.spec, compressed)
         run_report.write_artifacts(self.run.path, self.history, best, self.config.to_dict())

@@ -391,14 +391,14 @@ def _train_epoch(
     The global RNG is left as it was.
     """
     loader = _loader(train, settings, epoch, device)
-    bar = tqdm(loader, desc=f"fine-tune epoch {epoch + 1}/{settings.epochs}", unit="batch",
+    bar = tqdm(total=len(loader), desc=f"fine-tune epoch {epoch + 1}/{settings.epochs}", unit="batch",
                disable=not progress, dynamic_ncols=True, leave=True)
     total, count = torch.zeros((), device=device), 0
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices), bar:
         torch.manual_seed(epoch_seed(settings.seed, epoch))  # dropout and in-process augmentation
         student.train()
-        for step, (inputs, labels) in enumerate(_batch_iter(bar, device)):
+        for step, (inputs, labels) in enumerate(_batch_iter(loader, device)):
             with _autocast(device, settings.amp):
                 teacher_logits = None
                 if teacher is not None:
@@ -412,8 +412,9 @@ def _train_epoch(
             schedule.step()
             total += loss.detach() * labels.numel()
             count += labels.numel()
-            if progress and step % 10 == 0:
+            if progress and step % 10 == 0:  # float() synchronizes: not every batch
                 bar.set_postfix(loss=f"{float(total) / count:.4f}", refresh=False)
+            bar.update(1)
         student.eval()
         mean_loss = float(total) / max(count, 1)
         val_error = evaluator.full_error(student)
