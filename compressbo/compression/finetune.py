@@ -417,6 +417,11 @@ def _train_epoch(
             bar.update(1)
         student.eval()
         mean_loss = float(total) / max(count, 1)
+        if not math.isfinite(mean_loss):
+            raise SettingError(
+                f"the training loss became {mean_loss} in epoch {epoch + 1}: the learning rate {settings.lr:g} is too "
+                "high for this network; lower lr (the checkpoint of the epoch before is kept)", setting="lr"
+            )
         val_error = evaluator.full_error(student)
         bar.set_postfix(loss=f"{mean_loss:.4f}", val_error=f"{val_error:.4f}")
     return mean_loss, val_error
