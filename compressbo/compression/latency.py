@@ -3,12 +3,14 @@
 Fewer multiply-accumulates do not always run faster (a Tucker-2 layer is three convolutions
 where there was one), so a finished run measures both networks on its own device:
 
-* a few warm-up passes first (allocator, cuDNN algorithm choice, caches);
+* warm-up first (allocator, cuDNN algorithm choice, caches): a pass at batch size 1 that also
+  estimates a pass's time, a pass at the batch size timed, and :data:`WARMUP` passes in all
+  for a quick network (a slow one is warm after one);
 * then ``repeats`` timed passes under ``torch.inference_mode``, each ended by
   ``torch.cuda.synchronize`` on a GPU (a CUDA launch returns before the work is done);
-* ``repeats`` adapts to the network: one untimed pass estimates a pass's time and the
-  repeats fill :data:`DEFAULT_SECONDS` (at least :data:`MIN_REPEATS`), so FC3 gets a hundred
-  passes and VGG-16 on a CPU a handful; the whole measurement takes seconds;
+* ``repeats`` adapts to the network: the repeats fill :data:`DEFAULT_SECONDS` (at least
+  :data:`MIN_REPEATS`, at most :data:`MAX_REPEATS`), so FC3 gets up to 200 passes and
+  VGG-16 on a CPU three; the whole measurement takes seconds;
 * the reported latency is the median (robust to the stray slow pass of a shared machine),
   the throughput ``batch_size / median`` images per second.
 
@@ -131,7 +133,8 @@ def measure_latency(
     dtype = parameter_dtype(module)
     with torch.inference_mode():
         probe = _timed_pass(module, _inputs(input_size, 1, dtype, device), device)  # also the first warm-up
-        if batch_size > 1 and probe * batch_size > max_pass_seconds:  # the first pass may be cold: look again
+        if batch_size > 1 and probe * batch_size > max_pass_seconds and probe < max_pass_seconds / 10:
+            # a quick network's first pass may be mostly start-up: look again before cutting the batch
             probe = min(probe, _timed_pass(module, _inputs(input_size, 1, dtype, device), device))
         used = batch_size
         if batch_size > 1 and probe * batch_size > max_pass_seconds:
@@ -166,10 +169,12 @@ def compare_latency(
     batch_sizes: Sequence[int] = (1,),
     device: str | torch.device = "cpu",
     seconds: float = DEFAULT_SECONDS,
+    max_pass_seconds: float = MAX_PASS_SECONDS,
 ) -> dict[str, Any]:
     """Latency of both networks at each batch size, and the measured speedup.
 
-    The two are measured alternately at each batch size, at the same batch (the compressed
+    ``seconds`` and ``max_pass_seconds`` are :func:`measure_latency`'s. The two are measured
+    one after the other at each batch size, at the same batch (the compressed
     network's batch is the one the original fitted in its budget), so the speedup compares
     like with like.
 
@@ -180,12 +185,14 @@ def compare_latency(
     """
     rows: list[dict[str, Any]] = []
     for requested in dict.fromkeys(batch_sizes):  # unique, in order
-        before = measure_latency(original, input_size, batch_size=requested, device=device, seconds=seconds)
+        before = measure_latency(original, input_size, batch_size=requested, device=device, seconds=seconds,
+                                 max_pass_seconds=max_pass_seconds)
         done = next((row for row in rows if row["batch_size"] == before.batch_size), None)
         if done is not None:  # cut down to a batch size already measured: the same figures
             rows.append({**done, "requested_batch_size": requested})
             continue
-        after = measure_latency(compressed, input_size, batch_size=before.batch_size, device=device, seconds=seconds)
+        after = measure_latency(compressed, input_size, batch_size=before.batch_size, device=device, seconds=seconds,
+                                max_pass_seconds=max_pass_seconds)
         rows.append(
             {
                 "batch_size": before.batch_size,
