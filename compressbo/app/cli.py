@@ -1,4 +1,4 @@
-"""The ``compressbo`` command line: ``compress``, ``compare`` and ``report``.
+"""The ``compressbo`` command line: ``compress``, ``compare``, ``report``; ``finetune``, ``export``, ``bench``.
 
 Each command is a pair of functions, ``_add_<name>_parser(subparsers)`` and
 ``_run_<name>(args) -> int``, registered in ``COMMANDS``; a new command adds one pair.
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from compressbo import __version__
+from compressbo.app import deploy
 from compressbo.exceptions import CompressboError, ReportedInterrupt, SettingError, SpecNotFoundError, UserInputError
 
 PROG = "compressbo"
@@ -270,6 +271,7 @@ COMMANDS: dict[str, Command] = {
     "compress": (_add_compress_parser, _run_compress),
     "compare": (_add_compare_parser, _run_compare),
     "report": (_add_report_parser, _run_report),
+    **deploy.COMMANDS,  # finetune, export, bench (compressbo.app.deploy)
 }
 
 

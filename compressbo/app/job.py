@@ -223,6 +223,7 @@ class CompressionJob:
     def finish(self) -> dict[str, Any]:
         """Evaluate the recommendation on the full validation set and write the artifacts."""
         from compressbo.app import run_report
+        from compressbo.app.deploy import measure_run_latency
 
         rec = self.loop.recommendation()
         theta = torch.tensor(rec["x"], dtype=torch.float64)
@@ -255,6 +256,7 @@ class CompressionJob:
         }
         model = save_compressed(self.run.path / "model", self.spec, compressed)  # before best.json, which marks
         best["model_sha256"] = json.loads(model.read_text())["state_dict_sha256"]  # a finished run
+        best["latency"] = measure_run_latency(self.network, compressed.module, self.spec.input_size, self.setup.evaluator)
         self.run.write_json("best.json", best)
         run_report.write_artifacts(self.run.path, self.history, best, self.config.to_dict())
         return best

@@ -11,6 +11,7 @@ from typing import Any
 
 import matplotlib
 
+from compressbo.app import deploy_report
 from compressbo.experiments.report import save_figure
 from compressbo.files import write_text_atomic
 
@@ -108,6 +109,7 @@ def markdown_report(history: list[dict[str, Any]], best: dict[str, Any], setting
         f"| posterior mean (std) of the objective | {_fmt(best['posterior_mean'])} ({_fmt(best['posterior_std'])}) |",
         f"| validation examples | {best['samples']} |",
         *_refinement_lines(best.get("refinement")),
+        *deploy_report.sections(best),
         "",
         "## Layers",
         "",

@@ -48,7 +48,10 @@ __all__ = [
     "load_digits_split",
     "load_imagenet_val",
     "load_mnist",
+    "imagenet_train_transform",
+    "load_imagenet_train",
     "load_train",
+    "load_training_set",
     "load_validation",
     "read_idx",
 ]
@@ -421,3 +424,80 @@ def load_train(
     if name == "mnist":
         return load_mnist(_require_root(name, root), "train", download=download)
     raise DataError("compressbo trains only FC3 (digits, mnist); use pretrained torchvision weights for imagenet")
+
+
+# --------------------------------------------------------------------------- training splits (fine-tuning)
+
+
+def imagenet_train_transform(eval_transform: Callable | None = None) -> Callable:
+    """Training-style preprocessing matching a torchvision weights' evaluation transform.
+
+    ``RandomResizedCrop(crop) -> RandomHorizontalFlip -> ToTensor -> Normalize(mean, std)``,
+    the crop size, interpolation, mean and std taken from ``eval_transform`` (the weights'
+    ``transforms()``, an ``ImageClassification``); torchvision's reference recipe for the
+    ``IMAGENET1K_V1`` weights. Default: :func:`imagenet_eval_transform`'s.
+    """
+    from torchvision import transforms
+
+    source = eval_transform if eval_transform is not None else imagenet_eval_transform()
+    crop = getattr(source, "crop_size", [224])
+    return transforms.Compose(
+        [
+            transforms.RandomResizedCrop(crop[0] if isinstance(crop, (list, tuple)) else crop,
+                                         interpolation=getattr(source, "interpolation", transforms.InterpolationMode.BILINEAR)),
+            transforms.RandomHorizontalFlip(),
+            transforms.PILToTensor(),
+            transforms.ConvertImageDtype(torch.float32),
+            transforms.Normalize(getattr(source, "mean", [0.485, 0.456, 0.406]), getattr(source, "std", [0.229, 0.224, 0.225])),
+        ]
+    )
+
+
+def load_imagenet_train(root: str | os.PathLike, *, transform: Callable | None = None) -> torch.utils.data.Dataset:
+    """The ILSVRC2012 training images as ``root/train/<wnid>/*.JPEG`` (torchvision ``ImageFolder``).
+
+    Class indices are the wnids in sorted order, as for the validation folder.
+
+    Args:
+        root: ImageNet root holding ``train/`` (and ``val/``).
+        transform: PIL image -> tensor; default :func:`imagenet_train_transform`.
+
+    Raises:
+        DataError: ``root/train`` missing, or without class folders of images.
+    """
+    from torchvision.datasets import ImageFolder
+
+    folder = Path(root).expanduser() / "train"
+    layout = "expected ROOT/train/<wnid>/*.JPEG, one folder per class as in val/"
+    if not folder.is_dir():
+        raise DataError(f"ImageNet training folder {folder} does not exist; {layout}", setting="data_dir")
+    try:
+        return ImageFolder(str(folder), transform=transform or imagenet_train_transform())
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise DataError(f"no ImageNet training images found in {folder} ({exc}); {layout}", setting="data_dir") from None
+
+
+def load_training_set(
+    name: str,
+    root: str | os.PathLike | None = None,
+    *,
+    eval_transform: Callable | None = None,
+    download: bool = False,
+    seed: int = 0,
+) -> torch.utils.data.Dataset:
+    """The training split of ``name``, disjoint from its validation set (for fine-tuning).
+
+    ``digits``: the training part of the seeded split (never the validation images);
+    ``mnist``: the 60,000 training images; ``imagenet``: ``root/train`` with the training-style
+    version of ``eval_transform`` (:func:`imagenet_train_transform`).
+
+    Raises:
+        DataError: Missing root or files.
+        SettingError: Unknown name.
+    """
+    check_dataset_name(name)
+    if name == "imagenet":
+        if root is None:
+            raise DataError("fine-tuning on imagenet needs its root holding train/; pass the data directory", setting="data_dir")
+        return load_imagenet_train(root, transform=imagenet_train_transform(eval_transform))
+    return load_train(name, root, download=download, seed=seed)

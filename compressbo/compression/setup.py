@@ -97,7 +97,7 @@ class CompressionSetup:
                 "choose a smaller m",
                 setting="samples",
             )
-        weights = _resolve_weights(config, spec)
+        weights = resolve_weights(config, spec)
         network = build_network(spec, weights, trust_code=trust_code)
         fingerprints = {"spec": spec.sha256, "weights": weights_sha256(spec, weights)}
         compressor = Compressor(network, spec, scheme=config.scheme, method=config.method)
@@ -125,7 +125,7 @@ class CompressionSetup:
         )
 
 
-def _resolve_weights(config: ProblemConfig, spec: NetworkSpec) -> str | None:
+def resolve_weights(config: ProblemConfig, spec: NetworkSpec) -> str | None:
     """``config.weights`` or the spec's; ``"train"`` becomes FC3 trained on first use and cached."""
     weights = config.weights or spec.weights
     if weights == "train":
