@@ -52,6 +52,7 @@ _COMPRESS_SETTINGS: dict[str, dict] = {
     "method": {"type": str, "help": "conv factorization for all layers: tucker2 or vh (spec default)"},
     "num_restarts": {"type": int, "help": "L-BFGS-B restarts of the acquisition maximization (10)"},
     "raw_samples": {"type": int, "help": "raw samples seeding the restarts (512)"},
+    "kernel": {"type": str, "help": "GP kernel: rbf (BoTorch's default) or matern52 (ARD Matern-5/2 with Gamma priors, the corrected-EI paper's) (rbf)"},
     "bounds": {"nargs": 2, "type": float, "metavar": ("LO", "HI"), "help": "theta box of every layer, 0 < LO < HI <= 1 (spec default)"},
     "amp": {"action": "store_true", "default": None, "help": "evaluate under autocast"},
     "download": {"action": "store_true", "default": None, "help": "allow downloading MNIST into --data-dir"},
@@ -122,7 +123,7 @@ def _run_compress(args: argparse.Namespace) -> int:
 # ``compress`` flags that define a compression problem for ``compare`` (the same definitions).
 _PROBLEM_SETTINGS = ("weights", "data", "data_dir", "samples", "gamma", "objective", "device",
                      "batch_size", "scheme", "method")
-_OPTIMIZER_SETTINGS = ("num_restarts", "raw_samples")
+_OPTIMIZER_SETTINGS = ("num_restarts", "raw_samples", "kernel")
 
 
 def _add_compare_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -141,6 +142,7 @@ def _add_compare_parser(subparsers: argparse._SubParsersAction) -> None:
         f"{', '.join(PROBLEM_NAMES)} optionally with its dimension (hartmann3)",
     )
     parser.add_argument("--dim", type=int, help="dimension of a synthetic or gpsample problem")
+    parser.add_argument("--noise", help="noise of a synthetic problem: hetero[:FRACTION] (a ramp up to FRACTION of the range, 0.1) or homo[:FRACTION] (std FRACTION of the range everywhere, 0.05) (hetero)")
     parser.add_argument(
         "--acq", nargs="+", default=["ei", "cei"], metavar="NAME", help="acquisitions (ei cei)"
     )
@@ -174,13 +176,17 @@ def _compare_problem(args: argparse.Namespace):
         if compression_flags:
             flags = ", ".join("--" + name.replace("_", "-") for name in compression_flags)
             raise UserInputError(f"{flags} apply only to compression problems, not {args.problem!r}; drop them")
+        if args.noise is not None and args.problem == "gpsample":
+            raise UserInputError("--noise applies to synthetic functions; gpsample takes --noise-std; drop --noise")
         if args.problem == "gpsample":
             return GPSampleFamily(2 if args.dim is None else args.dim, args.lengthscale, args.outputscale, args.noise_std)
-        return make_problem(args.problem, args.dim)
+        return make_problem(args.problem, args.dim, **({} if args.noise is None else {"noise": args.noise}))
     from compressbo.app.job import CompressConfig
     from compressbo.experiments.compression_problem import CompressionProblem
     from compressbo.compression.spec import load_spec
 
+    if args.noise is not None:
+        raise UserInputError(f"--noise applies to synthetic functions, not the compression problem {args.problem!r} (its noise is the subsampling); drop it")
     if args.dim is not None:
         raise UserInputError(f"--dim does not apply to the compression problem {args.problem!r} (one theta per layer); drop it")
     try:
@@ -207,6 +213,7 @@ def _run_compare(args: argparse.Namespace) -> int:
     if args.score_every < 1:
         raise UserInputError(f"--score-every must be at least 1, not {args.score_every}")
     options = {name: getattr(args, name) for name in _OPTIMIZER_SETTINGS if getattr(args, name) is not None}
+    options.setdefault("kernel", "rbf")  # recorded, so --resume checks it
     run_comparison(
         _compare_problem(args),
         args.acq,

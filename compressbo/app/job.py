@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from compressbo.bo.acquisition import acquisition_spec
 from compressbo.compression.data import DATASET_NAMES, load_validation
-from compressbo.exceptions import UserInputError
+from compressbo.exceptions import SettingError, UserInputError
 from compressbo.compression.objective import OBJECTIVES, CompressionObjective
 from compressbo.compression.evaluator import SubsampleEvaluator, resolve_device
 from compressbo.compression.compressor import Compressor
@@ -38,6 +38,7 @@ from compressbo.compression.spec import NetworkSpec, load_spec
 from compressbo.compression.build import build_network, preprocessing
 from compressbo.compression.export import save_compressed
 from compressbo.bo.optimizer import Optimizer
+from compressbo.bo.models.gp import KERNEL_NAMES
 from compressbo.app.rundir import CONFIG, RunDirectory, package_versions
 
 __all__ = ["CompressConfig", "CompressionJob", "CompressionSetup", "start", "resume"]
@@ -77,6 +78,8 @@ class CompressConfig:
         method: Conv factorization (``tucker2`` or ``vh``), overriding the spec's.
         num_restarts: L-BFGS-B restarts of the acquisition maximization.
         raw_samples: Raw Sobol samples seeding the restarts.
+        kernel: GP covariance, ``rbf`` (BoTorch's default) or ``matern52`` (the corrected-EI
+            paper's ARD Matern-5/2 with Gamma priors); see ``compressbo.bo.models.gp.KERNELS``.
     """
 
     model: str = "fc3"
@@ -101,6 +104,7 @@ class CompressConfig:
     method: str | None = None
     num_restarts: int = 10
     raw_samples: int = 512
+    kernel: str = "rbf"
 
     def validate(self) -> None:
         """Check what can be checked without loading anything; raise :class:`UserInputError`."""
@@ -145,6 +149,8 @@ class CompressConfig:
                 f"--num-restarts {self.num_restarts} and --raw-samples {self.raw_samples}: need "
                 "num_restarts >= 1 and raw_samples >= num_restarts"
             )
+        if self.kernel not in KERNEL_NAMES:
+            raise SettingError(f"unknown --kernel {self.kernel!r}; choose one of {', '.join(KERNEL_NAMES)}", setting="kernel")
         if self.bounds is not None:
             lo, hi = self.bounds
             if not 0 < lo < hi <= 1:
@@ -304,6 +310,7 @@ class CompressionJob:
             acquisition_options=None if config.known_optimum is None else {"f_star": config.known_optimum},
             num_restarts=config.num_restarts,
             raw_samples=config.raw_samples,
+            kernel=config.kernel,
         )
         start_m, end_m = samples_range(config.samples)
         self.objective = self.setup.objective(linear_schedule(start_m, end_m, self.budget))

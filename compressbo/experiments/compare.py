@@ -24,6 +24,7 @@ continue, and re-raises ``KeyboardInterrupt``.
                "initial_recommendation": {"recommended_x", "score", "warnings"},
                "steps": [{"x", "y", "yvar", "acquisition_value", "step_time",
                           "recommended_x", "score", "warnings"}],
+               "best_observed_scores", "best_evaluated_scores" (``compressbo.experiments.scores``),
                "final_metrics": {...} (problems with ``metrics``, e.g. compression)}]}
 
 ``step_time`` is the wall time of one BO step: ``ask`` + ``tell`` + ``recommend``, i.e. one GP
@@ -57,6 +58,7 @@ from compressbo.exceptions import ReportedInterrupt, UserInputError
 from compressbo.files import check_output_directory, write_json_atomic
 from compressbo.experiments.problems import Problem, ProblemFamily
 from compressbo.experiments.report import RUNS_FILE, write_report
+from compressbo.experiments.scores import extra_scores
 
 FORMAT = "compressbo.experiments.compare/2"
 
@@ -351,6 +353,7 @@ def run_one(
         "initial_recommendation": initial_recommendation,
         "steps": steps,
     }
+    run.update(extra_scores(problem, run))  # the authors' scoring rules, from the evaluations
     if hasattr(problem, "metrics"):
         final = steps[-1]["recommended_x"] if steps else initial_recommendation["recommended_x"]
         run["final_metrics"] = problem.metrics(torch.tensor(final, dtype=torch.float64))
@@ -379,7 +382,7 @@ def _resumed(out_dir: Path, requested: dict[str, Any]) -> dict[str, Any]:
         )
     old, new = existing["settings"], requested["settings"]
     for key in _FIXED_SETTINGS:
-        if old.get(key) != new.get(key):
+        if _with_defaults(key, old.get(key)) != _with_defaults(key, new.get(key)):
             raise UserInputError(
                 f"--resume: {out_dir} was run with {key} = {old.get(key)!r}, not "
                 f"{new.get(key)!r}; give the same value, or a new --out"
@@ -388,6 +391,13 @@ def _resumed(out_dir: Path, requested: dict[str, Any]) -> dict[str, Any]:
     old["seeds"] = list(dict.fromkeys(old["seeds"] + new["seeds"]))
     existing["complete"] = False
     return existing
+
+
+def _with_defaults(key: str, value: Any) -> Any:
+    """A recorded setting with the defaults filled in that older comparisons did not record."""
+    if key == "optimizer_options" and isinstance(value, dict):
+        return {"kernel": "rbf", **value}  # comparisons before kernels ran BoTorch's default
+    return value
 
 
 def _run_pool(
