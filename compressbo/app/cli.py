@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from compressbo import __version__
-from compressbo.exceptions import ReportedInterrupt, UserInputError
+from compressbo.exceptions import ReportedInterrupt, SettingError, UserInputError
 
 PROG = "compressbo"
 # BoTorch's import triggers this torch deprecation; it is noise to a command-line user.
@@ -214,6 +214,10 @@ def _run_compare(args: argparse.Namespace) -> int:
         raise UserInputError(f"--score-every must be at least 1, not {args.score_every}")
     options = {name: getattr(args, name) for name in _OPTIMIZER_SETTINGS if getattr(args, name) is not None}
     options.setdefault("kernel", "rbf")  # recorded, so --resume checks it
+    from compressbo.bo.models.gp import KERNEL_NAMES
+
+    if options["kernel"] not in KERNEL_NAMES:
+        raise SettingError(f"unknown --kernel {options['kernel']!r}; choose one of {', '.join(KERNEL_NAMES)}", setting="kernel")
     run_comparison(
         _compare_problem(args),
         args.acq,

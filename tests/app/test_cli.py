@@ -105,6 +105,10 @@ def test_compare_on_a_compression_problem_then_report(
         ([], "the following arguments are required: COMMAND"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
         (["report", "does/not/exist"], "does/not/exist/runs.json not found"),
+        (["compare", "--problem", "levy", "--noise", "pink", "--out", "x"], "unknown noise model 'pink'"),
+        (["compare", "--problem", "gpsample", "--noise", "homo", "--out", "x"], "gpsample takes --noise-std; drop --noise"),
+        (["compare", "--problem", "levy", "--kernel", "periodic", "--out", "x"],
+         "unknown --kernel 'periodic'; choose one of rbf, matern52"),
     ],
 )  # fmt: skip
 def test_bad_input_is_one_line_and_exit_code_2(
