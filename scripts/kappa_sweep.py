@@ -18,7 +18,7 @@ from pathlib import Path
 
 warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=FutureWarning)
 
-from compressbo.exceptions import UserInputError  # noqa: E402
+from compressbo.exceptions import UserInputError
 from compressbo.experiments.kappa import plot_profit, summary_table, sweep
 from compressbo.experiments.report import load_comparison
 from compressbo.experiments.scores import SCORE_FIELDS

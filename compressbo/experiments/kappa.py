@@ -140,8 +140,10 @@ def summary_table(stops: list[Stop], cost: float, reference: str = "cei") -> str
     """Markdown: per kappa and acquisition the stop, the regret there, the profit, and the
     two-sided Wilcoxon test (paired by seed) of the regret at the stop against ``reference``."""
     lines = [
-        f"| kappa | acquisition | runs | stopped | median T | median regret at T | q25 | q75 | "
-        f"mean profit (cost {cost:g}) | {reference.upper()} wins/losses | p ({reference.upper()} vs) |",
+        (
+            f"| kappa | acquisition | runs | stopped | median T | median regret at T | q25 | q75 | "
+            f"mean profit (cost {cost:g}) | {reference.upper()} wins/losses | p ({reference.upper()} vs) |"
+        ),
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     kappas = list(dict.fromkeys(s.kappa for s in stops))
@@ -175,7 +177,7 @@ def plot_profit(stops: list[Stop], cost: float, path: str, title: str = "") -> N
     from compressbo.experiments.report import save_figure
 
     figure, axis = plt.subplots(figsize=(6.0, 4.0), dpi=100)
-    kappas = sorted(set(s.kappa for s in stops))
+    kappas = sorted({s.kappa for s in stops})
     for name in dict.fromkeys(s.acquisition for s in stops):
         profits = [[s.profit(cost) for s in stops if s.acquisition == name and s.kappa == k] for k in kappas]
         mean = [np.mean(p) for p in profits]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,12 @@ import torch
 
 from compressbo.experiments.compare import run_comparison
 from compressbo.experiments.problems import make_problem
-from compressbo.experiments.report import available_rules, final_scores, score_curves, summary_markdown
+from compressbo.experiments.report import (
+    available_rules,
+    final_scores,
+    score_curves,
+    summary_markdown,
+)
 from compressbo.experiments.scores import best_observed_curve
 
 FAST = {"num_restarts": 2, "raw_samples": 32, "kernel": "matern52"}
@@ -36,7 +42,7 @@ def test_best_evaluated_is_the_min_of_the_true_values_of_evaluated_points(compar
         assert len(curve) == ITERATIONS + 1
         for t, value in enumerate(curve):
             assert value == pytest.approx(min(true[: N_INIT + t]), rel=1e-12)
-        assert all(a >= b for a, b in zip(curve, curve[1:]))  # a running minimum
+        assert all(a >= b for a, b in itertools.pairwise(curve))  # a running minimum
 
 
 def test_best_observed_scores_the_point_with_the_lowest_noisy_y(comparison: dict) -> None:
@@ -86,7 +92,7 @@ def test_report_tests_every_rule(comparison: dict) -> None:
 def test_compare_resume_checks_the_kernel(tmp_path: Path) -> None:
     from compressbo.exceptions import UserInputError
 
-    kwargs = dict(n_init=N_INIT, workers=1, progress=False)
+    kwargs = {"n_init": N_INIT, "workers": 1, "progress": False}
     problem = make_problem("levy4")
     run_comparison(problem, ["ei"], [0], 1, tmp_path, optimizer_options=FAST, **kwargs)
     with pytest.raises(UserInputError, match="optimizer_options = .*matern52.*rbf"):
