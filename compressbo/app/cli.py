@@ -128,7 +128,7 @@ def _compression_problem_settings() -> tuple[str, ...]:
     return tuple(f.name for cls in (ProblemConfig, RuntimeConfig) for f in dataclasses.fields(cls) if f.name != "model")
 
 
-_OPTIMIZER_SETTINGS = ("num_restarts", "raw_samples")  # the search settings compare passes on
+_OPTIMIZER_SETTINGS = ("num_restarts", "raw_samples", "kernel")  # the search settings compare passes on
 
 
 def _add_compare_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -147,6 +147,7 @@ def _add_compare_parser(subparsers: argparse._SubParsersAction) -> None:
         f"{', '.join(PROBLEM_NAMES)} optionally with its dimension (hartmann3)",
     )
     parser.add_argument("--dim", type=int, help="dimension of a synthetic or gpsample problem")
+    parser.add_argument("--noise", help="noise of a synthetic problem: hetero[:FRACTION] (a ramp up to FRACTION of the range, 0.1) or homo[:FRACTION] (std FRACTION of the range everywhere, 0.05) (hetero)")
     parser.add_argument(
         "--acq", nargs="+", default=["ei", "cei"], metavar="NAME", help="acquisitions (ei cei)"
     )
@@ -180,13 +181,17 @@ def _compare_problem(args: argparse.Namespace):
         if compression_flags:
             flags = ", ".join(_flag(name) for name in compression_flags)
             raise SettingError(f"{flags} apply only to compression problems, not {args.problem!r}; drop them")
+        if args.noise is not None and args.problem == "gpsample":
+            raise SettingError("--noise applies to synthetic functions; gpsample takes --noise-std; drop --noise")
         if args.problem == "gpsample":
             return GPSampleFamily(2 if args.dim is None else args.dim, args.lengthscale, args.outputscale, args.noise_std)
-        return make_problem(args.problem, args.dim)
+        return make_problem(args.problem, args.dim, **({} if args.noise is None else {"noise": args.noise}))
     from compressbo.compression.config import ProblemConfig, RuntimeConfig
     from compressbo.compression.spec import load_spec
     from compressbo.experiments.compression_problem import CompressionProblem
 
+    if args.noise is not None:
+        raise SettingError(f"--noise applies to synthetic functions, not the compression problem {args.problem!r} (its noise is the subsampling); drop it")
     if args.dim is not None:
         raise SettingError(f"--dim does not apply to the compression problem {args.problem!r} (one theta per layer); drop it")
     try:
@@ -218,6 +223,10 @@ def _run_compare(args: argparse.Namespace) -> int:
     if args.score_every < 1:
         raise SettingError(f"--score-every must be at least 1, not {args.score_every}")
     options = {name: getattr(args, name) for name in _OPTIMIZER_SETTINGS if getattr(args, name) is not None}
+    options.setdefault("kernel", "rbf")  # recorded, so --resume checks it
+    from compressbo.bo.models.gp import check_kernel
+
+    check_kernel(options["kernel"])
     run_comparison(
         _compare_problem(args),
         args.acq,

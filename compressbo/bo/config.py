@@ -33,6 +33,10 @@ class SearchConfig:
     seed: int = _setting(0, "seed of the search and of the subsamples (0)", type=int)
     num_restarts: int = _setting(10, "L-BFGS-B restarts of the acquisition maximization (10)", type=int)
     raw_samples: int = _setting(512, "raw samples seeding the restarts (512)", type=int)
+    kernel: str = _setting(
+        "rbf",
+        "GP kernel: rbf (BoTorch's default) or matern52 (ARD Matern-5/2 with Gamma priors, the corrected-EI paper's) (rbf)",
+    )
 
     @property
     def acquisition_options(self) -> dict[str, Any]:
@@ -49,10 +53,12 @@ class SearchConfig:
             "acquisition_options": self.acquisition_options,
             "num_restarts": self.num_restarts,
             "raw_samples": self.raw_samples,
+            "kernel": self.kernel,
         }
 
     def validate(self) -> None:
         """The optimizer's own checks, before anything exists; ``SettingError`` if not."""
+        from compressbo.bo.models.gp import check_kernel
         from compressbo.bo.optimizer import check_search_settings
         from compressbo.exceptions import SettingError
 
@@ -63,3 +69,4 @@ class SearchConfig:
             kwargs["acquisition"], kwargs["n_init"], None, kwargs["seed"], kwargs["kappa"],
             kwargs["acquisition_options"], kwargs["num_restarts"], kwargs["raw_samples"],
         )
+        check_kernel(self.kernel)

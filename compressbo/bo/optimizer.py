@@ -19,6 +19,10 @@ r"""Ask/tell Bayesian optimizer for noisy objectives with known per-point varian
 - Pending points (asked, not yet told): analytic acquisitions see the GP conditioned
   on its own mean there (kriging believer), Monte Carlo ones get ``X_pending``. A
   proposal never duplicates a pending point.
+- Kernel: ``kernel="rbf"`` (BoTorch's default) or ``"matern52"`` (the corrected-EI paper's
+  ARD Matern-5/2 with Gamma priors), see ``compressbo.bo.models.gp.KERNELS``; the value GP,
+  the known-optimum GP and the gradient-enhanced GP all use it (a ``known_kernel`` overrides
+  it for the value GP).
 - Termination (Zhou, Ma & Blaschko, 2023): with ``kappa`` set, ``should_stop``
   becomes True at the first proposal whose maximized acquisition value is below
   ``kappa`` (``log(kappa)`` for log acquisitions).
@@ -44,7 +48,7 @@ from torch.quasirandom import SobolEngine
 
 from compressbo.bo.acquisition import acquisition_spec, make_acquisition, validate_options
 from compressbo.exceptions import OptimizerInputError, SettingError
-from compressbo.bo.models.gp import condition_on_pending, fit_gp, incumbent
+from compressbo.bo.models.gp import DEFAULT_KERNEL, check_kernel, condition_on_pending, fit_gp, incumbent
 from compressbo.bo.models.gradient_enhanced import fit_gradient_gp, GradientGP
 
 STATE_FORMAT = "compressbo.optimizer/1"
@@ -89,6 +93,7 @@ class Optimizer:
         num_restarts: int = 10,
         raw_samples: int = 512,
         known_kernel: dict[str, float] | None = None,
+        kernel: str = DEFAULT_KERNEL,
     ) -> None:
         r"""Set up an optimizer over a box.
 
@@ -111,6 +116,8 @@ class Optimizer:
             known_kernel: ``{"lengthscale": l, "outputscale": s2}`` to model ``f`` with
                 this known RBF prior instead of fitting the GP (see
                 ``compressbo.bo.models.gp.known_rbf_gp``); None fits it.
+            kernel: Covariance of the fitted GPs, a name in
+                ``compressbo.bo.models.gp.KERNEL_NAMES``: ``"rbf"`` or ``"matern52"``.
         """
         self._bounds = _as_bounds(bounds)
         d = self.dim
@@ -124,6 +131,7 @@ class Optimizer:
         self.num_restarts = int(num_restarts)
         self.raw_samples = int(raw_samples)
         self.known_kernel = None if known_kernel is None else dict(known_kernel)
+        self.kernel = check_kernel(kernel)
         self._X = torch.empty(0, d, dtype=torch.float64)
         self._Y = torch.empty(0, dtype=torch.float64)
         self._Yvar = torch.empty(0, dtype=torch.float64)
@@ -272,6 +280,7 @@ class Optimizer:
             "num_restarts": self.num_restarts,
             "raw_samples": self.raw_samples,
             "known_kernel": self.known_kernel,
+            "kernel": self.kernel,
             "X": self._X.tolist(),
             "Y": self._Y.tolist(),
             "Yvar": self._Yvar.tolist(),
@@ -302,6 +311,7 @@ class Optimizer:
             num_restarts=state["num_restarts"],
             raw_samples=state["raw_samples"],
             known_kernel=state.get("known_kernel"),
+            kernel=state.get("kernel", DEFAULT_KERNEL),  # states before kernels: the default
         )
         d = restored.dim
         restored._X = torch.tensor(state["X"], dtype=torch.float64).reshape(-1, d)
@@ -354,7 +364,7 @@ class Optimizer:
         if self._model is None:
             with manual_seed(_derived_seed(self.seed, _FIT, self.n_observed)):
                 self._model = fit_gp(
-                    self._X, self._Y, self._Yvar, self._bounds, self.known_kernel
+                    self._X, self._Y, self._Yvar, self._bounds, self.known_kernel, self.kernel
                 )
         return self._model
 
@@ -362,7 +372,8 @@ class Optimizer:
         if self._gradient_model is None:
             with manual_seed(_derived_seed(self.seed, _FIT, self.n_observed)):
                 self._gradient_model = fit_gradient_gp(
-                    self._X, self._Y, self._gradients, self._Yvar, self._bounds
+                    self._X, self._Y, self._gradients, self._Yvar, self._bounds,
+                    kernel=self.kernel,
                 )
         return self._gradient_model
 

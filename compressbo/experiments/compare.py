@@ -24,6 +24,7 @@ continue, and re-raises ``KeyboardInterrupt``.
                "initial_design": [record, ...],       # the initial Sobol points
                "initial_recommendation": {"recommended", "score"},
                "steps": [record, ...],                # the BO iterations
+               "best_observed_scores", "best_evaluated_scores" (``compressbo.experiments.scores``),
                "final_metrics": {...} (problems with ``metrics``, e.g. compression)}]}
 
 Every record is :class:`compressbo.bo.loop.Loop`'s, the schema of ``compress``'s
@@ -62,6 +63,7 @@ from compressbo._lifecycle import exit_with_parent
 from compressbo.files import check_output_directory, lock_directory, unlock_directory, write_json_atomic
 from compressbo.experiments.problems import Problem, ProblemFamily
 from compressbo.experiments.report import RUNS_FILE, write_report
+from compressbo.experiments.scores import extra_scores
 
 FORMAT = "compressbo.compare/3"
 
@@ -338,6 +340,7 @@ def run_one(
         "initial_recommendation": {"recommended": last_initial["recommended"], "score": last_initial["score"]},
         "steps": steps,
     }
+    run.update(extra_scores(problem, run))  # the authors' scoring rules, from the evaluations
     if hasattr(problem, "metrics"):
         final = (steps[-1] if steps else last_initial)["recommended"]["x"]
         run["final_metrics"] = problem.metrics(torch.tensor(final, dtype=torch.float64))
@@ -366,7 +369,7 @@ def _resumed(out_dir: Path, requested: dict[str, Any]) -> dict[str, Any]:
         )
     old, new = existing["settings"], requested["settings"]
     for key in _FIXED_SETTINGS:
-        if old.get(key) != new.get(key):
+        if _with_defaults(key, old.get(key)) != _with_defaults(key, new.get(key)):
             raise SettingError(
                 f"resume: {out_dir} was run with {key} = {old.get(key)!r}, not "
                 f"{new.get(key)!r}; give the same value, or a new out directory"
@@ -375,6 +378,13 @@ def _resumed(out_dir: Path, requested: dict[str, Any]) -> dict[str, Any]:
     old["seeds"] = list(dict.fromkeys(old["seeds"] + new["seeds"]))
     existing["complete"] = False
     return existing
+
+
+def _with_defaults(key: str, value: Any) -> Any:
+    """A recorded setting with the defaults filled in that older comparisons did not record."""
+    if key == "optimizer_options" and isinstance(value, dict):
+        return {"kernel": "rbf", **value}  # comparisons before kernels ran BoTorch's default
+    return value
 
 
 def _run_pool(

@@ -161,6 +161,7 @@ def test_resume_after_a_crash_between_history_and_state(env):
         (["--samples", "10:x"], "START:END"),
         (["--samples", "10:1000"], "--samples 10:1000 asks for more than the 540"),
         (["--resume", "nowhere-run"], "no config.json"),
+        (["--kernel", "periodic"], "unknown kernel 'periodic'; choose one of rbf, matern52 (set by --kernel)"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(env, capsys, argv, message):
@@ -372,3 +373,14 @@ def test_resume_refuses_a_state_that_is_not_the_historys(env, capsys):
     err = capsys.readouterr().err.strip()
     assert info.value.code == 2 and "\n" not in err and "not the first ones of history.jsonl" in err
     assert (first / "history.jsonl").read_text() == history  # nothing lost, nothing appended
+
+
+def test_kernel_is_recorded_and_kept_by_resume(env):
+    out = env / "run"
+    assert main(["compress", "--init", "3", "--iterations", "1", "--kernel", "matern52", *FAST, "--out", str(out)]) == 0
+    assert json.loads((out / "config.json").read_text())["settings"]["kernel"] == "matern52"
+    assert json.loads((out / "optimizer_state.json").read_text())["optimizer"]["kernel"] == "matern52"
+    assert main(["compress", "--resume", str(out), "--iterations", "2", "--quiet"]) == 0
+    assert json.loads((out / "config.json").read_text())["settings"]["kernel"] == "matern52"
+    assert json.loads((out / "optimizer_state.json").read_text())["optimizer"]["kernel"] == "matern52"
+    assert len(_history(out)) == 3 + 2

@@ -130,7 +130,8 @@ def test_summary_reports_quantiles_times_and_paired_tests(parallel_dir: Path) ->
     assert summary.startswith("# Comparison on hartmann3\n")
     assert "| acquisition | runs | median | q25 | q75 | step time (s) |" in summary
     assert "CEI wins/losses | p (CEI vs) | LogCEI wins/losses | p (LogCEI vs) |" in summary
-    rows = {line.split(" | ")[0].strip("| "): line for line in summary.splitlines()
+    main_table = summary.split("Score `")[0]  # the tables of the other scoring rules follow it
+    rows = {line.split(" | ")[0].strip("| "): line for line in main_table.splitlines()
             if line.startswith("| ") and "acquisition" not in line}  # fmt: skip
     assert set(rows) == {"EI", "CEI", "LogCEI"}
     final = {
