@@ -116,7 +116,7 @@ def markdown_report(history: list[dict[str, Any]], best: dict[str, Any], setting
     for theta, layer in zip(best["theta"], best["layers"]):
         lines.append(
             f"| {layer['name']} | {layer['method']} | {theta:.3f} | {_fmt(layer['full_ranks'])} | "
-            f"{_fmt(layer['ranks'])} | {layer['params_before']:,} | {layer['params_after']:,} | {layer['ratio']:.4f} |"
+            f"{'unchanged' if layer.get('kept') else _fmt(layer['ranks'])} | {layer['params_before']:,} | {layer['params_after']:,} | {layer['ratio']:.4f} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -2,6 +2,12 @@
 
 :class:`Compressor` decomposes every listed layer once (or loads the factors from the disk
 cache) and then builds :class:`CompressedNetwork` objects for any ``theta`` by truncation.
+
+A layer whose ``theta`` is at the top of the box (``theta >= 1``), or whose ranks give a
+factorization no smaller than the layer itself, is not factorized: the compressed network
+keeps the original module (its parameters shared, exactly as they are), with ratio 1, FLOPs
+ratio 1 and no approximation error (:func:`~compressbo.compression.lowrank.ranks.layer_ranks`).
+At ``theta = 1`` for every layer the compressed network computes exactly what the original does.
 """
 
 from __future__ import annotations
@@ -53,6 +59,9 @@ class LayerRecord:
         ratio: ``params_after / params_before``.
         macs_before: Multiply-accumulates of the original layer for ``spec.input_size``.
         macs_after: Multiply-accumulates of the replacement.
+        kept: The original layer is kept unchanged (``theta >= 1``, or ranks whose factorization
+            is no smaller than the layer); then ``ranks == full_ranks``, ``ratio == 1`` and
+            ``macs_after == macs_before``.
     """
 
     name: str
@@ -64,6 +73,7 @@ class LayerRecord:
     ratio: float
     macs_before: int
     macs_after: int
+    kept: bool = False
 
 
 @dataclass(frozen=True)
@@ -176,6 +186,9 @@ class Compressor:
     def build(self, ranks: Sequence[Ranks], *, refine: bool = False) -> CompressedNetwork:
         """The compressed network at explicit per-layer ranks.
 
+        A layer whose ranks give a factorization no smaller than the layer (full ranks among
+        them) is kept as the original module, not factorized.
+
         Args:
             ranks: Rank(s) per compressible layer.
             refine: Refine the Tucker-2 layers' factors by HOOI (seconds per network: for the
@@ -186,8 +199,11 @@ class Compressor:
         replacements, records = {}, []
         for spec, factors, layer_ranks in zip(self.spec.layers, self.factors, ranks):
             layer_ranks = check_ranks(factors.layer, factors.method, layer_ranks)
-            replacements[spec.name] = factors.build(layer_ranks, refine=refine)
             calls = self._io[factors.layer]
+            if factors.keeps_original(layer_ranks):
+                records.append(_kept_record(spec.name, factors, calls))
+                continue
+            replacements[spec.name] = factors.build(layer_ranks, refine=refine)
             before, after = factors.full_params, factors.params(layer_ranks)
             records.append(
                 LayerRecord(
@@ -217,6 +233,24 @@ class Compressor:
             flops_ratio=(self._total_macs + macs_delta) / self._total_macs,
             layers=tuple(records),
         )
+
+
+def _kept_record(name: str, factors: LayerFactors, calls: list[tuple[tuple[int, int], tuple[int, int]]]) -> LayerRecord:
+    """The record of a layer kept as it is: full ranks, ratio exactly 1, its own MACs."""
+    macs = sum(full_macs(factors.geometry, out_hw) for _, out_hw in calls)
+    params = factors.full_params
+    return LayerRecord(
+        name=name,
+        method=factors.method,
+        full_ranks=factors.max_ranks,
+        ranks=factors.max_ranks,
+        params_before=params,
+        params_after=params,
+        ratio=1.0,
+        macs_before=macs,
+        macs_after=macs,
+        kept=True,
+    )
 
 
 def _positions(hw: tuple[int, int]) -> int:

@@ -62,7 +62,12 @@ def save_compressed(directory_or_path: str | os.PathLike, spec: NetworkSpec, com
         "spec": spec_data,
         "state_dict": weights_path.name,
         "layers": [
-            {"name": r.name, "method": r.method, "ranks": list(r.ranks) if isinstance(r.ranks, tuple) else r.ranks}
+            {
+                "name": r.name,
+                "method": r.method,
+                "ranks": list(r.ranks) if isinstance(r.ranks, tuple) else r.ranks,
+                "kept": r.kept,
+            }
             for r in compressed.layers
         ],
         "ratio": compressed.ratio,
@@ -77,8 +82,9 @@ def load_compressed(path: str | os.PathLike) -> nn.Module:
     """Rebuild a network written by :func:`save_compressed` (eval mode).
 
     The architecture is built from the embedded spec, each compressed layer is replaced by an
-    empty factorized module of the saved ranks, and the state dict (``weights_only=True``)
-    fills every parameter, so outputs match the saved network exactly.
+    empty factorized module of the saved ranks (layers saved as ``kept`` stay the original's),
+    and the state dict (``weights_only=True``) fills every parameter, so outputs match the
+    saved network exactly.
 
     Args:
         path: The ``.json`` file, its ``.pth`` or the directory holding ``compressed.json``.
@@ -93,6 +99,8 @@ def load_compressed(path: str | os.PathLike) -> nn.Module:
     weights_path = json_path.parent / document["state_dict"]
     network = build_network(spec, weights="random")
     for layer in document["layers"]:
+        if layer.get("kept", False):
+            continue  # the original layer, unchanged: its parameters are in the state dict as they are
         original = network.get_submodule(layer["name"])
         ranks = tuple(layer["ranks"]) if isinstance(layer["ranks"], list) else layer["ranks"]
         ranks = check_ranks(original, layer["method"], ranks)

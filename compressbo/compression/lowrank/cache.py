@@ -22,7 +22,7 @@ from compressbo.files import atomic_write, user_cache_dir
 
 from ._params import single_threaded
 from .factorize import Factors, build_factorized, check_ranks, decompose
-from .ranks import LayerGeometry, Ranks, factorized_params, full_params, max_ranks, ranks_for_theta
+from .ranks import LayerGeometry, Ranks, factorized_params, full_params, keeps_original, layer_ranks, max_ranks
 from .svd import SVDFactors
 from .tucker import TuckerFactors, refine_tucker2
 
@@ -67,8 +67,13 @@ class LayerFactors:
         return factorized_params(self.geometry, self.method, ranks)
 
     def ranks(self, theta: float, scheme: str = "params") -> Ranks:
-        """Ranks for the layer's continuous parameter ``theta`` (see :mod:`.ranks`)."""
-        return ranks_for_theta(theta, self.geometry, self.method, scheme)
+        """Ranks for the layer's continuous parameter ``theta`` (:func:`~.ranks.layer_ranks`:
+        the full ranks where the layer stays unchanged)."""
+        return layer_ranks(theta, self.geometry, self.method, scheme)
+
+    def keeps_original(self, ranks: Ranks) -> bool:
+        """Whether ``ranks`` give a factorization no smaller than the layer: the layer is kept as is."""
+        return keeps_original(self.geometry, self.method, ranks)
 
     def build(self, ranks: Ranks, *, refine: bool = False) -> nn.Sequential:
         """The replacement module at ``ranks`` (truncation of the cached factors, one thread).
