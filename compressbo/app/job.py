@@ -29,7 +29,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from compressbo.bo.acquisition import acquisition_spec
-from compressbo.compression.data import DATASET_NAMES, load_validation
+from compressbo.compression.data import DATASET_NAMES, expected_class_folders, load_validation
 from compressbo.exceptions import UserInputError
 from compressbo.compression.objective import OBJECTIVES, CompressionObjective
 from compressbo.compression.evaluator import SubsampleEvaluator, resolve_device
@@ -219,8 +219,14 @@ class CompressionSetup:
     bounds: torch.Tensor
 
     @classmethod
-    def load(cls, config: CompressConfig) -> CompressionSetup:
-        """Load spec, data, weights and factors (bad input raises :class:`UserInputError`)."""
+    def load(cls, config: CompressConfig, *, data_fingerprint: dict[str, Any] | None = None) -> CompressionSetup:
+        """Load spec, data, weights and factors (bad input raises :class:`UserInputError`).
+
+        Args:
+            config: The settings.
+            data_fingerprint: A run's recorded data fingerprint: the data must still be it
+                (checked before anything else is loaded).
+        """
         config.validate()
         spec = load_spec(config.model)
         dataset = load_validation(
@@ -229,6 +235,8 @@ class CompressionSetup:
             transform=preprocessing(spec, config.weights),
             download=config.download,
             seed=DATA_SEED,
+            classes=expected_class_folders(spec),
+            fingerprint=data_fingerprint,
         )
         evaluator = SubsampleEvaluator(
             dataset, device=config.device, batch_size=config.batch_size, amp=config.amp, seed=config.seed
@@ -293,7 +301,7 @@ class CompressionJob:
         self.config = config
         self.run = run
         self.progress = progress
-        self.setup = CompressionSetup.load(config)
+        self.setup = CompressionSetup.load(config, data_fingerprint=recorded_fingerprint(run, "data"))
         self.spec, self.network, self.compressor = self.setup.spec, self.setup.network, self.setup.compressor
         self.optimizer = Optimizer(
             self.setup.bounds,
@@ -497,6 +505,20 @@ class CompressionJob:
         return self.finish()
 
 
+def recorded_fingerprint(run: RunDirectory, key: str) -> dict[str, Any] | None:
+    """``config.json``'s ``fingerprints[key]`` (``None`` for a run that recorded none)."""
+    fingerprints = run.config.get("fingerprints")
+    return fingerprints.get(key) if isinstance(fingerprints, dict) else None
+
+
+def record_fingerprint(run: RunDirectory, key: str, fingerprint: dict[str, Any]) -> None:
+    """Store ``fingerprint`` as ``fingerprints[key]`` in ``config.json`` (other keys kept)."""
+    config = run.config
+    fingerprints = config.get("fingerprints") if isinstance(config.get("fingerprints"), dict) else {}
+    if fingerprints.get(key) != fingerprint:
+        run.write_json(CONFIG, {**config, "fingerprints": {**fingerprints, key: fingerprint}})
+
+
 def start(config: CompressConfig, out: str | Path | None = None, *, progress: bool = True) -> tuple[Path, dict]:
     """Run a new compression job in ``out`` (default :func:`default_out`)."""
     config.validate()
@@ -507,6 +529,7 @@ def start(config: CompressConfig, out: str | Path | None = None, *, progress: bo
     except BaseException:
         run.discard_if_empty()
         raise
+    record_fingerprint(run, "data", job.setup.evaluator.dataset.fingerprint())
     return run.path, job.execute()
 
 
@@ -545,5 +568,6 @@ def resume(directory: str | Path, *, progress: bool = True, **overrides: Any) ->
     except (KeyError, TypeError, ValueError) as err:
         raise UserInputError(f"--resume {run.path}: its history or state is damaged ({type(err).__name__}: {err})") from None
     if changes:  # only once the run checked out: record the new budget or device
-        run.write_json(CONFIG, {**config, "settings": settings.to_dict()})
+        run.write_json(CONFIG, {**run.config, "settings": settings.to_dict()})
+    record_fingerprint(run, "data", job.setup.evaluator.dataset.fingerprint())  # a run from before fingerprints
     return run.path, job.execute()

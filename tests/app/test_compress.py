@@ -239,12 +239,21 @@ def _jpeg_folder(root, classes=("n01440764", "n01443537"), per_class=3):
     return root
 
 
+def _with_classes(env, model, count):
+    """The shipped spec ``model`` naming ``count`` classes (an ImageNet spec expects all 1,000)."""
+    from compressbo.compression.spec import load_spec
+
+    path = env / f"{model}-{count}.toml"
+    path.write_text(load_spec(model).path.read_text() + f"\nbuilder_kwargs = {{ num_classes = {count} }}\n")
+    return str(path)
+
+
 @pytest.mark.parametrize("model", ["vgg16", "resnet50"])
 def test_imagenet_specs_compress_a_tiny_folder_with_random_weights(env, caplog, model):
     torch.manual_seed(0)
     data = _jpeg_folder(env / "imagenet")
     out = env / "run"
-    argv = ["compress", "--model", model, "--weights", "random", "--data-dir", str(data), "--init", "2",
+    argv = ["compress", "--model", _with_classes(env, model, 2), "--weights", "random", "--data-dir", str(data), "--init", "2",
             "--iterations", "1", "--samples", "4", "--batch-size", "3", "--num-restarts", "2",
             "--raw-samples", "16", "--out", str(out)]
     with caplog.at_level("WARNING"):
@@ -367,3 +376,52 @@ def test_resume_refuses_a_state_that_is_not_the_historys(env, capsys):
     err = capsys.readouterr().err.strip()
     assert info.value.code == 2 and "\n" not in err and "not the first ones of history.jsonl" in err
     assert (first / "history.jsonl").read_text() == history  # nothing lost, nothing appended
+
+
+# ------------------------------------------------------------------ ImageNet-layout data: checks and fingerprints
+
+
+@pytest.fixture
+def tiny(env):
+    from tests.app.tiny_imagenet import write_folder, write_spec
+
+    return write_spec(env / "tiny.toml"), write_folder(env / "imagenet")
+
+
+TINY = ["--weights", "random", "--init", "2", "--iterations", "0", "--samples", "6", "--batch-size", "4",
+        "--num-restarts", "2", "--raw-samples", "16", "--quiet"]
+
+
+def test_a_run_records_its_data_and_resume_refuses_other_data(env, tiny, capsys):
+    spec, data = tiny
+    out = env / "run"
+    assert main(["compress", "--model", str(spec), "--data-dir", str(data), *TINY, "--out", str(out)]) == 0
+    fingerprint = json.loads((out / "config.json").read_text())["fingerprints"]["data"]
+    assert fingerprint["classes"] == ["n01440764", "n01443537", "n01484850"] and fingerprint["files"] == 12
+    assert main(["compress", "--resume", str(out), "--iterations", "1", "--quiet"]) == 0  # the same data: fine
+    assert json.loads((out / "config.json").read_text())["fingerprints"]["data"] == fingerprint
+    files = {name: (out / name).read_text() for name in ("config.json", "history.jsonl", "best.json")}
+    removed = data / "val" / "n01443537"
+    for path in removed.iterdir():
+        path.unlink()
+    removed.rmdir()
+    with pytest.raises(SystemExit) as info:
+        main(["compress", "--resume", str(out), "--iterations", "2"])
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 2 and "\n" not in err and "Traceback" not in err
+    assert "not the data this run was made with (class(es) n01443537 missing; 8 files instead of 12)" in err
+    assert {name: (out / name).read_text() for name in files} == files  # nothing written
+
+
+def test_a_corrupt_image_or_a_wrong_folder_fails_before_the_search(env, tiny, capsys):
+    spec, data = tiny
+    (data / "val" / "n01484850" / "ILSVRC2012_val_00000001.png").write_bytes(b"\x89PNG broken")
+    with pytest.raises(SystemExit) as info:
+        main(["compress", "--model", str(spec), "--data-dir", str(data), *TINY, "--out", str(env / "run")])
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 2 and "\n" not in err and "cannot read validation image" in err
+    assert "n01484850/ILSVRC2012_val_00000001.png" in err and not (env / "run").exists()
+    with pytest.raises(SystemExit) as info:  # an ImageNet spec needs the 1,000 wnid folders
+        main(["compress", "--model", "resnet50", "--data-dir", str(data), *TINY, "--out", str(env / "run")])
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 2 and "holds 3 class folders but the network expects 1,000 (997 missing;" in err
