@@ -72,6 +72,8 @@ class CompressConfig:
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         batch_size: Evaluation batch size (default: chosen for the device).
         amp: Evaluate under autocast.
+        final_samples: Score the recommendation on a fixed seeded subset of this many
+            validation examples instead of the full set (``None``: the full set).
         bounds: ``(lo, hi)`` for every layer, overriding the spec's bounds.
         scheme: Rank scheme (``params`` or ``plain``), overriding the spec's.
         method: Conv factorization (``tucker2`` or ``vh``), overriding the spec's.
@@ -96,6 +98,7 @@ class CompressConfig:
     device: str = "auto"
     batch_size: int | None = None
     amp: bool = False
+    final_samples: int | None = None
     bounds: tuple[float, float] | None = None
     scheme: str | None = None
     method: str | None = None
@@ -140,6 +143,8 @@ class CompressConfig:
         resolve_device(self.device)
         if self.batch_size is not None and self.batch_size < 1:
             raise UserInputError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.final_samples is not None and (isinstance(self.final_samples, bool) or self.final_samples < 1):
+            raise UserInputError(f"--final-samples must be >= 1, got {self.final_samples}")
         if self.num_restarts < 1 or self.raw_samples < self.num_restarts:
             raise UserInputError(
                 f"--num-restarts {self.num_restarts} and --raw-samples {self.raw_samples}: need "
@@ -241,6 +246,11 @@ class CompressionSetup:
         evaluator = SubsampleEvaluator(
             dataset, device=config.device, batch_size=config.batch_size, amp=config.amp, seed=config.seed
         )
+        if config.final_samples is not None and config.final_samples > len(dataset):
+            raise UserInputError(
+                f"--final-samples {config.final_samples} asks for more than the {len(dataset)} validation examples; "
+                "choose a smaller number"
+            )
         if max(samples_range(config.samples)) > len(dataset):
             raise UserInputError(
                 f"--samples {config.samples} asks for more than the {len(dataset)} validation examples; "
@@ -462,28 +472,56 @@ class CompressionJob:
             )
 
     def finish(self) -> dict[str, Any]:
-        """Evaluate the recommendation on the full validation set and write the artifacts."""
+        """Score the recommendation on the final examples and write the artifacts.
+
+        The final examples are the full validation set, or a fixed seeded subset of
+        ``config.final_samples``. The original network's error on them is computed once per
+        (weights, data, examples) and cached in the run directory (:mod:`.final_stage`). The
+        HOOI-refined Tucker-2 model replaces the recommendation only when a paired exact sign
+        test (McNemar's, over the scored examples) finds its improvement significant at
+        :data:`~compressbo.compression.objective.REFINEMENT_ALPHA`, not by one example.
+        """
         from compressbo.app import run_report
+        from compressbo.app.final_stage import cached_original_error, original_key
+        from compressbo.compression.objective import REFINEMENT_ALPHA, sign_test
 
         rec = self._recommended()
         theta = torch.tensor(rec["theta"], dtype=torch.float64)
         compressed = self.compressor.compress(theta)
-        metrics = self.objective.full_metrics(theta, compressed)
+        evaluator = self.setup.evaluator
+        indices = evaluator.final_indices(self.config.final_samples)
+        key = original_key(
+            weights=[self.config.weights or self.spec.weights, recorded_fingerprint(self.run, "weights")],
+            data=evaluator.dataset.fingerprint(),
+            indices=indices,
+            amp=self.config.amp,
+            model=self.spec.name,
+        )
+        original_error = cached_original_error(self.run, self.objective, indices, key)
+        scored = self.objective.score(compressed, indices, what="the recommended network", original_error=original_error)
+        metrics = scored.metrics
         refinement = None
-        if self.compressor.refinable:  # HOOI for the Tucker-2 layers, kept if the full set agrees
+        if any(r.method == "tucker2" and not r.kept for r in compressed.layers):  # HOOI, kept if significant
+            logger.info("refining the Tucker-2 layers of the recommendation by HOOI")
             refined = self.compressor.build(compressed.ranks, refine=True)
-            refined_metrics = self.objective.full_metrics(theta, refined)
-            kept = refined_metrics["score"] < metrics["score"]
+            refined_scored = self.objective.score(
+                refined, indices, what="the HOOI-refined network", original_error=original_error
+            )
+            test = sign_test(scored.losses, refined_scored.losses)
+            kept = refined_scored.metrics["score"] < metrics["score"] and test["p_value"] < REFINEMENT_ALPHA
             refinement = {
                 "method": "hooi",
                 "score_before": metrics["score"],
-                "score_after": refined_metrics["score"],
+                "score_after": refined_scored.metrics["score"],
                 "error_before": metrics["error"],
-                "error_after": refined_metrics["error"],
+                "error_after": refined_scored.metrics["error"],
+                "test": "exact one-sided paired sign test (McNemar's for errors) over the scored examples",
+                **test,
+                "alpha": REFINEMENT_ALPHA,
                 "kept": kept,
             }
             if kept:
-                compressed, metrics = refined, refined_metrics
+                compressed, metrics = refined, refined_scored.metrics
         best = {
             "theta": rec["theta"],
             "posterior_mean": rec["mean"],
@@ -491,6 +529,8 @@ class CompressionJob:
             "evaluations": len(self.history),
             "stopped_by_kappa": self.optimizer.should_stop,
             **metrics,
+            "final_samples": self.config.final_samples,
+            "validation_size": len(evaluator),
             "layers": [dataclasses.asdict(layer) for layer in compressed.layers],
             "refinement": refinement,
         }

@@ -265,9 +265,10 @@ def test_imagenet_specs_compress_a_tiny_folder_with_random_weights(env, caplog, 
     assert best["samples"] == 6 and len(best["layers"]) == {"vgg16": 13, "resnet50": 16}[model]
     assert all(layer["method"] == "tucker2" and len(layer["ranks"]) == 2 for layer in best["layers"])
     assert 0 < best["flops_ratio"] < 1.5 and 0 < best["model_ratio"] <= 1.2
-    refinement = best["refinement"]  # HOOI on the Tucker-2 layers, kept only if the full set agrees
-    assert refinement["method"] == "hooi" and refinement["kept"] == (refinement["score_after"] < refinement["score_before"])
-    assert best["score"] == min(refinement["score_before"], refinement["score_after"])
+    refinement = best["refinement"]  # HOOI on the Tucker-2 layers, kept only if significantly better
+    better = refinement["score_after"] < refinement["score_before"]
+    assert refinement["method"] == "hooi" and refinement["kept"] == (better and refinement["p_value"] < 0.05)
+    assert best["score"] == (refinement["score_after"] if refinement["kept"] else refinement["score_before"])
     assert "refined by HOOI" in (out / "report.md").read_text()
 
 
@@ -425,3 +426,40 @@ def test_a_corrupt_image_or_a_wrong_folder_fails_before_the_search(env, tiny, ca
         main(["compress", "--model", "resnet50", "--data-dir", str(data), *TINY, "--out", str(env / "run")])
     err = capsys.readouterr().err.strip()
     assert info.value.code == 2 and "holds 3 class folders but the network expects 1,000 (997 missing;" in err
+
+
+def test_the_original_network_is_scored_once_across_a_run_and_its_extension(env, tiny, caplog):
+    import logging
+
+    spec, data = tiny
+    out = env / "run"
+    with caplog.at_level(logging.INFO, logger="compressbo"):
+        assert main(["compress", "--model", str(spec), "--data-dir", str(data), *TINY, "--out", str(out)]) == 0
+        assert main(["compress", "--resume", str(out), "--iterations", "1", "--quiet"]) == 0
+    lines = [r.getMessage() for r in caplog.records]
+    assert sum(line == "scoring the original network on 12 validation examples" for line in lines) == 1
+    assert sum(line == "scoring the recommended network on 12 validation examples" for line in lines) == 2
+    assert sum("(cached in original_metrics.json)" in line for line in lines) == 1
+    cached = json.loads((out / "original_metrics.json").read_text())
+    best = json.loads((out / "best.json").read_text())
+    assert best["original_error"] == cached["error"] == cached["wrong"] / 12 and best["evaluations"] == 3
+    refinement = best["refinement"]
+    assert refinement["improved"] + refinement["worsened"] <= 12 and 0 < refinement["p_value"] <= 1
+    assert "Paired test (exact one-sided paired sign test" in (out / "report.md").read_text()
+
+
+def test_final_samples_scores_a_fixed_seeded_subset(env, tiny, capsys):
+    spec, data = tiny
+    runs = []
+    for name in ("a", "b"):
+        out = env / name
+        argv = ["compress", "--model", str(spec), "--data-dir", str(data), *TINY, "--final-samples", "5", "--out", str(out)]
+        assert main(argv) == 0
+        runs.append(json.loads((out / "best.json").read_text()))
+    assert runs[0]["samples"] == 5 and runs[0]["final_samples"] == 5 and runs[0]["validation_size"] == 12
+    assert runs[0]["error"] == runs[1]["error"] and runs[0]["original_error"] == runs[1]["original_error"]
+    assert json.loads((env / "a" / "original_metrics.json").read_text())["key"]["examples"] == 5
+    assert "5: a fixed seeded subset of the 12 validation examples (--final-samples)" in (env / "a" / "report.md").read_text()
+    with pytest.raises(SystemExit) as info:
+        main(["compress", "--model", str(spec), "--data-dir", str(data), *TINY, "--final-samples", "13", "--out", str(env / "c")])
+    assert info.value.code == 2 and "--final-samples 13 asks for more than the 12" in capsys.readouterr().err
