@@ -47,7 +47,7 @@ _COMPRESS_SETTINGS: dict[str, dict] = {
     "known_optimum": {"type": float, "help": "f*, a lower bound of the objective you believe is attained: needed by erm and cbm"},
     "seed": {"type": int, "help": "seed of the search and of the subsamples (0)"},
     "device": {"type": str, "help": "auto, cpu, cuda or cuda:N (auto)"},
-    "batch_size": {"type": int, "help": "evaluation batch size (512 on a CPU, 1024 on a GPU)"},
+    "batch_size": {"type": int, "help": "evaluation batch size (chosen per network and device from its activation memory)"},
     "scheme": {"type": str, "help": "rank scheme: params (theta = fraction of parameters kept) or plain (spec default)"},
     "method": {"type": str, "help": "conv factorization for all layers: tucker2 or vh (spec default)"},
     "num_restarts": {"type": int, "help": "L-BFGS-B restarts of the acquisition maximization (10)"},

@@ -33,6 +33,7 @@ from compressbo.compression.data import DATASET_NAMES, expected_class_folders, l
 from compressbo.exceptions import UserInputError
 from compressbo.compression.objective import OBJECTIVES, CompressionObjective
 from compressbo.compression.evaluator import SubsampleEvaluator, resolve_device
+from compressbo.compression.batching import default_batch_size
 from compressbo.compression.compressor import Compressor
 from compressbo.compression.spec import NetworkSpec, load_spec
 from compressbo.compression.build import build_network, preprocessing
@@ -70,7 +71,8 @@ class CompressConfig:
             (``erm``, ``cbm``) need.
         seed: Seed of the optimizer and of the subsample sequence.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-        batch_size: Evaluation batch size (default: chosen for the device).
+        batch_size: Evaluation batch size (default: chosen for the network and device from its
+            activation memory, :func:`~compressbo.compression.batching.default_batch_size`).
         amp: Evaluate under autocast.
         final_samples: Score the recommendation on a fixed seeded subset of this many
             validation examples instead of the full set (``None``: the full set).
@@ -260,6 +262,10 @@ class CompressionSetup:
         compressor = Compressor(network, spec, scheme=config.scheme, method=config.method)
         # once, so the layers every compressed network shares with it are already there
         network.to(evaluator.device)
+        if config.batch_size is None:  # by the network's activation memory on this device
+            choice = default_batch_size(network, spec.input_size, evaluator.device, amp=config.amp)
+            evaluator.batch_size = choice.batch_size
+            logger.info(choice.describe(evaluator.device))
         bounds = compressor.bounds
         if config.bounds is not None:
             bounds = torch.tensor(config.bounds, dtype=torch.float64).reshape(2, 1).expand(2, compressor.dim).clone()
