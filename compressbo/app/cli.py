@@ -53,6 +53,7 @@ _COMPRESS_SETTINGS: dict[str, dict] = {
     "num_restarts": {"type": int, "help": "L-BFGS-B restarts of the acquisition maximization (10)"},
     "raw_samples": {"type": int, "help": "raw samples seeding the restarts (512)"},
     "bounds": {"nargs": 2, "type": float, "metavar": ("LO", "HI"), "help": "theta box of every layer, 0 < LO < HI <= 1 (spec default)"},
+    "threads": {"type": int, "help": "threads of the one-time decomposition and the HOOI refinement (the machine's free cores)"},
     "final_samples": {"type": int, "metavar": "N", "help": "score the recommendation on a fixed seeded subset of N validation examples (the full set)"},
     "amp": {"action": "store_true", "default": None, "help": "evaluate under autocast"},
     "download": {"action": "store_true", "default": None, "help": "allow downloading MNIST into --data-dir"},

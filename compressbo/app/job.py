@@ -76,6 +76,8 @@ class CompressConfig:
         amp: Evaluate under autocast.
         final_samples: Score the recommendation on a fixed seeded subset of this many
             validation examples instead of the full set (``None``: the full set).
+        threads: Torch threads of the one-time decomposition and the HOOI refinement
+            (``None``: the machine's free cores, at most torch's own thread count).
         bounds: ``(lo, hi)`` for every layer, overriding the spec's bounds.
         scheme: Rank scheme (``params`` or ``plain``), overriding the spec's.
         method: Conv factorization (``tucker2`` or ``vh``), overriding the spec's.
@@ -101,6 +103,7 @@ class CompressConfig:
     batch_size: int | None = None
     amp: bool = False
     final_samples: int | None = None
+    threads: int | None = None
     bounds: tuple[float, float] | None = None
     scheme: str | None = None
     method: str | None = None
@@ -145,6 +148,8 @@ class CompressConfig:
         resolve_device(self.device)
         if self.batch_size is not None and self.batch_size < 1:
             raise UserInputError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.threads is not None and (isinstance(self.threads, bool) or self.threads < 1):
+            raise UserInputError(f"--threads must be >= 1, got {self.threads}")
         if self.final_samples is not None and (isinstance(self.final_samples, bool) or self.final_samples < 1):
             raise UserInputError(f"--final-samples must be >= 1, got {self.final_samples}")
         if self.num_restarts < 1 or self.raw_samples < self.num_restarts:
@@ -259,7 +264,7 @@ class CompressionSetup:
                 "choose a smaller m"
             )
         network = build_network(spec, _resolve_weights(config, spec))
-        compressor = Compressor(network, spec, scheme=config.scheme, method=config.method)
+        compressor = Compressor(network, spec, scheme=config.scheme, method=config.method, threads=config.threads)
         # once, so the layers every compressed network shares with it are already there
         network.to(evaluator.device)
         if config.batch_size is None:  # by the network's activation memory on this device

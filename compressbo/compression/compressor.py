@@ -35,6 +35,8 @@ from compressbo.compression.lowrank import (
 )
 from compressbo.compression.spec import NetworkSpec
 from compressbo.compression.build import check_layers
+from compressbo.compression.lowrank._params import resolve_threads
+from compressbo.progress import progress_bar
 
 if sys.version_info >= (3, 11):
     pass
@@ -112,6 +114,13 @@ class Compressor:
         method: Factorization for all layers (e.g. ``"vh"`` for VGG-16); ``None`` for the spec's.
         cache_dir: Factor cache directory; ``None`` for ``factors/`` in :func:`compressbo.files.user_cache_dir`,
             ``False`` for no disk cache.
+        threads: Torch threads of the one-time decomposition and of the HOOI refinement;
+            ``None`` for :func:`~compressbo.compression.lowrank._params.resolve_threads` (the
+            machine's free cores, never more than this process's torch threads). Building
+            compressed networks in the search always runs on one thread.
+
+    Both the decomposition and the refinement show a progress bar advancing per layer (on a
+    terminal, when compressbo logs at INFO).
 
     Attributes:
         decomposed: Names of the layers whose factors were computed by this constructor.
@@ -126,7 +135,12 @@ class Compressor:
         scheme: str | None = None,
         method: str | None = None,
         cache_dir: str | os.PathLike | None | bool = None,
+        threads: int | None = None,
     ) -> None:
+        try:
+            self.threads = resolve_threads(threads)
+        except ValueError as error:
+            raise UserInputError(str(error)) from None
         self.spec = spec.with_method(method) if method is not None else spec
         self.scheme = scheme or self.spec.scheme
         if self.scheme not in SCHEMES:
@@ -137,10 +151,14 @@ class Compressor:
         self.factors: list[LayerFactors] = []
         self.decomposed: list[str] = []
         self.loaded: list[str] = []
-        for layer, module in zip(self.spec.layers, modules):
-            computed = cache.computed
-            self.factors.append(cache.get(module, layer.method))
-            (self.decomposed if cache.computed > computed else self.loaded).append(layer.name)
+        bar = progress_bar(total=len(modules), desc=f"{self.spec.name} factors ({self.threads} threads)", unit="layer")
+        with bar:
+            for layer, module in zip(self.spec.layers, modules):
+                bar.set_postfix_str(f"{layer.name} {layer.method}", refresh=False)
+                computed = cache.computed
+                self.factors.append(cache.get(module, layer.method, threads=self.threads))
+                (self.decomposed if cache.computed > computed else self.loaded).append(layer.name)
+                bar.update(1)
         self._io = _io_sizes(network, self.spec)
         for layer, module in zip(self.spec.layers, modules):
             if module not in self._io:
@@ -197,13 +215,20 @@ class Compressor:
         if len(ranks) != self.dim:
             raise UserInputError(f"got {len(ranks)} ranks but {self.spec.name} has {self.dim} layers")
         replacements, records = {}, []
+        bar = progress_bar(
+            total=self.dim, enabled=None if refine else False,
+            desc=f"{self.spec.name} HOOI refinement ({self.threads} threads)", unit="layer",
+        )  # fmt: skip
         for spec, factors, layer_ranks in zip(self.spec.layers, self.factors, ranks):
+            bar.set_postfix_str(spec.name, refresh=False)
             layer_ranks = check_ranks(factors.layer, factors.method, layer_ranks)
             calls = self._io[factors.layer]
             if factors.keeps_original(layer_ranks):
                 records.append(_kept_record(spec.name, factors, calls))
+                bar.update(1)
                 continue
-            replacements[spec.name] = factors.build(layer_ranks, refine=refine)
+            replacements[spec.name] = factors.build(layer_ranks, refine=refine, threads=self.threads)
+            bar.update(1)
             before, after = factors.full_params, factors.params(layer_ranks)
             records.append(
                 LayerRecord(
@@ -221,6 +246,7 @@ class Compressor:
                     ),
                 )
             )
+        bar.close()
         params_before = sum(r.params_before for r in records)
         params_after = sum(r.params_after for r in records)
         macs_delta = sum(r.macs_after - r.macs_before for r in records)

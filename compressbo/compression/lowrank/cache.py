@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from compressbo.files import atomic_write, user_cache_dir
 
-from ._params import single_threaded
+from ._params import single_threaded, torch_threads
 from .factorize import Factors, build_factorized, check_ranks, decompose
 from .ranks import LayerGeometry, Ranks, factorized_params, full_params, keeps_original, layer_ranks, max_ranks
 from .svd import SVDFactors
@@ -50,9 +50,10 @@ class LayerFactors:
         object.__setattr__(self, "geometry", LayerGeometry.of(self.layer))
 
     @classmethod
-    def compute(cls, layer: nn.Module, method: str) -> LayerFactors:
-        """Decompose ``layer`` (the expensive step)."""
-        return cls(layer, method, decompose(layer, method))
+    def compute(cls, layer: nn.Module, method: str, threads: int = 1) -> LayerFactors:
+        """Decompose ``layer`` (the expensive step) on ``threads`` torch threads."""
+        with torch_threads(threads):
+            return cls(layer, method, decompose(layer, method))
 
     @property
     def max_ranks(self) -> Ranks:
@@ -75,7 +76,7 @@ class LayerFactors:
         """Whether ``ranks`` give a factorization no smaller than the layer: the layer is kept as is."""
         return keeps_original(self.geometry, self.method, ranks)
 
-    def build(self, ranks: Ranks, *, refine: bool = False) -> nn.Sequential:
+    def build(self, ranks: Ranks, *, refine: bool = False, threads: int = 1) -> nn.Sequential:
         """The replacement module at ``ranks`` (truncation of the cached factors, one thread).
 
         Args:
@@ -83,10 +84,12 @@ class LayerFactors:
             refine: Refine Tucker-2 factors by HOOI (:func:`~.tucker.refine_tucker2`; seconds,
                 for a final model). SVD and vertical/horizontal factors are already optimal
                 for their structure (Eckart-Young), so for them this changes nothing.
+            threads: Torch threads of the HOOI refinement (the truncation always uses one).
         """
         ranks = check_ranks(self.layer, self.method, ranks)
         if refine and self.method == "tucker2":
-            refined = refine_tucker2(self.layer.weight, self.factors, ranks)
+            with torch_threads(threads):
+                refined = refine_tucker2(self.layer.weight, self.factors, ranks)
             return build_factorized(self.layer, self.method, refined, ranks)
         with single_threaded():
             return build_factorized(self.layer, self.method, self.factors, ranks)
@@ -130,14 +133,14 @@ class FactorCache:
             return None
         return self.directory / f"{method}-{weight_key(layer.weight, method)}.pt"
 
-    def get(self, layer: nn.Module, method: str) -> LayerFactors:
-        """``layer``'s factors: read from disk when present, else computed (and written)."""
+    def get(self, layer: nn.Module, method: str, *, threads: int = 1) -> LayerFactors:
+        """``layer``'s factors: read from disk when present, else computed on ``threads`` threads (and written)."""
         path = self.path(layer, method)
         factors = _read(path, method) if path is not None else None
         if factors is not None:
             self.loaded += 1
             return LayerFactors(layer, method, factors)
-        layer_factors = LayerFactors.compute(layer, method)
+        layer_factors = LayerFactors.compute(layer, method, threads)
         self.computed += 1
         if path is not None:
             try:
