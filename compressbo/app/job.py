@@ -92,7 +92,10 @@ class CompressionJob:
         self.config = config
         self.run = run
         self.progress = progress
-        self.setup = CompressionSetup.load(config.problem(), config.runtime(), seed=config.seed, trust_code=trust_code)
+        self.setup = CompressionSetup.load(
+            config.problem(), config.runtime(), seed=config.seed, trust_code=trust_code,
+            data_fingerprint=recorded_fingerprint(run, "data"),
+        )
         self.spec, self.network, self.compressor = self.setup.spec, self.setup.network, self.setup.compressor
         self.optimizer = Optimizer(self.setup.bounds, **config.search().optimizer_kwargs())
         start_m, end_m = samples_range(config.samples)
@@ -221,29 +224,57 @@ class CompressionJob:
             )
 
     def finish(self) -> dict[str, Any]:
-        """Evaluate the recommendation on the full validation set and write the artifacts."""
+        """Score the recommendation on the final examples and write the artifacts.
+
+        The final examples are the full validation set, or a fixed seeded subset of
+        ``config.final_samples``. The original network's error on them is computed once per
+        (weights, data, examples) and cached in the run directory (:mod:`.final_stage`). The
+        HOOI-refined Tucker-2 model replaces the recommendation only when a paired exact sign
+        test (McNemar's, over the scored examples) finds its improvement significant at
+        :data:`~compressbo.compression.objective.REFINEMENT_ALPHA`, not by one example.
+        """
         from compressbo.app import run_report
         from compressbo.app.deploy import measure_run_latency
+        from compressbo.app.final_stage import cached_original_error, original_key
+        from compressbo.compression.objective import REFINEMENT_ALPHA, sign_test
 
         rec = self.loop.recommendation()
         theta = torch.tensor(rec["x"], dtype=torch.float64)
         compressed = self.compressor.compress(theta)
-        metrics = self.objective.full_metrics(theta, compressed)
+        evaluator = self.setup.evaluator
+        indices = evaluator.final_indices(self.config.final_samples)
+        key = original_key(
+            weights=[self.config.weights or self.spec.weights, self.setup.fingerprints.get("weights")],
+            data=evaluator.dataset.fingerprint(),
+            indices=indices,
+            amp=self.config.amp,
+            model=self.spec.name,
+        )
+        original_error = cached_original_error(self.run, self.objective, indices, key)
+        scored = self.objective.score(compressed, indices, what="the recommended network", original_error=original_error)
+        metrics = scored.metrics
         refinement = None
-        if self.compressor.refinable:  # HOOI for the Tucker-2 layers, kept if the full set agrees
+        if any(r.method == "tucker2" and not r.kept for r in compressed.layers):  # HOOI, kept if significant
+            logger.info("refining the Tucker-2 layers of the recommendation by HOOI")
             refined = self.compressor.build(compressed.ranks, refine=True)
-            refined_metrics = self.objective.full_metrics(theta, refined)
-            kept = refined_metrics["score"] < metrics["score"]
+            refined_scored = self.objective.score(
+                refined, indices, what="the HOOI-refined network", original_error=original_error
+            )
+            test = sign_test(scored.losses, refined_scored.losses)
+            kept = refined_scored.metrics["score"] < metrics["score"] and test["p_value"] < REFINEMENT_ALPHA
             refinement = {
                 "method": "hooi",
                 "score_before": metrics["score"],
-                "score_after": refined_metrics["score"],
+                "score_after": refined_scored.metrics["score"],
                 "error_before": metrics["error"],
-                "error_after": refined_metrics["error"],
+                "error_after": refined_scored.metrics["error"],
+                "test": "exact one-sided paired sign test (McNemar's for errors) over the scored examples",
+                **test,
+                "alpha": REFINEMENT_ALPHA,
                 "kept": kept,
             }
             if kept:
-                compressed, metrics = refined, refined_metrics
+                compressed, metrics = refined, refined_scored.metrics
         best = {
             "theta": rec["x"],
             "posterior_mean": rec["mean"],
@@ -251,6 +282,8 @@ class CompressionJob:
             "evaluations": len(self.history),
             "stopped_by_kappa": self.optimizer.should_stop,
             **metrics,
+            "final_samples": self.config.final_samples,
+            "validation_size": len(evaluator),
             "layers": [dataclasses.asdict(layer) for layer in compressed.layers],
             "refinement": refinement,
         }
@@ -265,6 +298,12 @@ class CompressionJob:
         """Search, then finish; Ctrl-C leaves a resumable run behind."""
         self.search()
         return self.finish()
+
+
+def recorded_fingerprint(run: RunDirectory, key: str) -> dict[str, Any] | None:
+    """``config.json``'s ``fingerprints[key]`` (``None`` for a run that recorded none)."""
+    fingerprints = run.config.get("fingerprints")
+    return fingerprints.get(key) if isinstance(fingerprints, dict) else None
 
 
 def start(config: CompressConfig, out: str | Path | None = None, *, progress: bool = True) -> tuple[Path, dict]:
@@ -343,5 +382,5 @@ def _resume(run: RunDirectory, *, progress: bool, trust_code: bool, overrides: d
     except (KeyError, TypeError, ValueError) as err:
         raise RunDirError(f"{run.path}: its history or state is damaged ({type(err).__name__}: {err}); it cannot be resumed") from None
     if changes:  # only once the run checked out: record the new budget or device
-        run.write_json(CONFIG, {**config, "settings": settings.to_dict()})
+        run.write_json(CONFIG, {**run.config, "settings": settings.to_dict()})
     return run.path, job.execute()

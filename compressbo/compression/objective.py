@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 import numpy as np
+import torch
+from scipy import stats
 from torch import Tensor, nn
 
 from compressbo.exceptions import SettingError
@@ -105,6 +107,43 @@ def check_objective_settings(objective: str, gamma: float, smallest_m: int | Non
             f"got {smallest_m}",
             setting="samples",
         )
+REFINEMENT_ALPHA = 0.05  # significance level of the paired test that keeps a refined model
+
+
+def sign_test(before: Tensor, after: Tensor) -> dict[str, Any]:
+    """Exact one-sided paired sign test that ``after`` has lower per-example losses than ``before``.
+
+    For 0/1 errors this is the exact McNemar test: only the examples where the two models
+    disagree count, and under "no difference" each of them is equally likely to favour either
+    model (``scipy.stats.binomtest``, ``p = 0.5``).
+
+    Args:
+        before: ``k`` per-example losses of the first model (errors as 0/1, or distances).
+        after: ``k`` per-example losses of the second model on the same examples.
+
+    Returns:
+        ``improved`` (examples where ``after`` is better), ``worsened`` and ``p_value``
+        (1.0 when they never disagree).
+    """
+    improved = int((after < before).sum())
+    worsened = int((after > before).sum())
+    discordant = improved + worsened
+    p_value = float(stats.binomtest(improved, discordant, 0.5, alternative="greater").pvalue) if discordant else 1.0
+    return {"improved": improved, "worsened": worsened, "p_value": p_value}
+
+
+@dataclass(frozen=True)
+class FinalScore:
+    """A network scored on the final stage's examples.
+
+    Attributes:
+        metrics: As :meth:`CompressionObjective.full_metrics` returns them.
+        losses: ``k`` float64 per-example losses (0/1 errors, or squared logit distances for
+            ``objective="distill"``), for a paired comparison of two networks.
+    """
+
+    metrics: dict[str, Any]
+    losses: Tensor
 
 
 class CompressionObjective:
@@ -191,28 +230,35 @@ class CompressionObjective:
             distance=distance,
         )
 
-    def original_error(self) -> float | None:
-        """Full-set error of ``reference`` (computed once), or ``None`` without one."""
-        if self.reference is not None and self._original_error is None:
-            self._original_error = self.evaluator.full_error(self.reference)
-        return self._original_error
+    def original_error(self, indices: Tensor | None = None) -> float | None:
+        """Error of ``reference`` on ``indices`` (default: the full set), computed once; ``None`` without one."""
+        if self.reference is None:
+            return None
+        indices = torch.arange(len(self.evaluator)) if indices is None else indices
+        key = (indices.numel(), hash(indices.numpy().tobytes()))
+        if self._original_error is None or self._original_error[0] != key:
+            wrong = self.evaluator.wrong(self.reference, indices, what="the original network")
+            self._original_error = (key, float(wrong.double().mean()))
+        return self._original_error[1]
 
-    def full_metrics(self, theta: Any, compressed: CompressedLike | None = None) -> dict[str, Any]:
-        """Whole-validation-set metrics of ``theta`` (for the recommended point).
+    def score(
+        self,
+        compressed: CompressedLike,
+        indices: Tensor | None = None,
+        *,
+        what: str = "the compressed network",
+        original_error: float | None = None,
+    ) -> FinalScore:
+        """``compressed``'s metrics and per-example losses on ``indices`` (default: the full set).
 
         Args:
-            theta: The per-layer parameters.
-            compressed: ``compressor.compress(theta)``, when the caller already has it.
-
-        Returns:
-            ``ratio``, ``model_ratio``, ``flops_ratio`` (``None`` where the compressor does
-            not report them), ``ranks``, ``error`` (full set), ``distance`` (full-set logit
-            distance, ``objective="distill"`` only), ``score`` (the objective on the full set:
-            ``ratio + gamma * error``, or ``ratio + gamma * distance`` for distill),
-            ``original_error`` (``reference``'s full-set error, ``None`` without a reference)
-            and ``samples`` (the set's size).
+            compressed: The compressed network (``compressor.compress(theta)`` or a refined build).
+            indices: The examples scored (:meth:`SubsampleEvaluator.final_indices`).
+            what: How the pass's log line and progress bar name the network.
+            original_error: ``reference``'s error on the same examples when the caller has it
+                (e.g. from a run's cache); else computed once (:meth:`original_error`).
         """
-        compressed = compressed if compressed is not None else self.compressor.compress(theta)
+        indices = torch.arange(len(self.evaluator)) if indices is None else indices
         model_ratio = getattr(compressed, "model_ratio", None)
         flops_ratio = getattr(compressed, "flops_ratio", None)
         metrics = {
@@ -220,15 +266,39 @@ class CompressionObjective:
             "model_ratio": None if model_ratio is None else float(model_ratio),
             "flops_ratio": None if flops_ratio is None else float(flops_ratio),
             "ranks": _jsonable(compressed.ranks),
-            "error": self.evaluator.full_error(compressed.module),
         }
-        measure = metrics["error"]
         if self.objective == "distill":
-            metrics["distance"] = measure = self.evaluator.distill(compressed.module, self.reference).distance
+            losses, wrong = self.evaluator.distances(compressed.module, self.reference, indices, what=what)
+            metrics["error"] = float(wrong.double().mean())
+            metrics["distance"] = measure = float(losses.mean())
+        else:
+            losses = self.evaluator.wrong(compressed.module, indices, what=what).double()
+            metrics["error"] = measure = float(losses.mean())
         metrics["score"] = metrics["ratio"] + self.gamma * measure
-        metrics["original_error"] = self.original_error()
-        metrics["samples"] = len(self.evaluator)
-        return metrics
+        metrics["original_error"] = original_error if original_error is not None else self.original_error(indices)
+        metrics["samples"] = indices.numel()
+        return FinalScore(metrics, losses)
+
+    def full_metrics(
+        self, theta: Any, compressed: CompressedLike | None = None, *, indices: Tensor | None = None
+    ) -> dict[str, Any]:
+        """Whole-validation-set metrics of ``theta`` (for the recommended point).
+
+        Args:
+            theta: The per-layer parameters.
+            compressed: ``compressor.compress(theta)``, when the caller already has it.
+            indices: Score only these examples (a fixed subset); default the full set.
+
+        Returns:
+            ``ratio``, ``model_ratio``, ``flops_ratio`` (``None`` where the compressor does
+            not report them), ``ranks``, ``error`` (full set), ``distance`` (full-set logit
+            distance, ``objective="distill"`` only), ``score`` (the objective on the full set:
+            ``ratio + gamma * error``, or ``ratio + gamma * distance`` for distill),
+            ``original_error`` (``reference``'s full-set error, ``None`` without a reference)
+            and ``samples`` (the number of examples scored).
+        """
+        compressed = compressed if compressed is not None else self.compressor.compress(theta)
+        return self.score(compressed, indices).metrics
 
     def state_dict(self) -> dict[str, Any]:
         """JSON-able state for resuming: evaluations done and the evaluator's subsample sequence."""

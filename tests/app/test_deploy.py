@@ -202,18 +202,18 @@ def test_bad_export_and_finetune_input(run, capsys) -> None:
 
 
 class TinyConv(nn.Module):
-    def __init__(self) -> None:
+    def __init__(self, num_classes: int = 2) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, 8, 3, stride=4, padding=1)
         self.conv2 = nn.Conv2d(8, 8, 3, stride=4, padding=1)
-        self.head = nn.Linear(8, 2)
+        self.head = nn.Linear(8, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(torch.relu(self.conv2(torch.relu(self.conv1(x)))).mean(dim=(2, 3)))
 
 
-def tiny_conv() -> nn.Module:
-    return TinyConv()
+def tiny_conv(num_classes: int = 2) -> nn.Module:
+    return TinyConv(num_classes)
 
 
 def _jpegs(folder: Path, classes=("n01440764", "n01443537"), per_class=3) -> None:
@@ -229,7 +229,7 @@ def _jpegs(folder: Path, classes=("n01440764", "n01443537"), per_class=3) -> Non
 
 def test_imagenet_finetune_needs_the_train_folder_and_then_uses_it(tmp_path, capsys) -> None:
     spec = tmp_path / "tiny.toml"
-    spec.write_text(f'builder = "{__name__}:tiny_conv"\nweights = "random"\ndataset = "imagenet"\n'
+    spec.write_text(f'builder = "{__name__}:tiny_conv"\nbuilder_kwargs = {{ num_classes = 2 }}\nweights = "random"\ndataset = "imagenet"\n'
                     'input_size = [3, 224, 224]\nmethod = "tucker2"\nlayers = ["conv2"]\n')
     data, out = tmp_path / "imagenet", tmp_path / "run"
     _jpegs(data / "val")

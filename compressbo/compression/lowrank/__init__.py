@@ -28,6 +28,8 @@ from .ranks import (
     factorized_params,
     full_macs,
     full_params,
+    keeps_original,
+    layer_ranks,
     max_ranks,
     ranks_for_theta,
 )
@@ -58,6 +60,8 @@ __all__ = [
     "factorized_params",
     "full_macs",
     "full_params",
+    "keeps_original",
+    "layer_ranks",
     "max_ranks",
     "ranks_for_theta",
     "refine_tucker2",

@@ -13,6 +13,16 @@ Two schemes map a layer's continuous ``theta`` to ranks:
 - ``"plain"``: ``rank = max(1, floor(theta * r_max))`` per mode, as in the paper's code.
 
 Ranks are always clamped to ``[1, full rank]``.
+
+**The top of the box leaves a layer unchanged.** A factorization whose parameter count is
+at least the original layer's saves nothing and only adds approximation error (Tucker-2 at
+``theta = 1`` keeps ranks ``57 x 64`` of a ``64 x 64`` 3x3 convolution, relative kernel error
+0.33 on random weights). :func:`keeps_original` says when ranks are such a factorization, and
+:func:`layer_ranks` (what the compressor uses) maps ``theta >= 1`` and every ``theta`` whose
+ranks keep the original to the full ranks, which :class:`~compressbo.compression.compressor.Compressor`
+builds as the original module itself: ratio 1, FLOPs ratio 1, no approximation error. The
+search box stays the continuous ``[lo, 1]``; only its top face (and, under ``"plain"``, the
+thetas whose factorization is no smaller than the layer) is the unchanged layer.
 """
 
 from __future__ import annotations
@@ -35,6 +45,8 @@ __all__ = [
     "factorized_params",
     "full_macs",
     "full_params",
+    "keeps_original",
+    "layer_ranks",
     "max_ranks",
     "ranks_for_theta",
 ]
@@ -223,3 +235,30 @@ def _tucker2_ranks_for_budget(geometry: LayerGeometry, budget: float) -> tuple[i
     params = factorized_params(geometry, "tucker2", (r_out, r_in))  # non-decreasing along the path
     index = max(0, int(np.searchsorted(params, budget, side="right")) - 1)
     return int(r_out[index]), int(r_in[index])
+
+
+def keeps_original(geometry: LayerGeometry, method: str, ranks: Ranks) -> bool:
+    """Whether the factorization at ``ranks`` is no smaller than the layer (then the layer is kept as is).
+
+    Full ranks always are: e.g. ``svd`` at ``r = min(T, S)`` has ``r (S + T) >= S T`` weights.
+    """
+    return factorized_params(geometry, method, ranks) >= full_params(geometry)
+
+
+def layer_ranks(theta: float, geometry: LayerGeometry, method: str, scheme: str = "params") -> Ranks:
+    """:func:`ranks_for_theta`, but the full ranks where the layer is to stay unchanged.
+
+    The full ranks (:func:`max_ranks`) are returned for ``theta >= 1`` and wherever
+    :func:`ranks_for_theta`'s ranks give a factorization no smaller than the layer
+    (:func:`keeps_original`); a compressor builds them as the original layer, exactly.
+
+    Args:
+        theta: The layer's continuous parameter.
+        geometry: The original layer's geometry.
+        method: ``"svd"``, ``"tucker2"`` or ``"vh"``.
+        scheme: ``"params"`` or ``"plain"``.
+    """
+    ranks = ranks_for_theta(theta, geometry, method, scheme)
+    if theta >= 1.0 or keeps_original(geometry, method, ranks):
+        return max_ranks(geometry, method)
+    return ranks
