@@ -42,11 +42,14 @@ def load_comparison(directory: str | Path) -> dict[str, Any]:
         ) from None
     except (OSError, json.JSONDecodeError) as error:
         raise RunDirError(f"cannot read {path}: {error}") from None
-    if not isinstance(comparison, dict) or not str(comparison.get("format", "")).startswith(
-        "compressbo.compare/"
+    if not isinstance(comparison, dict) or not (
+        str(comparison.get("format", "")).startswith("compressbo.compare/") or comparison.get("format") in FORMAT_2
     ):
         raise RunDirError(f"{path} is not a compressbo comparison (no 'format' field)")
     return upgraded(comparison)
+
+
+FORMAT_2 = ("compressbo.compare/2", "compressbo.experiments.compare/2")  # its two names, before and after the subpackages
 
 
 def upgraded(comparison: dict[str, Any]) -> dict[str, Any]:
@@ -57,7 +60,7 @@ def upgraded(comparison: dict[str, Any]) -> dict[str, Any]:
     """
     from compressbo.bo.loop import normalize_record
 
-    if comparison.get("format") != "compressbo.compare/2":
+    if comparison.get("format") not in FORMAT_2:
         return comparison
     for run in comparison.get("runs", []):
         n_init = len(run.get("initial_design", []))
