@@ -43,9 +43,10 @@ from torch import Tensor
 from torch.quasirandom import SobolEngine
 
 from compressbo.bo.acquisition import acquisition_spec, make_acquisition, validate_options
-from compressbo.exceptions import UserInputError
+from compressbo.exceptions import SettingError, UserInputError
 from compressbo.bo.models.gp import condition_on_pending, fit_gp, incumbent
 from compressbo.bo.models.gradient_enhanced import fit_gradient_gp, GradientGP
+from compressbo.bo.models.warping import validate_warp
 
 STATE_FORMAT = "compressbo.bo.optimizer/1"
 DUPLICATE_TOLERANCE = 1e-6  # max-norm distance in the unit cube below which points match
@@ -89,6 +90,7 @@ class Optimizer:
         num_restarts: int = 10,
         raw_samples: int = 512,
         known_kernel: dict[str, float] | None = None,
+        warp: str = "none",
     ) -> None:
         r"""Set up an optimizer over a box.
 
@@ -111,6 +113,10 @@ class Optimizer:
             known_kernel: ``{"lengthscale": l, "outputscale": s2}`` to model ``f`` with
                 this known RBF prior instead of fitting the GP (see
                 ``compressbo.bo.models.gp.known_rbf_gp``); None fits it.
+            warp: The scale the GP sees ``x`` on (``compressbo.bo.models.warping``):
+                ``none``, ``log`` (needs positive lower bounds) or ``learned``. The
+                acquisition is still maximized over ``x`` in the box. Only ``none`` with
+                ``known_kernel`` or a gradient-enhanced acquisition (eign).
         """
         self._bounds = _as_bounds(bounds)
         d = self.dim
@@ -128,6 +134,7 @@ class Optimizer:
                 f"kappa does not apply to acquisition {acquisition!r} (its maximized value "
                 "does not fall to 0 as the search converges); drop kappa or use e.g. cei."
             )
+        _check_warp(warp, self._bounds, acquisition, known_kernel)
         n_init = max(5, 2 * d) if n_init is None else n_init
         if not isinstance(n_init, int) or n_init < 1:
             raise UserInputError(f"n_init must be an integer >= 1, got {n_init!r}.")
@@ -146,6 +153,7 @@ class Optimizer:
         self.num_restarts = int(num_restarts)
         self.raw_samples = int(raw_samples)
         self.known_kernel = None if known_kernel is None else dict(known_kernel)
+        self.warp = warp
         self._X = torch.empty(0, d, dtype=torch.float64)
         self._Y = torch.empty(0, dtype=torch.float64)
         self._Yvar = torch.empty(0, dtype=torch.float64)
@@ -294,6 +302,7 @@ class Optimizer:
             "num_restarts": self.num_restarts,
             "raw_samples": self.raw_samples,
             "known_kernel": self.known_kernel,
+            "warp": self.warp,
             "X": self._X.tolist(),
             "Y": self._Y.tolist(),
             "Yvar": self._Yvar.tolist(),
@@ -324,6 +333,7 @@ class Optimizer:
             num_restarts=state["num_restarts"],
             raw_samples=state["raw_samples"],
             known_kernel=state.get("known_kernel"),
+            warp=state.get("warp", "none"),
         )
         d = restored.dim
         restored._X = torch.tensor(state["X"], dtype=torch.float64).reshape(-1, d)
@@ -376,7 +386,7 @@ class Optimizer:
         if self._model is None:
             with manual_seed(_derived_seed(self.seed, _FIT, self.n_observed)):
                 self._model = fit_gp(
-                    self._X, self._Y, self._Yvar, self._bounds, self.known_kernel
+                    self._X, self._Y, self._Yvar, self._bounds, self.known_kernel, warp=self.warp
                 )
         return self._model
 
@@ -464,6 +474,27 @@ def _as_bounds(bounds: Tensor | Sequence[tuple[float, float]]) -> Tensor:
     if not bool(torch.isfinite(box).all()) or not bool((box[0] < box[1]).all()):
         raise UserInputError("bounds must be finite with lower < upper in every dimension.")
     return box.clone()
+
+
+def _check_warp(
+    warp: str, bounds: Tensor, acquisition: str, known_kernel: dict[str, float] | None
+) -> None:
+    """A one-line ``SettingError`` if ``warp`` is unknown or cannot serve this search."""
+    validate_warp(warp, bounds)
+    if warp == "none":
+        return
+    if known_kernel is not None:
+        raise SettingError(
+            f"warp {warp!r} does not apply with a known kernel (a prior on x itself); use "
+            "warp 'none'.",
+            setting="warp",
+        )
+    if acquisition_spec(acquisition).gradient_enhanced:
+        raise SettingError(
+            f"acquisition {acquisition!r} differentiates the GP on the box's linear scale; "
+            f"it takes warp 'none', not {warp!r}.",
+            setting="warp",
+        )
 
 
 _ASK, _FIT = 0, 1  # purposes of derived seeds

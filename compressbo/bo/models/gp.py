@@ -34,7 +34,8 @@ from gpytorch.mlls import ExactMarginalLogLikelihood
 from linear_operator.utils.errors import NotPSDError
 from torch import Tensor
 
-from compressbo.exceptions import UserInputError
+from compressbo.bo.models.warping import make_input_transform, validate_warp
+from compressbo.exceptions import SettingError, UserInputError
 
 VARIANCE_FLOOR = 1e-5
 RETRY_VARIANCE_FLOOR = 1e-3
@@ -53,6 +54,7 @@ def fit_gp(
     train_Yvar: Tensor,
     bounds: Tensor,
     known_kernel: dict[str, float] | None = None,
+    warp: str = "none",
 ) -> SingleTaskGP:
     r"""Fit a fixed-noise GP to noisy observations with known variances.
 
@@ -65,10 +67,14 @@ def fit_gp(
             ``f ~ GP(0, s2 exp(-||x - x'||^2 / (2 l^2)))`` in the objective's units. The
             GP then uses exactly that kernel (zero mean, no outcome transform, nothing
             fitted); see :func:`known_rbf_gp`.
+        warp: The scale the GP sees its inputs on, a name from
+            ``compressbo.bo.models.warping.WARP_NAMES``: ``none`` (normalized to the box),
+            ``log`` (log-scale, normalized to the box's log bounds) or ``learned``
+            (Kumaraswamy warping fitted with the GP). Only ``none`` with ``known_kernel``.
 
     Returns:
-        A fitted float64 ``SingleTaskGP`` in eval mode, with a ``Normalize(d, bounds)``
-        input transform and a ``Standardize(m=1)`` outcome transform (none with
+        A fitted float64 ``SingleTaskGP`` in eval mode, with the warping's input transform
+        (for ``none`` a ``Normalize(d, bounds)``) and a ``Standardize(m=1)`` outcome transform (none with
         ``known_kernel``).
 
     Raises:
@@ -76,11 +82,17 @@ def fit_gp(
             or the bounds are not a ``2 x d`` box with ``lower < upper``.
     """
     X, Y, Yvar, bounds = validated_training_data(train_X, train_Y, train_Yvar, bounds)
+    validate_warp(warp, bounds)
     if known_kernel is not None:
+        if warp != "none":
+            raise SettingError(
+                f"a known kernel is a prior on x itself; it takes warp 'none', not {warp!r}.",
+                setting="warp",
+            )
         return known_rbf_gp(X, Y, Yvar, bounds, **known_kernel)
     scale = outcome_variance(Y)
     for floor in (VARIANCE_FLOOR, RETRY_VARIANCE_FLOOR):
-        model = _build_gp(X, Y, Yvar.clamp_min(floor * scale), bounds)
+        model = _build_gp(X, Y, Yvar.clamp_min(floor * scale), bounds, warp)
         try:
             fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
             return model.eval()
@@ -96,7 +108,7 @@ def fit_gp(
         GPFitWarning,
         stacklevel=2,
     )
-    return _build_gp(X, Y, Yvar.clamp_min(RETRY_VARIANCE_FLOOR * scale), bounds).eval()
+    return _build_gp(X, Y, Yvar.clamp_min(RETRY_VARIANCE_FLOOR * scale), bounds, warp).eval()
 
 
 def known_rbf_gp(
@@ -234,18 +246,20 @@ def training_data(model: SingleTaskGP) -> tuple[Tensor, Tensor, Tensor]:
 
 
 def search_bounds(model: SingleTaskGP) -> Tensor:
-    """The ``2 x d`` search box of a model fitted by :func:`fit_gp` (its ``Normalize`` transform)."""
+    """The ``2 x d`` search box of a model fitted by :func:`fit_gp` (its input transform's)."""
     transform = model.input_transform
+    if hasattr(transform, "search_box"):  # every warping of compressbo.bo.models.warping
+        return transform.search_box.detach().clone()
     lower = transform.offset.reshape(-1)
     return torch.stack([lower, lower + transform.coefficient.reshape(-1)]).detach()
 
 
-def _build_gp(X: Tensor, Y: Tensor, Yvar: Tensor, bounds: Tensor) -> SingleTaskGP:
+def _build_gp(X: Tensor, Y: Tensor, Yvar: Tensor, bounds: Tensor, warp: str = "none") -> SingleTaskGP:
     return SingleTaskGP(
         train_X=X,
         train_Y=Y,
         train_Yvar=Yvar,
-        input_transform=Normalize(d=X.shape[-1], bounds=bounds),
+        input_transform=make_input_transform(warp, bounds),
         outcome_transform=Standardize(m=1),
     )
 

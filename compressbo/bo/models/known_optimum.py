@@ -32,6 +32,7 @@ from botorch.models import SingleTaskGP
 from torch import Tensor
 
 from compressbo.bo.models.gp import fit_gp, search_bounds, training_data
+from compressbo.bo.models.warping import warp_of
 
 
 MIN_VARIANCE = 1e-12  # variance floor of the analytic acquisitions, as BoTorch's analytic EI
@@ -66,14 +67,14 @@ def fit_transformed_gp(model: SingleTaskGP, f_star: float) -> SingleTaskGP:
         f_star: The known (or believed) minimum value.
 
     Returns:
-        A fitted ``SingleTaskGP`` on ``g`` with the same box and transforms.
+        A fitted ``SingleTaskGP`` on ``g`` with the same box, warping and transforms.
     """
     X, Y, Yvar = training_data(model)
     g, g_var = transformed_observations(Y, Yvar, f_star)
     with warnings.catch_warnings():
         # g is constant (all 0) when f* is above every observation; compress warns about that
         warnings.simplefilter("ignore", InputDataWarning)
-        return fit_gp(X, g, g_var, search_bounds(model))
+        return fit_gp(X, g, g_var, search_bounds(model), warp=warp_of(model))
 
 
 def transformed_moments(
