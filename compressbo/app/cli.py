@@ -52,6 +52,7 @@ _COMPRESS_SETTINGS: dict[str, dict] = {
     "method": {"type": str, "help": "conv factorization for all layers: tucker2 or vh (spec default)"},
     "num_restarts": {"type": int, "help": "L-BFGS-B restarts of the acquisition maximization (10)"},
     "raw_samples": {"type": int, "help": "raw samples seeding the restarts (512)"},
+    "warp": {"type": str, "help": "scale the GP sees theta on: none, log (log theta on the box's log bounds) or learned (Kumaraswamy warp fitted with the GP) (log; none for eign)"},
     "bounds": {"nargs": 2, "type": float, "metavar": ("LO", "HI"), "help": "theta box of every layer, 0 < LO < HI <= 1 (spec default)"},
     "amp": {"action": "store_true", "default": None, "help": "evaluate under autocast"},
     "download": {"action": "store_true", "default": None, "help": "allow downloading MNIST into --data-dir"},
@@ -121,7 +122,7 @@ def _run_compress(args: argparse.Namespace) -> int:
 
 # ``compress`` flags that define a compression problem for ``compare`` (the same definitions).
 _PROBLEM_SETTINGS = ("weights", "data", "data_dir", "samples", "gamma", "objective", "device",
-                     "batch_size", "scheme", "method")
+                     "batch_size", "scheme", "method", "warp")
 _OPTIMIZER_SETTINGS = ("num_restarts", "raw_samples")
 
 
@@ -142,7 +143,9 @@ def _add_compare_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--dim", type=int, help="dimension of a synthetic or gpsample problem")
     parser.add_argument(
-        "--acq", nargs="+", default=["ei", "cei"], metavar="NAME", help="acquisitions (ei cei)"
+        "--acq", nargs="+", default=["ei", "cei"], metavar="NAME",
+        help="acquisitions, each NAME or NAME@WARP to set the GP's input warping of that run "
+        "(e.g. cei@none cei@log; default warping: --warp for compression problems, none otherwise) (ei cei)",
     )
     parser.add_argument("--seeds", type=int, default=10, help="seeds 0..N-1 (10); gpsample: functions")
     parser.add_argument("--iterations", type=int, default=30, help="BO iterations per run (30)")

@@ -29,21 +29,25 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from compressbo.bo.acquisition import acquisition_spec
+from compressbo.bo.models.warping import WARP_NAMES
 from compressbo.compression.data import DATASET_NAMES, load_validation
-from compressbo.exceptions import UserInputError
+from compressbo.exceptions import SettingError, UserInputError
 from compressbo.compression.objective import OBJECTIVES, CompressionObjective
 from compressbo.compression.evaluator import SubsampleEvaluator, resolve_device
 from compressbo.compression.compressor import Compressor
 from compressbo.compression.spec import NetworkSpec, load_spec
 from compressbo.compression.build import build_network, preprocessing
 from compressbo.compression.export import save_compressed
-from compressbo.bo.optimizer import Optimizer
+from compressbo.bo.optimizer import Optimizer, applicable_warp
 from compressbo.app.rundir import CONFIG, RunDirectory, package_versions
 
 __all__ = ["CompressConfig", "CompressionJob", "CompressionSetup", "start", "resume"]
 
 logger = logging.getLogger(__name__)
 
+# GP input warping of compression runs that name none: measured best on FC3's wide box
+# (docs/RESULTS.md, "Input warping"); synthetic problems keep "none"
+DEFAULT_WARP = "log"
 DATA_SEED = 0  # seed of the digits split and of FC3's first-use training: one network per spec
 
 
@@ -77,6 +81,9 @@ class CompressConfig:
         method: Conv factorization (``tucker2`` or ``vh``), overriding the spec's.
         num_restarts: L-BFGS-B restarts of the acquisition maximization.
         raw_samples: Raw Sobol samples seeding the restarts.
+        warp: The GP's input warping (``none``, ``log``, ``learned``; see
+            ``compressbo.bo.models.warping``); ``None`` is :data:`DEFAULT_WARP` where the
+            acquisition takes one (``none`` for eign). A started run records the one it uses.
     """
 
     model: str = "fc3"
@@ -101,6 +108,7 @@ class CompressConfig:
     method: str | None = None
     num_restarts: int = 10
     raw_samples: int = 512
+    warp: str | None = None
 
     def validate(self) -> None:
         """Check what can be checked without loading anything; raise :class:`UserInputError`."""
@@ -145,12 +153,21 @@ class CompressConfig:
                 f"--num-restarts {self.num_restarts} and --raw-samples {self.raw_samples}: need "
                 "num_restarts >= 1 and raw_samples >= num_restarts"
             )
+        if self.warp is not None:
+            if self.warp not in WARP_NAMES:
+                raise SettingError(f"unknown --warp {self.warp!r}; choose one of {', '.join(WARP_NAMES)}", setting="warp")
+            if self.warp != applicable_warp(self.acq, self.warp):
+                raise SettingError(f"--acq {self.acq} takes --warp none, not {self.warp}", setting="warp")
         if self.bounds is not None:
             lo, hi = self.bounds
             if not 0 < lo < hi <= 1:
                 raise UserInputError(
                     f"--bounds {lo} {hi} must satisfy 0 < lo < hi <= 1 (theta is the fraction of a layer's parameters kept)"
                 )
+
+    def resolved_warp(self) -> str:
+        """The GP input warping this run uses (``warp``, or the default for ``acq``)."""
+        return applicable_warp(self.acq, DEFAULT_WARP) if self.warp is None else self.warp
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -304,6 +321,7 @@ class CompressionJob:
             acquisition_options=None if config.known_optimum is None else {"f_star": config.known_optimum},
             num_restarts=config.num_restarts,
             raw_samples=config.raw_samples,
+            warp=config.resolved_warp(),
         )
         start_m, end_m = samples_range(config.samples)
         self.objective = self.setup.objective(linear_schedule(start_m, end_m, self.budget))
@@ -329,6 +347,8 @@ class CompressionJob:
         state = self.run.load_state()
         if state is not None:
             self.optimizer.load_state_dict(state["optimizer"])
+            if self.optimizer.warp != self.config.resolved_warp():
+                raise ValueError(f"the state's warp {self.optimizer.warp!r} is not the config's {self.config.resolved_warp()!r}")
             self.pending_acquisition_value = state.get("pending_acquisition_value")
         self._check_agreement()
         for record in self.history[self.optimizer.n_observed :]:
@@ -500,6 +520,7 @@ class CompressionJob:
 def start(config: CompressConfig, out: str | Path | None = None, *, progress: bool = True) -> tuple[Path, dict]:
     """Run a new compression job in ``out`` (default :func:`default_out`)."""
     config.validate()
+    config.warp = config.resolved_warp()  # recorded, so a later default cannot change the run
     out = out if out is not None else default_out(config)  # '' reaches the check as given
     run = RunDirectory.create(out, {"settings": config.to_dict(), "versions": package_versions()})
     try:
@@ -538,7 +559,8 @@ def resume(directory: str | Path, *, progress: bool = True, **overrides: Any) ->
             f"--iterations {iterations} with --resume: the run already has {saved['iterations']}; "
             "it can only be extended"
         )
-    settings = CompressConfig.from_dict({**saved, **changes})
+    # runs from before warping have no "warp": they fitted the GP on theta itself
+    settings = CompressConfig.from_dict({"warp": "none", **saved, **changes})
     job = CompressionJob(settings, run, progress=progress)
     try:
         job.restore()

@@ -134,7 +134,7 @@ class Optimizer:
                 f"kappa does not apply to acquisition {acquisition!r} (its maximized value "
                 "does not fall to 0 as the search converges); drop kappa or use e.g. cei."
             )
-        _check_warp(warp, self._bounds, acquisition, known_kernel)
+        check_warp(warp, self._bounds, acquisition, known_kernel)
         n_init = max(5, 2 * d) if n_init is None else n_init
         if not isinstance(n_init, int) or n_init < 1:
             raise UserInputError(f"n_init must be an integer >= 1, got {n_init!r}.")
@@ -476,8 +476,16 @@ def _as_bounds(bounds: Tensor | Sequence[tuple[float, float]]) -> Tensor:
     return box.clone()
 
 
-def _check_warp(
-    warp: str, bounds: Tensor, acquisition: str, known_kernel: dict[str, float] | None
+def applicable_warp(acquisition: str, default: str) -> str:
+    """``default`` where ``acquisition`` takes a warped GP, else ``none``.
+
+    Gradient-enhanced acquisitions (eign) differentiate the GP on the box's linear scale.
+    """
+    return "none" if acquisition_spec(acquisition).gradient_enhanced else default
+
+
+def check_warp(
+    warp: str, bounds: Tensor, acquisition: str, known_kernel: dict[str, float] | None = None
 ) -> None:
     """A one-line ``SettingError`` if ``warp`` is unknown or cannot serve this search."""
     validate_warp(warp, bounds)

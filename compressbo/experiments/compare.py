@@ -15,11 +15,13 @@ continue, and re-raises ``KeyboardInterrupt``.
 ``runs.json`` layout (JSON, never pickle)::
 
     {"format": "compressbo.experiments.compare/2", "complete": bool,
-     "problem": {"name", "dim", "bounds", "optimal_value", "score_label"},
+     "problem": {"name", "dim", "bounds", "optimal_value", "score_label", "settings",
+                 "warp" (problems with a default GP warping, e.g. compression)},
      "settings": {"acquisitions", "seeds", "iterations", "n_init", "optimizer_options",
                   "score_every", "known_optimum"},
      "setup_seconds": seconds the parent took to build the problem,
-     "runs": [{"acquisition", "seed", "n_init", "setup_seconds", "acquisition_options",
+     "runs": [{"acquisition" (the variant, e.g. "cei@log"), "warp" (the GP's input warping),
+               "seed", "n_init", "setup_seconds", "acquisition_options",
                "optimal_value", "initial_design": [{"x", "y", "yvar"}],
                "initial_recommendation": {"recommended_x", "score", "warnings"},
                "steps": [{"x", "y", "yvar", "acquisition_value", "step_time",
@@ -57,6 +59,7 @@ from compressbo.exceptions import ReportedInterrupt, UserInputError
 from compressbo.files import check_output_directory, write_json_atomic
 from compressbo.experiments.problems import Problem, ProblemFamily
 from compressbo.experiments.report import RUNS_FILE, write_report
+from compressbo.experiments.variants import Variant, parse_variant
 
 FORMAT = "compressbo.experiments.compare/2"
 
@@ -92,7 +95,9 @@ def run_comparison(
             :class:`~compressbo.experiments.problems.ProblemFamily`, or a picklable zero-argument
             callable that builds one (called once in the parent and once per worker, so
             expensive problems are built once per process).
-        acquisitions: Names from ``compressbo.bo.acquisition.ACQUISITION_NAMES``.
+        acquisitions: Variants ``NAME[@WARP]`` (:mod:`compressbo.experiments.variants`): names
+            from ``compressbo.bo.acquisition.ACQUISITION_NAMES``, optionally with the GP's input
+            warping (``cei@log``); without one, the problem's default warping.
         seeds: Seeds to run, or a count ``n`` meaning seeds ``0 .. n-1``.
         iterations: BO iterations per run, after the initial design.
         out_dir: Directory for ``runs.json``, the plots and ``summary.md``: new or empty, or
@@ -122,12 +127,9 @@ def run_comparison(
     from compressbo.bo.acquisition import ACQUISITION_NAMES, acquisition_spec
 
     acquisitions = list(dict.fromkeys(acquisitions))
-    unknown = [name for name in acquisitions if name not in ACQUISITION_NAMES]
-    if unknown or not acquisitions:
-        raise UserInputError(
-            f"unknown acquisition {', '.join(map(repr, unknown)) or '(none given)'}; "
-            f"choose from {', '.join(ACQUISITION_NAMES)}"
-        )
+    if not acquisitions:
+        raise UserInputError(f"unknown acquisition (none given); choose from {', '.join(ACQUISITION_NAMES)}")
+    variants = [parse_variant(name) for name in acquisitions]  # NAME or NAME@WARP
     seeds = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds):
         raise UserInputError("give at least one seed, each once (e.g. --seeds 10)")
@@ -152,7 +154,8 @@ def run_comparison(
     started = time.perf_counter()
     problem_instance = _build(problem)
     setup_seconds = time.perf_counter() - started
-    needs_optimum = [name for name in acquisitions if acquisition_spec(name).known_optimum]
+    _check_variant_warps(variants, problem_instance)
+    needs_optimum = [v.label for v in variants if acquisition_spec(v.acquisition).known_optimum]
     if needs_optimum and known_optimum is None and not _knows_optimum(problem_instance):
         raise UserInputError(
             f"{', '.join(needs_optimum)} need the objective's known optimum value; pass "
@@ -169,6 +172,7 @@ def run_comparison(
             "optimal_value": problem_instance.optimal_value,
             "score_label": problem_instance.score_label,
             "settings": problem_instance.settings,
+            **({"warp": problem_instance.warp} if hasattr(problem_instance, "warp") else {}),
         },
         "settings": {
             "acquisitions": acquisitions,
@@ -260,7 +264,7 @@ def run_one(
 
     Args:
         problem: The problem to minimize, or a family (its member ``for_seed(seed)``).
-        acquisition: Acquisition name.
+        acquisition: Acquisition variant ``NAME[@WARP]`` (the run is recorded under it).
         seed: Seeds the optimizer (initial design, Monte Carlo acquisitions), torch's global
             generator and the problem's noise.
         iterations: BO iterations after the initial design.
@@ -279,6 +283,8 @@ def run_one(
 
     if isinstance(problem, ProblemFamily) and not isinstance(problem, Problem):
         problem = problem.for_seed(seed)
+    label, variant = acquisition, parse_variant(acquisition)
+    acquisition, warp = variant.acquisition, variant.resolved_warp(getattr(problem, "warp", "none"))
     acquisition_options = {}
     if acquisition_spec(acquisition).known_optimum:
         f_star = problem.optimal_value if known_optimum is None else known_optimum
@@ -298,6 +304,7 @@ def run_one(
         seed=seed,
         acquisition_options=acquisition_options,
         known_kernel=getattr(problem, "known_kernel", None),
+        warp=warp,
         **(optimizer_options or {}),
     )
     n_init = optimizer.n_init
@@ -341,7 +348,8 @@ def run_one(
         if on_step is not None:
             on_step()
     run = {
-        "acquisition": acquisition,
+        "acquisition": label,
+        "warp": warp,
         "seed": seed,
         "n_init": n_init,
         "acquisition_options": acquisition_options,
@@ -355,6 +363,19 @@ def run_one(
         final = steps[-1]["recommended_x"] if steps else initial_recommendation["recommended_x"]
         run["final_metrics"] = problem.metrics(torch.tensor(final, dtype=torch.float64))
     return run
+
+
+def _check_variant_warps(variants: Sequence[Variant], problem: Problem | ProblemFamily) -> None:
+    """Refuse (one line, before any run) a variant whose warping cannot serve ``problem``."""
+    from compressbo.bo.optimizer import check_warp
+
+    default = getattr(problem, "warp", "none")
+    for variant in variants:
+        try:
+            check_warp(variant.resolved_warp(default), problem.bounds, variant.acquisition,
+                       getattr(problem, "known_kernel", None))
+        except UserInputError as error:
+            raise type(error)(f"{variant.label} on {problem.name}: {error}", setting="acq") from None
 
 
 def _knows_optimum(problem: Problem | ProblemFamily) -> bool:
@@ -372,6 +393,8 @@ def _resumed(out_dir: Path, requested: dict[str, Any]) -> dict[str, Any]:
             f"--resume: {out_dir}/{RUNS_FILE} has format {existing.get('format')!r}, not "
             f"{FORMAT!r}; start a new comparison"
         )
+    if "warp" in requested["problem"]:  # comparisons from before warping fitted on x itself
+        existing["problem"].setdefault("warp", "none")
     if existing["problem"] != requested["problem"]:
         raise UserInputError(
             f"--resume: {out_dir} compares on {existing['problem']['name']} with other "

@@ -26,7 +26,7 @@ import time
 import torch
 from torch import Tensor
 
-from compressbo.app.job import CompressConfig, CompressionSetup, samples_range
+from compressbo.app.job import DEFAULT_WARP, CompressConfig, CompressionSetup, samples_range
 from compressbo.exceptions import UserInputError
 
 __all__ = ["CompressionProblem"]
@@ -35,6 +35,7 @@ __all__ = ["CompressionProblem"]
 # the CompressConfig fields that define the objective; where the data lives, the device and
 # the batch size may change between the runs of one comparison
 PROBLEM_SETTINGS = ("model", "weights", "data", "samples", "gamma", "objective", "amp", "bounds", "scheme", "method")
+# the GP's input warping of the variants that name none is recorded as the problem's "warp"
 
 
 class CompressionProblem:
@@ -55,6 +56,8 @@ class CompressionProblem:
     Attributes:
         setup: The loaded :class:`~compressbo.app.job.CompressionSetup`.
         setup_seconds: Wall time the constructor took (loading, training or reading caches).
+        warp: The GP input warping of the comparison's variants that name none
+            (``config.warp``, default ``compressbo.app.job.DEFAULT_WARP``).
     """
 
     def __init__(self, config: CompressConfig) -> None:
@@ -74,6 +77,7 @@ class CompressionProblem:
         measure = "distance" if config.objective == "distill" else "error"
         self.score_label = f"full-set ratio + {config.gamma:g} * {measure}"
         self.settings = json.loads(json.dumps({name: getattr(config, name) for name in PROBLEM_SETTINGS}))
+        self.warp = DEFAULT_WARP if config.warp is None else config.warp  # default of its variants
         self._metrics: dict[str, dict[str, float]] = {}
         self.setup_seconds = time.perf_counter() - started
 

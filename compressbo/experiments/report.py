@@ -21,7 +21,7 @@ RUNS_FILE = "runs.json"
 PLOT_FILE = "convergence.png"
 RECOMMENDATIONS_FILE = "recommendations.png"
 SUMMARY_FILE = "summary.md"
-REFERENCES = ("cei", "logcei")
+REFERENCES = ("cei", "logcei", "cei@none")  # cei@none: today's GP, when variants compare warpings
 TIE_RTOL = 1e-9  # final scores this close count as ties
 
 
@@ -307,8 +307,10 @@ def save_figure(figure: Any, path: str | Path) -> None:
 
 
 def _label(name: str) -> str:
+    """``LogCEI``, ``CEI``; a variant ``cei@log`` as ``CEI@log``."""
+    name, at, variant = name.partition("@")
     labels = {"logei": "LogEI", "logcei": "LogCEI", "qlognei": "qLogNEI", "eign": "EI-GN", "random": "Random"}
-    return labels.get(name, name.upper())
+    return labels.get(name, name.upper()) + at + variant
 
 
 def _number(value: float) -> str:
