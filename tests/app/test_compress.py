@@ -367,3 +367,48 @@ def test_resume_refuses_a_state_that_is_not_the_historys(env, capsys):
     err = capsys.readouterr().err.strip()
     assert info.value.code == 2 and "\n" not in err and "not the first ones of history.jsonl" in err
     assert (first / "history.jsonl").read_text() == history  # nothing lost, nothing appended
+
+
+def test_warp_is_recorded_in_config_and_state_and_kept_by_resume(env, capsys):
+    out = env / "run"
+    assert main(["compress", "--init", "3", "--iterations", "1", *FAST, "--out", str(out)]) == 0
+    settings = json.loads((out / "config.json").read_text())["settings"]
+    assert settings["warp"] == "log"  # the default of compression runs, recorded as used
+    assert json.loads((out / "optimizer_state.json").read_text())["optimizer"]["warp"] == "log"
+    with pytest.raises(SystemExit) as info:
+        main(["compress", "--resume", str(out), "--warp", "none", "--iterations", "2"])
+    assert info.value.code == 2 and "drop --warp" in capsys.readouterr().err
+    learned = env / "learned"
+    assert main(["compress", "--init", "3", "--iterations", "1", "--warp", "learned", *FAST, "--out", str(learned)]) == 0
+    assert main(["compress", "--resume", str(learned), "--iterations", "2", "--quiet"]) == 0
+    assert json.loads((learned / "config.json").read_text())["settings"]["warp"] == "learned"
+    assert json.loads((learned / "optimizer_state.json").read_text())["optimizer"]["warp"] == "learned"
+
+
+def test_a_run_from_before_warping_resumes_with_the_gp_on_theta(env):
+    out = env / "run"
+    assert main(["compress", "--init", "3", "--iterations", "1", "--warp", "none", *FAST, "--out", str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    del config["settings"]["warp"]
+    (out / "config.json").write_text(json.dumps(config))
+    state = json.loads((out / "optimizer_state.json").read_text())
+    del state["optimizer"]["warp"]
+    (out / "optimizer_state.json").write_text(json.dumps(state))
+    assert main(["compress", "--resume", str(out), "--iterations", "2", "--quiet"]) == 0
+    assert json.loads((out / "optimizer_state.json").read_text())["optimizer"]["warp"] == "none"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--warp", "cubic"], "unknown --warp 'cubic'; choose one of none, log, learned"),
+        (["--acq", "eign", "--warp", "log"], "--acq eign takes --warp none, not log"),
+    ],
+)
+def test_bad_warp_exits_2_with_one_line(env, capsys, argv, message):
+    with pytest.raises(SystemExit) as info:
+        main(["compress", *argv, "--out", str(env / "bad"), *FAST])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (env / "bad").exists()

@@ -454,3 +454,31 @@ def test_pool_keeps_the_runs_that_finish_after_ctrl_c() -> None:
     with tqdm(disable=True) as bar, pytest.raises(KeyboardInterrupt):
         _run_pool(make_problem("levy4"), [("ei", 0), ("cei", 0)], 2, kwargs, record, bar)
     assert sorted(recorded) == [("cei", 0), ("ei", 0)]
+
+
+def test_warp_variants_run_side_by_side_on_the_same_initial_design(tmp_path: Path) -> None:
+    """cei@none and cei@learned share seeds and initial designs; each run records its warp."""
+    kwargs = dict(n_init=4, workers=1, progress=False, optimizer_options=FAST)
+    comparison = run_comparison(make_problem("levy4"), ["cei", "cei@learned"], [0], 2, tmp_path, **kwargs)
+    runs = {run["acquisition"]: run for run in comparison["runs"]}
+    assert runs["cei"]["warp"] == "none"  # synthetic problems keep the GP on x
+    assert runs["cei@learned"]["warp"] == "learned"
+    assert runs["cei"]["initial_design"] == runs["cei@learned"]["initial_design"]
+    assert runs["cei"]["steps"][0]["x"] != runs["cei@learned"]["steps"][0]["x"]
+    assert "CEI@learned" in (tmp_path / "summary.md").read_text()
+    with pytest.raises(UserInputError, match="cei@log on levy4: warp 'log' needs a box with positive lower bounds"):
+        run_comparison(make_problem("levy4"), ["cei@log"], [0], 2, tmp_path / "log", **kwargs)
+    with pytest.raises(UserInputError, match="unknown warp 'cubic' in 'cei@cubic'"):
+        run_comparison(make_problem("levy4"), ["cei@cubic"], [0], 2, tmp_path / "cubic", **kwargs)
+
+
+def test_compression_default_warp_is_part_of_what_resume_checks(fc3_cache: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("COMPRESSBO_CACHE", str(fc3_cache))
+    kwargs = dict(n_init=3, workers=1, progress=False, optimizer_options=FAST)
+    comparison = run_comparison(
+        CompressionProblem(CompressConfig(samples=100, warp="none")), ["cei", "cei@log"], [0], 1, tmp_path, **kwargs
+    )
+    assert comparison["problem"]["warp"] == "none"
+    assert [run["warp"] for run in comparison["runs"]] == ["none", "log"]
+    with pytest.raises(UserInputError, match="with other problem settings"):
+        run_comparison(CompressionProblem(CompressConfig(samples=100)), ["cei"], [0, 1], 1, tmp_path, resume=True, **kwargs)
