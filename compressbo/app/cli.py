@@ -52,6 +52,7 @@ _COMPRESS_SETTINGS: dict[str, dict] = {
     "method": {"type": str, "help": "conv factorization for all layers: tucker2 or vh (spec default)"},
     "num_restarts": {"type": int, "help": "L-BFGS-B restarts of the acquisition maximization (10)"},
     "raw_samples": {"type": int, "help": "raw samples seeding the restarts (512)"},
+    "cost": {"type": str, "help": "known cost in cost + gamma * error: params (compressed layers' parameter ratio) or flops (their MAC ratio at the spec's input size) (params)"},
     "warp": {"type": str, "help": "scale the GP sees theta on: none, log (log theta on the box's log bounds) or learned (Kumaraswamy warp fitted with the GP) (log; none for eign)"},
     "bounds": {"nargs": 2, "type": float, "metavar": ("LO", "HI"), "help": "theta box of every layer, 0 < LO < HI <= 1 (spec default)"},
     "amp": {"action": "store_true", "default": None, "help": "evaluate under autocast"},
@@ -122,7 +123,7 @@ def _run_compress(args: argparse.Namespace) -> int:
 
 # ``compress`` flags that define a compression problem for ``compare`` (the same definitions).
 _PROBLEM_SETTINGS = ("weights", "data", "data_dir", "samples", "gamma", "objective", "device",
-                     "batch_size", "scheme", "method", "warp")
+                     "batch_size", "scheme", "method", "warp", "cost")
 _OPTIMIZER_SETTINGS = ("num_restarts", "raw_samples")
 
 

@@ -35,6 +35,7 @@ from compressbo.exceptions import SettingError, UserInputError
 from compressbo.compression.objective import OBJECTIVES, CompressionObjective
 from compressbo.compression.evaluator import SubsampleEvaluator, resolve_device
 from compressbo.compression.compressor import Compressor
+from compressbo.compression.cost import COSTS
 from compressbo.compression.spec import NetworkSpec, load_spec
 from compressbo.compression.build import build_network, preprocessing
 from compressbo.compression.export import save_compressed
@@ -84,6 +85,9 @@ class CompressConfig:
         warp: The GP's input warping (``none``, ``log``, ``learned``; see
             ``compressbo.bo.models.warping``); ``None`` is :data:`DEFAULT_WARP` where the
             acquisition takes one (``none`` for eign). A started run records the one it uses.
+        cost: The known cost term of the objective: ``params`` (the compressed layers'
+            parameter ratio) or ``flops`` (their multiply-accumulate ratio at the spec's
+            ``input_size``); see ``compressbo.compression.cost``.
     """
 
     model: str = "fc3"
@@ -109,6 +113,7 @@ class CompressConfig:
     num_restarts: int = 10
     raw_samples: int = 512
     warp: str | None = None
+    cost: str = "params"
 
     def validate(self) -> None:
         """Check what can be checked without loading anything; raise :class:`UserInputError`."""
@@ -153,6 +158,8 @@ class CompressConfig:
                 f"--num-restarts {self.num_restarts} and --raw-samples {self.raw_samples}: need "
                 "num_restarts >= 1 and raw_samples >= num_restarts"
             )
+        if self.cost not in COSTS:
+            raise SettingError(f"unknown --cost {self.cost!r}; choose one of {', '.join(COSTS)}", setting="cost")
         if self.warp is not None:
             if self.warp not in WARP_NAMES:
                 raise SettingError(f"unknown --warp {self.warp!r}; choose one of {', '.join(WARP_NAMES)}", setting="warp")
@@ -278,6 +285,7 @@ class CompressionSetup:
             objective=self.config.objective,
             samples=samples if samples is not None else samples_range(self.config.samples)[0],
             reference=self.network,
+            cost=self.config.cost,
         )
 
 

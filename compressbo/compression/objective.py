@@ -11,6 +11,7 @@ import numpy as np
 from torch import Tensor, nn
 
 from compressbo.exceptions import UserInputError
+from compressbo.compression.cost import check_cost
 from compressbo.compression.evaluator import SubsampleEvaluator
 
 
@@ -34,7 +35,8 @@ class Observation:
     """One evaluation of the compression objective.
 
     Attributes:
-        y: ``ratio + gamma * error`` (or ``ratio + gamma * distance`` for distillation).
+        y: ``cost + gamma * error`` (or ``cost + gamma * distance`` for distillation); the
+            cost is ``ratio`` unless the objective's cost is ``flops``.
         yvar: ``gamma^2`` times the variance of the error (or of the distance).
         ratio: Compression ratio of the compressed layers (compressed / original parameters).
         error: Top-1 error on the subsample.
@@ -43,6 +45,8 @@ class Observation:
         seconds_compress: Time to build the compressed network.
         seconds_evaluate: Time to evaluate it (device transfer included).
         distance: Mean squared logit distance (``objective="distill"`` only, else ``None``).
+        cost: The exact cost in ``y`` (``ratio`` for the ``params`` cost, the compressed
+            layers' FLOPs ratio for ``flops``; see :mod:`compressbo.compression.cost`).
     """
 
     y: float
@@ -54,6 +58,7 @@ class Observation:
     seconds_compress: float
     seconds_evaluate: float
     distance: float | None = None
+    cost: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (tensors and tuples of ranks become lists)."""
@@ -90,6 +95,8 @@ class CompressionObjective:
         samples: Subsample size ``m``, or a schedule ``evaluation index -> m``.
         reference: The original network: required for ``"distill"``; gives the original
             full-set error in :meth:`full_metrics`.
+        cost: The known cost term: ``"params"`` (``ratio``) or ``"flops"`` (the compressed
+            layers' multiply-accumulates ratio, ``compressed.cost("flops")``).
 
     Attributes:
         evaluations: Number of evaluations so far (the schedule's argument; restored by
@@ -105,7 +112,9 @@ class CompressionObjective:
         objective: str = "error",
         samples: int | Callable[[int], int],
         reference: nn.Module | None = None,
+        cost: str = "params",
     ) -> None:
+        check_cost(cost)
         if objective not in OBJECTIVES:
             raise UserInputError(f"unknown objective {objective!r}; use 'error' or 'distill'")
         if objective == "distill" and reference is None:
@@ -120,6 +129,7 @@ class CompressionObjective:
         self.objective = objective
         self.samples = samples
         self.reference = reference
+        self.cost = cost
         self.evaluations = 0
         self._original_error: float | None = None
 
@@ -134,6 +144,7 @@ class CompressionObjective:
         compressed = self.compressor.compress(theta)
         compressed_at = time.perf_counter()
         ratio = float(compressed.ratio)
+        cost = self._cost(compressed)
         if self.objective == "distill":
             estimate = self.evaluator.distill(compressed.module, self.reference, m)
             error, value, variance, distance = estimate.error, estimate.distance, estimate.variance, estimate.distance
@@ -143,7 +154,7 @@ class CompressionObjective:
         finished = time.perf_counter()
         self.evaluations += 1
         return Observation(
-            y=ratio + self.gamma * value,
+            y=cost + self.gamma * value,
             yvar=self.gamma**2 * variance,
             ratio=ratio,
             error=error,
@@ -152,7 +163,12 @@ class CompressionObjective:
             seconds_compress=compressed_at - started,
             seconds_evaluate=finished - compressed_at,
             distance=distance,
+            cost=cost,
         )
+
+    def _cost(self, compressed: CompressedLike) -> float:
+        """The exact cost of ``compressed`` under this objective's cost metric."""
+        return float(compressed.ratio) if self.cost == "params" else float(compressed.cost(self.cost))
 
     def original_error(self) -> float | None:
         """Full-set error of ``reference`` (computed once), or ``None`` without one."""
@@ -171,7 +187,8 @@ class CompressionObjective:
             ``ratio``, ``model_ratio``, ``flops_ratio`` (``None`` where the compressor does
             not report them), ``ranks``, ``error`` (full set), ``distance`` (full-set logit
             distance, ``objective="distill"`` only), ``score`` (the objective on the full set:
-            ``ratio + gamma * error``, or ``ratio + gamma * distance`` for distill),
+            ``cost + gamma * error``, or ``cost + gamma * distance`` for distill; ``cost`` is
+            ``ratio`` or the compressed layers' FLOPs ratio, also returned, with ``cost_metric``),
             ``original_error`` (``reference``'s full-set error, ``None`` without a reference)
             and ``samples`` (the set's size).
         """
@@ -188,7 +205,8 @@ class CompressionObjective:
         measure = metrics["error"]
         if self.objective == "distill":
             metrics["distance"] = measure = self.evaluator.distill(compressed.module, self.reference).distance
-        metrics["score"] = metrics["ratio"] + self.gamma * measure
+        metrics["cost_metric"], metrics["cost"] = self.cost, self._cost(compressed)
+        metrics["score"] = metrics["cost"] + self.gamma * measure
         metrics["original_error"] = self.original_error()
         metrics["samples"] = len(self.evaluator)
         return metrics

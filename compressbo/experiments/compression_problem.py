@@ -75,9 +75,12 @@ class CompressionProblem:
         self.bounds = self.setup.bounds.to(torch.float64)
         self.optimal_value: float | None = None
         measure = "distance" if config.objective == "distill" else "error"
-        self.score_label = f"full-set ratio + {config.gamma:g} * {measure}"
+        cost = "ratio" if config.cost == "params" else f"{config.cost} ratio"
+        self.score_label = f"full-set {cost} + {config.gamma:g} * {measure}"
         self.settings = json.loads(json.dumps({name: getattr(config, name) for name in PROBLEM_SETTINGS}))
         self.warp = DEFAULT_WARP if config.warp is None else config.warp  # default of its variants
+        if config.cost != "params":  # recorded when not the default, so earlier comparisons resume
+            self.settings["cost"] = config.cost
         self._metrics: dict[str, dict[str, float]] = {}
         self.setup_seconds = time.perf_counter() - started
 
@@ -100,11 +103,12 @@ class CompressionProblem:
         return observation.y, observation.yvar
 
     def metrics(self, x: Tensor) -> dict[str, float]:
-        """Whole-validation-set ``ratio``, ``error`` (and ``distance``) and ``score`` of ``x``."""
+        """Whole-validation-set ``ratio``, ``cost``, ``error`` (and ``distance``) and ``score`` of ``x``."""
         key = json.dumps(self.setup.compressor.ranks(x))
         if key not in self._metrics:
             full = self.objective.full_metrics(x)
-            self._metrics[key] = {name: full[name] for name in ("ratio", "error", "distance", "score") if name in full}
+            names = ("ratio", "cost", "error", "distance", "score")
+            self._metrics[key] = {name: full[name] for name in names if name in full}
         return dict(self._metrics[key])
 
     def score(self, x: Tensor) -> float:

@@ -412,3 +412,20 @@ def test_bad_warp_exits_2_with_one_line(env, capsys, argv, message):
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not (env / "bad").exists()
+
+
+def test_flops_cost_is_the_objectives_known_term(env):
+    out = env / "run"
+    assert main(["compress", "--init", "3", "--iterations", "1", "--cost", "flops", *FAST, "--out", str(out)]) == 0
+    best = json.loads((out / "best.json").read_text())
+    macs = [(layer["macs_after"], layer["macs_before"]) for layer in best["layers"]]
+    assert best["cost_metric"] == "flops"
+    assert best["cost"] == pytest.approx(sum(a for a, _ in macs) / sum(b for _, b in macs), rel=1e-12)
+    assert best["score"] == pytest.approx(best["cost"] + best["error"], rel=1e-12)
+    assert best["cost"] != best["ratio"]  # FC3's biases: MACs are not parameters
+    for record in _history(out):
+        assert record["y"] == pytest.approx(record["cost"] + record["error"], rel=1e-12)
+    assert "FLOPs ratio of the compressed layers" in (out / "report.md").read_text()
+    with pytest.raises(SystemExit) as info:
+        main(["compress", "--cost", "macs", "--out", str(env / "bad"), *FAST])
+    assert info.value.code == 2 and not (env / "bad").exists()

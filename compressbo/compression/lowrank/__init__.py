@@ -27,6 +27,7 @@ from .ranks import (
     full_macs,
     full_params,
     max_ranks,
+    rank_breakpoints,
     ranks_for_theta,
 )
 from .svd import SVDFactors, factorize_linear, svd_factors
@@ -55,6 +56,7 @@ __all__ = [
     "full_macs",
     "full_params",
     "max_ranks",
+    "rank_breakpoints",
     "ranks_for_theta",
     "refine_tucker2",
     "svd_factors",
