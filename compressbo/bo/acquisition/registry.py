@@ -88,6 +88,10 @@ class AcquisitionSpec:
             expected improvement or value of information), so stopping once it falls
             below ``kappa`` is meaningful. Not so for UCB (a negated bound), PI (at least
             about 1/2 near the incumbent), ERM, CBM and random.
+        composite: It works on any model with a Gaussian posterior, such as the composite
+            surrogate ``compressbo.bo.models.composite.CompositeModel`` (not so for NEI
+            and KG, which fantasize a GP, EI-GN, which differentiates one, and ERM / CBM,
+            which refit one).
     """
 
     build: Callable[..., AcquisitionFunction] | None
@@ -96,6 +100,7 @@ class AcquisitionSpec:
     known_optimum: bool = False
     gradient_enhanced: bool = False
     vanishes_when_done: bool = True
+    composite: bool = True
 
     @property
     def model_free(self) -> bool:
@@ -111,7 +116,7 @@ def _best_mean(model: Model, X_observed: Tensor) -> Tensor:
 
 def _negate(model: Model) -> ScalarizedPosteriorTransform:
     """Posterior transform turning BoTorch's maximizing MC acquisitions to minimization."""
-    weights = torch.tensor([-1.0], dtype=model.train_targets.dtype)
+    weights = torch.tensor([-1.0], dtype=torch.float64)  # every model of the engine is float64
     return ScalarizedPosteriorTransform(weights=weights)
 
 
@@ -228,12 +233,12 @@ ACQUISITIONS: dict[str, AcquisitionSpec] = {
     "pi": AcquisitionSpec(_pi, vanishes_when_done=False),
     "cpi": AcquisitionSpec(_cpi),
     "ucb": AcquisitionSpec(_ucb, vanishes_when_done=False),
-    "nei": AcquisitionSpec(_nei),
+    "nei": AcquisitionSpec(_nei, composite=False),
     "qlognei": AcquisitionSpec(_qlognei, log=True, monte_carlo=True),
-    "kg": AcquisitionSpec(_kg, monte_carlo=True),
-    "eign": AcquisitionSpec(_eign, gradient_enhanced=True),
-    "erm": AcquisitionSpec(_erm, known_optimum=True, vanishes_when_done=False),
-    "cbm": AcquisitionSpec(_cbm, known_optimum=True, vanishes_when_done=False),
+    "kg": AcquisitionSpec(_kg, monte_carlo=True, composite=False),
+    "eign": AcquisitionSpec(_eign, gradient_enhanced=True, composite=False),
+    "erm": AcquisitionSpec(_erm, known_optimum=True, vanishes_when_done=False, composite=False),
+    "cbm": AcquisitionSpec(_cbm, known_optimum=True, vanishes_when_done=False, composite=False),
     "random": AcquisitionSpec(None, vanishes_when_done=False),
 }
 ACQUISITION_NAMES: tuple[str, ...] = tuple(ACQUISITIONS)

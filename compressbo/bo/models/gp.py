@@ -212,7 +212,10 @@ def condition_on_pending(
 
 def outcome_scale(model: SingleTaskGP) -> float:
     """The objective's scale under ``model``: the std its ``Standardize`` divides by, else
-    the prior std ``sqrt(outputscale)`` of a ``ScaleKernel``, else 1."""
+    the prior std ``sqrt(outputscale)`` of a ``ScaleKernel``, else 1; a model that knows
+    its own (a composite surrogate) says so by ``model.outcome_scale()``."""
+    if callable(getattr(model, "outcome_scale", None)):
+        return float(model.outcome_scale())
     transform = getattr(model, "outcome_transform", None)
     if transform is not None and hasattr(transform, "stdvs"):
         return transform.stdvs.item()
