@@ -53,6 +53,7 @@ _COMPRESS_SETTINGS: dict[str, dict] = {
     "num_restarts": {"type": int, "help": "L-BFGS-B restarts of the acquisition maximization (10)"},
     "raw_samples": {"type": int, "help": "raw samples seeding the restarts (512)"},
     "cost": {"type": str, "help": "known cost in cost + gamma * error: params (compressed layers' parameter ratio) or flops (their MAC ratio at the spec's input size) (params)"},
+    "surrogate": {"type": str, "help": "sum (the GP models cost + gamma * error) or composite (the GP models the error; the known cost is added exactly) (sum)"},
     "warp": {"type": str, "help": "scale the GP sees theta on: none, log (log theta on the box's log bounds) or learned (Kumaraswamy warp fitted with the GP) (log; none for eign)"},
     "bounds": {"nargs": 2, "type": float, "metavar": ("LO", "HI"), "help": "theta box of every layer, 0 < LO < HI <= 1 (spec default)"},
     "amp": {"action": "store_true", "default": None, "help": "evaluate under autocast"},

@@ -39,7 +39,7 @@ from compressbo.compression.cost import COSTS
 from compressbo.compression.spec import NetworkSpec, load_spec
 from compressbo.compression.build import build_network, preprocessing
 from compressbo.compression.export import save_compressed
-from compressbo.bo.optimizer import Optimizer, applicable_warp
+from compressbo.bo.optimizer import SURROGATES, Optimizer, applicable_warp
 from compressbo.app.rundir import CONFIG, RunDirectory, package_versions
 
 __all__ = ["CompressConfig", "CompressionJob", "CompressionSetup", "start", "resume"]
@@ -88,6 +88,8 @@ class CompressConfig:
         cost: The known cost term of the objective: ``params`` (the compressed layers'
             parameter ratio) or ``flops`` (their multiply-accumulate ratio at the spec's
             ``input_size``); see ``compressbo.compression.cost``.
+        surrogate: ``sum`` (the GP models ``cost + gamma * error``) or ``composite`` (the
+            GP models the error alone; the objective's posterior adds the known cost).
     """
 
     model: str = "fc3"
@@ -114,6 +116,7 @@ class CompressConfig:
     raw_samples: int = 512
     warp: str | None = None
     cost: str = "params"
+    surrogate: str = "sum"
 
     def validate(self) -> None:
         """Check what can be checked without loading anything; raise :class:`UserInputError`."""
@@ -158,6 +161,10 @@ class CompressConfig:
                 f"--num-restarts {self.num_restarts} and --raw-samples {self.raw_samples}: need "
                 "num_restarts >= 1 and raw_samples >= num_restarts"
             )
+        if self.surrogate not in SURROGATES:
+            raise SettingError(f"unknown --surrogate {self.surrogate!r}; choose one of {', '.join(SURROGATES)}", setting="surrogate")
+        if self.surrogate == "composite" and not spec.composite:
+            raise SettingError(f"--acq {self.acq} needs --surrogate sum (it works on a GP of the objective itself)", setting="surrogate")
         if self.cost not in COSTS:
             raise SettingError(f"unknown --cost {self.cost!r}; choose one of {', '.join(COSTS)}", setting="cost")
         if self.warp is not None:
@@ -289,6 +296,14 @@ class CompressionSetup:
         )
 
 
+def _modelled(record: dict[str, Any]) -> tuple[float, float] | None:
+    """``(error or distance, its variance)`` of a history record (None before it was recorded)."""
+    if record.get("variance") is None:
+        return None
+    measure = record["error"] if record.get("distance") is None else record["distance"]
+    return measure, record["variance"]
+
+
 def _resolve_weights(config: CompressConfig, spec: NetworkSpec) -> str | None:
     """``config.weights`` or the spec's; ``"train"`` becomes FC3 trained on first use and cached."""
     weights = config.weights or spec.weights
@@ -330,6 +345,9 @@ class CompressionJob:
             num_restarts=config.num_restarts,
             raw_samples=config.raw_samples,
             warp=config.resolved_warp(),
+            surrogate=config.surrogate,
+            known_cost=self.compressor.cost_function(config.cost) if config.surrogate == "composite" else None,
+            cost_weight=config.gamma,
         )
         start_m, end_m = samples_range(config.samples)
         self.objective = self.setup.objective(linear_schedule(start_m, end_m, self.budget))
@@ -360,7 +378,10 @@ class CompressionJob:
             self.pending_acquisition_value = state.get("pending_acquisition_value")
         self._check_agreement()
         for record in self.history[self.optimizer.n_observed :]:
-            self.optimizer.tell(torch.tensor(record["theta"], dtype=torch.float64), record["y"], record["yvar"])
+            self.optimizer.tell(
+                torch.tensor(record["theta"], dtype=torch.float64), record["y"], record["yvar"],
+                modelled=_modelled(record),
+            )
         evaluations = len(self.history)
         self.objective.load_state_dict(
             {"evaluations": evaluations, "evaluator": {"seed": self.config.seed, "draws": evaluations}}
@@ -414,7 +435,7 @@ class CompressionJob:
             return None
         observation = self.objective(x)
         started = time.perf_counter()
-        self.optimizer.tell(x, observation.y, observation.yvar)
+        self.optimizer.tell(x, observation.y, observation.yvar, modelled=observation.modelled())
         recommended = self._recommended()
         seconds_bo = seconds_ask + time.perf_counter() - started
         iteration = len(self.history)

@@ -47,6 +47,7 @@ class Observation:
         distance: Mean squared logit distance (``objective="distill"`` only, else ``None``).
         cost: The exact cost in ``y`` (``ratio`` for the ``params`` cost, the compressed
             layers' FLOPs ratio for ``flops``; see :mod:`compressbo.compression.cost`).
+        variance: The variance of the error (or distance) estimate (``yvar / gamma^2``).
     """
 
     y: float
@@ -59,6 +60,14 @@ class Observation:
     seconds_evaluate: float
     distance: float | None = None
     cost: float | None = None
+    variance: float | None = None
+
+    def modelled(self) -> tuple[float, float] | None:
+        """``(measure, variance)``: the noisy part of ``y = cost + gamma * measure`` (the error,
+        or the distance for distillation) and its variance; None for records without it."""
+        if self.variance is None:
+            return None
+        return (self.error if self.distance is None else self.distance), self.variance
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (tensors and tuples of ranks become lists)."""
@@ -164,6 +173,7 @@ class CompressionObjective:
             seconds_evaluate=finished - compressed_at,
             distance=distance,
             cost=cost,
+            variance=variance,
         )
 
     def _cost(self, compressed: CompressedLike) -> float:

@@ -154,7 +154,7 @@ def run_comparison(
     started = time.perf_counter()
     problem_instance = _build(problem)
     setup_seconds = time.perf_counter() - started
-    _check_variant_warps(variants, problem_instance)
+    _check_variants(variants, problem_instance)
     needs_optimum = [v.label for v in variants if acquisition_spec(v.acquisition).known_optimum]
     if needs_optimum and known_optimum is None and not _knows_optimum(problem_instance):
         raise UserInputError(
@@ -285,6 +285,16 @@ def run_one(
         problem = problem.for_seed(seed)
     label, variant = acquisition, parse_variant(acquisition)
     acquisition, warp = variant.acquisition, variant.resolved_warp(getattr(problem, "warp", "none"))
+    composite = variant.surrogate == "composite"
+    surrogate = (
+        {"surrogate": "composite", "known_cost": problem.known_cost, "cost_weight": problem.gamma}
+        if composite else {}
+    )  # fmt: skip
+
+    def evaluate(x: Tensor) -> tuple[float, float, tuple[float, float] | None]:
+        """``(y, yvar, modelled)``: the error part too where the surrogate models it."""
+        return problem.evaluate_parts(x, noise) if composite else (*problem.evaluate(x, noise), None)
+
     acquisition_options = {}
     if acquisition_spec(acquisition).known_optimum:
         f_star = problem.optimal_value if known_optimum is None else known_optimum
@@ -305,6 +315,7 @@ def run_one(
         acquisition_options=acquisition_options,
         known_kernel=getattr(problem, "known_kernel", None),
         warp=warp,
+        **surrogate,
         **(optimizer_options or {}),
     )
     n_init = optimizer.n_init
@@ -312,8 +323,8 @@ def run_one(
     initial_design = []
     for _ in range(n_init):
         x = optimizer.ask()
-        y, yvar = problem.evaluate(x, noise)
-        optimizer.tell(x, y, yvar, gradient=gradient(x))
+        y, yvar, modelled = evaluate(x)
+        optimizer.tell(x, y, yvar, gradient=gradient(x), modelled=modelled)
         initial_design.append({"x": x.tolist(), "y": y, "yvar": yvar})
 
     steps = []
@@ -328,9 +339,9 @@ def run_one(
             x = optimizer.ask()
             acquisition_value = optimizer.last_acquisition_value
             ask_time = time.perf_counter() - start
-            y, yvar = problem.evaluate(x, noise)
+            y, yvar, modelled = evaluate(x)
             start = time.perf_counter()
-            optimizer.tell(x, y, yvar, gradient=gradient(x))
+            optimizer.tell(x, y, yvar, gradient=gradient(x), modelled=modelled)
             recommendation = optimizer.recommend()  # fits the GP the next ask() reuses
             step_time = ask_time + time.perf_counter() - start
         scored = iteration % score_every == 0 or iteration == iterations
@@ -350,6 +361,7 @@ def run_one(
     run = {
         "acquisition": label,
         "warp": warp,
+        "surrogate": variant.surrogate,
         "seed": seed,
         "n_init": n_init,
         "acquisition_options": acquisition_options,
@@ -365,15 +377,17 @@ def run_one(
     return run
 
 
-def _check_variant_warps(variants: Sequence[Variant], problem: Problem | ProblemFamily) -> None:
-    """Refuse (one line, before any run) a variant whose warping cannot serve ``problem``."""
-    from compressbo.bo.optimizer import check_warp
+def _check_variants(variants: Sequence[Variant], problem: Problem | ProblemFamily) -> None:
+    """Refuse (one line, before any run) a variant whose warping or surrogate cannot serve ``problem``."""
+    from compressbo.bo.optimizer import check_surrogate, check_warp
 
     default = getattr(problem, "warp", "none")
     for variant in variants:
         try:
             check_warp(variant.resolved_warp(default), problem.bounds, variant.acquisition,
                        getattr(problem, "known_kernel", None))
+            check_surrogate(variant.surrogate, variant.acquisition, getattr(problem, "known_cost", None),
+                            getattr(problem, "gamma", 1.0), getattr(problem, "known_kernel", None))
         except UserInputError as error:
             raise type(error)(f"{variant.label} on {problem.name}: {error}", setting="acq") from None
 

@@ -56,6 +56,9 @@ class CompressionProblem:
     Attributes:
         setup: The loaded :class:`~compressbo.app.job.CompressionSetup`.
         setup_seconds: Wall time the constructor took (loading, training or reading caches).
+        gamma: The weight of the error; ``known_cost``: the relaxed cost callable
+            (:meth:`compressbo.compression.compressor.Compressor.cost_function`), so variants
+            ``NAME+composite`` can add it to a GP of the error.
         warp: The GP input warping of the comparison's variants that name none
             (``config.warp``, default ``compressbo.app.job.DEFAULT_WARP``).
     """
@@ -81,6 +84,8 @@ class CompressionProblem:
         self.warp = DEFAULT_WARP if config.warp is None else config.warp  # default of its variants
         if config.cost != "params":  # recorded when not the default, so earlier comparisons resume
             self.settings["cost"] = config.cost
+        self.gamma = config.gamma
+        self.known_cost = self.setup.compressor.cost_function(config.cost)  # relaxed, differentiable
         self._metrics: dict[str, dict[str, float]] = {}
         self.setup_seconds = time.perf_counter() - started
 
@@ -97,10 +102,15 @@ class CompressionProblem:
         Returns:
             ``(ratio + gamma * error, gamma^2 * var(error))`` on the subsample.
         """
+        y, yvar, _ = self.evaluate_parts(x, generator)
+        return y, yvar
+
+    def evaluate_parts(self, x: Tensor, generator: torch.Generator) -> tuple[float, float, tuple[float, float]]:
+        """:meth:`evaluate`, with the noisy part too: ``(y, yvar, (error or distance, its variance))``."""
         seed = int(torch.randint(2**62, (), generator=generator))
         self.setup.evaluator.load_state_dict({"seed": seed, "draws": 0})
         observation = self.objective(x)
-        return observation.y, observation.yvar
+        return observation.y, observation.yvar, observation.modelled()
 
     def metrics(self, x: Tensor) -> dict[str, float]:
         """Whole-validation-set ``ratio``, ``cost``, ``error`` (and ``distance``) and ``score`` of ``x``."""

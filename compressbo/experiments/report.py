@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -307,10 +308,10 @@ def save_figure(figure: Any, path: str | Path) -> None:
 
 
 def _label(name: str) -> str:
-    """``LogCEI``, ``CEI``; a variant ``cei@log`` as ``CEI@log``."""
-    name, at, variant = name.partition("@")
+    """``LogCEI``, ``CEI``; a variant ``cei@log+composite`` as ``CEI@log+composite``."""
+    base = re.split(r"[@+]", name, maxsplit=1)[0]
     labels = {"logei": "LogEI", "logcei": "LogCEI", "qlognei": "qLogNEI", "eign": "EI-GN", "random": "Random"}
-    return labels.get(name, name.upper()) + at + variant
+    return labels.get(base, base.upper()) + name[len(base):]
 
 
 def _number(value: float) -> str:

@@ -429,3 +429,23 @@ def test_flops_cost_is_the_objectives_known_term(env):
     with pytest.raises(SystemExit) as info:
         main(["compress", "--cost", "macs", "--out", str(env / "bad"), *FAST])
     assert info.value.code == 2 and not (env / "bad").exists()
+
+
+def test_composite_surrogate_fits_the_error_and_resumes(env, monkeypatch, capsys):
+    out = env / "run"
+    argv = ["compress", "--init", "3", "--iterations", "2", "--surrogate", "composite", "--bounds", "0.005", "1"]
+    original = _interrupt_after(monkeypatch, 4)
+    assert main([*argv, *FAST, "--out", str(out)]) == 130
+    monkeypatch.setattr("compressbo.compression.objective.CompressionObjective.__call__", original)
+    state = json.loads((out / "optimizer_state.json").read_text())["optimizer"]
+    assert state["surrogate"] == "composite" and all(row is not None for row in state["modelled"])
+    assert main(["compress", "--resume", str(out), "--quiet"]) == 0
+    history = _history(out)
+    assert len(history) == 5 and [r["iteration"] for r in history] == list(range(5))
+    for record in history:  # the recorded y stays cost + gamma * error, with the error's variance
+        assert record["y"] == pytest.approx(record["cost"] + record["error"], rel=1e-12)
+        assert record["yvar"] == pytest.approx(record["variance"], rel=1e-12)
+    assert json.loads((out / "config.json").read_text())["settings"]["surrogate"] == "composite"
+    with pytest.raises(SystemExit) as info:
+        main(["compress", "--acq", "kg", "--surrogate", "composite", "--out", str(env / "bad"), *FAST])
+    assert info.value.code == 2 and "needs --surrogate sum" in capsys.readouterr().err

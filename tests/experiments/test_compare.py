@@ -482,3 +482,21 @@ def test_compression_default_warp_is_part_of_what_resume_checks(fc3_cache: Path,
     assert [run["warp"] for run in comparison["runs"]] == ["none", "log"]
     with pytest.raises(UserInputError, match="with other problem settings"):
         run_comparison(CompressionProblem(CompressConfig(samples=100)), ["cei"], [0, 1], 1, tmp_path, resume=True, **kwargs)
+
+
+def test_composite_variants_model_the_error_and_add_the_known_cost(fc3_cache: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("COMPRESSBO_CACHE", str(fc3_cache))
+    kwargs = dict(n_init=3, workers=1, progress=False, optimizer_options=FAST)
+    problem = CompressionProblem(CompressConfig(samples=100, bounds=(0.005, 1.0)))
+    comparison = run_comparison(problem, ["cei@log", "cei@log+composite"], [0], 2, tmp_path, **kwargs)
+    runs = {run["acquisition"]: run for run in comparison["runs"]}
+    assert runs["cei@log+composite"]["surrogate"] == "composite" and runs["cei@log"]["surrogate"] == "sum"
+    assert runs["cei@log"]["initial_design"] == runs["cei@log+composite"]["initial_design"]
+    for step in runs["cei@log+composite"]["steps"]:  # y is still the recorded objective
+        metrics = problem.objective(torch.tensor(step["x"]), m=100)
+        assert step["y"] >= metrics.cost  # cost + gamma * error, error >= 0
+    assert "CEI@log+composite" in (tmp_path / "summary.md").read_text()
+    with pytest.raises(UserInputError, match="needs the objective's known cost"):
+        run_comparison(make_problem("levy4"), ["cei+composite"], [0], 2, tmp_path / "levy", **kwargs)
+    with pytest.raises(UserInputError, match="unknown surrogate 'product'"):
+        run_comparison(problem, ["cei+product"], [0], 2, tmp_path / "product", **kwargs)
