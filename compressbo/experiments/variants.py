@@ -57,8 +57,9 @@ def parse_variant(label: str) -> Variant:
     name, at, warp = head.partition("@")
     if name not in ACQUISITION_NAMES:
         raise SettingError(
-            f"unknown acquisition {name!r} in {label!r}; choose from {', '.join(ACQUISITION_NAMES)}"
-            " (optionally NAME@WARP, e.g. cei@log)",
+            f"unknown acquisition {name!r}{'' if name == label else f' in {label!r}'}; "
+            f"choose from {', '.join(ACQUISITION_NAMES)}"
+            + ("" if name == label else " (as NAME[@WARP][+SURROGATE], e.g. cei@log+composite)"),
             setting="acq",
         )
     if at and warp not in WARP_NAMES:
