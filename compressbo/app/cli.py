@@ -149,7 +149,9 @@ def _add_compare_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--dim", type=int, help="dimension of a synthetic or gpsample problem")
     parser.add_argument("--noise", help="noise of a synthetic problem: hetero[:FRACTION] (a ramp up to FRACTION of the range, 0.1) or homo[:FRACTION] (std FRACTION of the range everywhere, 0.05) (hetero)")
     parser.add_argument(
-        "--acq", nargs="+", default=["ei", "cei"], metavar="NAME", help="acquisitions (ei cei)"
+        "--acq", nargs="+", default=["ei", "cei"], metavar="NAME",
+        help="acquisitions, each NAME or NAME@WARP to set the GP's input warping of that run "
+        "(e.g. cei@none cei@log; default warping: --warp for compression problems, none otherwise) (ei cei)",
     )
     parser.add_argument("--seeds", type=int, default=10, help="seeds 0..N-1 (10); gpsample: functions")
     parser.add_argument("--iterations", type=int, default=30, help="BO iterations per run (30)")
@@ -159,7 +161,7 @@ def _add_compare_parser(subparsers: argparse._SubParsersAction) -> None:
     _add_settings(parser, ["known_optimum"])  # synthetic problems and GP samples know their own
     _add_settings(
         parser.add_argument_group("compression problems (as for compress)"),
-        [*_compression_problem_settings(), *_OPTIMIZER_SETTINGS],
+        [*_compression_problem_settings(), "warp", *_OPTIMIZER_SETTINGS],
     )
     gp_group = parser.add_argument_group("gpsample")
     gp_group.add_argument("--lengthscale", type=float, default=0.2, help="prior lengthscale on [0, 1]^d (0.2)")
@@ -176,7 +178,7 @@ def _compare_problem(args: argparse.Namespace):
 
     from compressbo.experiments.problems import GPSampleFamily, is_synthetic, make_problem
 
-    compression_flags = [name for name in _compression_problem_settings() if getattr(args, name) is not None]
+    compression_flags = [name for name in (*_compression_problem_settings(), "warp") if getattr(args, name) is not None]
     if is_synthetic(args.problem) or args.problem == "gpsample":
         if compression_flags:
             flags = ", ".join(_flag(name) for name in compression_flags)
@@ -210,7 +212,12 @@ def _compare_problem(args: argparse.Namespace):
     runtime = RuntimeConfig(**{k: v for k, v in given.items() if k in _field_names(RuntimeConfig)})
     problem.validate()
     runtime.validate()
-    return functools.partial(CompressionProblem, problem, runtime)
+    if args.warp is not None:
+        from compressbo.bo.models.warping import WARP_NAMES
+
+        if args.warp not in WARP_NAMES:
+            raise SettingError(f"unknown warp {args.warp!r}; choose one of {', '.join(WARP_NAMES)}", setting="warp")
+    return functools.partial(CompressionProblem, problem, runtime, warp=args.warp)
 
 
 def _field_names(cls: type) -> set[str]:

@@ -97,7 +97,13 @@ class CompressionJob:
             data_fingerprint=recorded_fingerprint(run, "data"),
         )
         self.spec, self.network, self.compressor = self.setup.spec, self.setup.network, self.setup.compressor
-        self.optimizer = Optimizer(self.setup.bounds, **config.search().optimizer_kwargs())
+        composite = config.surrogate == "composite"
+        self.optimizer = Optimizer(
+            self.setup.bounds,
+            **{**config.search().optimizer_kwargs(), "warp": config.resolved_warp()},
+            known_cost=self.compressor.cost_function(config.cost) if composite else None,
+            cost_weight=config.gamma,
+        )
         start_m, end_m = samples_range(config.samples)
         self.objective = self.setup.objective(linear_schedule(start_m, end_m, self.budget))
         self.history: list[dict[str, Any]] = []
@@ -112,8 +118,9 @@ class CompressionJob:
 
     def evaluate(self, x: torch.Tensor, index: int) -> Evaluation:
         """The loop's objective: evaluation ``index`` of ``theta = x`` on its own subsample."""
-        info = self.objective(x, index=index).to_dict()
-        return Evaluation(info.pop("y"), info.pop("yvar"), info=info)
+        observation = self.objective(x, index=index)
+        info = observation.to_dict()
+        return Evaluation(info.pop("y"), info.pop("yvar"), info=info, modelled=observation.modelled())
 
     # ------------------------------------------------------------------ resume
 
@@ -130,9 +137,13 @@ class CompressionJob:
             self.optimizer.load_state_dict(state["optimizer"])
             values = state.get("pending_acquisition_values", [state.get("pending_acquisition_value")])
             self.loop.restored_acquisition_values = list(values)
+            if self.optimizer.warp != self.config.resolved_warp():
+                raise ValueError(f"the state's warp {self.optimizer.warp!r} is not the config's {self.config.resolved_warp()!r}")
         self._check_agreement()
         for record in self.history[self.optimizer.n_observed :]:
-            self.optimizer.tell(torch.tensor(record["x"], dtype=torch.float64), record["y"], record["yvar"])
+            self.optimizer.tell(
+                torch.tensor(record["x"], dtype=torch.float64), record["y"], record["yvar"], modelled=_modelled(record)
+            )
         self.loop.next_index = len(self.history)
 
     def _check_agreement(self) -> None:
@@ -300,6 +311,14 @@ class CompressionJob:
         return self.finish()
 
 
+def _modelled(record: dict[str, Any]) -> tuple[float, float] | None:
+    """``(error or distance, its variance)`` of a history record (None before it was recorded)."""
+    if record.get("variance") is None:
+        return None
+    measure = record["error"] if record.get("distance") is None else record["distance"]
+    return measure, record["variance"]
+
+
 def recorded_fingerprint(run: RunDirectory, key: str) -> dict[str, Any] | None:
     """``config.json``'s ``fingerprints[key]`` (``None`` for a run that recorded none)."""
     fingerprints = run.config.get("fingerprints")
@@ -309,6 +328,7 @@ def recorded_fingerprint(run: RunDirectory, key: str) -> dict[str, Any] | None:
 def start(config: CompressConfig, out: str | Path | None = None, *, progress: bool = True) -> tuple[Path, dict]:
     """Run a new compression job in ``out`` (default :func:`default_out`)."""
     config.validate()
+    config.warp = config.resolved_warp()  # recorded, so a later default cannot change the run
     out = out if out is not None else default_out(config)  # '' reaches the check as given
     document = {"settings": config.to_dict(), "versions": package_versions()}
     run = RunDirectory.create(out, document)
@@ -375,7 +395,7 @@ def _resume(run: RunDirectory, *, progress: bool, trust_code: bool, overrides: d
             "it can only be extended",
             setting="iterations",
         )
-    settings = CompressConfig.from_dict({**saved, **changes})
+    settings = CompressConfig.from_dict({"warp": "none", **saved, **changes})  # runs from before warping: x itself
     job = _verified_job(run, config, settings, progress=progress, trust_code=trust_code)
     try:
         job.restore()

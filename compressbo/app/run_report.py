@@ -25,7 +25,8 @@ ARTIFACTS = ("convergence.png", "pareto.png", "report.md")
 
 def _objective_label(settings: dict[str, Any]) -> str:
     measure = "distance" if settings["objective"] == "distill" else "error"
-    return f"ratio + {settings['gamma']:g} * {measure}"
+    cost = "ratio" if settings.get("cost", "params") == "params" else f"{settings['cost']} ratio"
+    return f"{cost} + {settings['gamma']:g} * {measure}"
 
 
 def plot_convergence(history: list[dict[str, Any]], settings: dict[str, Any], path: Path) -> None:
@@ -102,6 +103,8 @@ def markdown_report(history: list[dict[str, Any]], best: dict[str, Any], setting
         f"| compression ratio (compressed layers) | {_fmt(best['ratio'])} |",
         f"| whole-model parameter ratio | {_fmt(best['model_ratio'])} |",
         f"| FLOPs ratio | {_fmt(best['flops_ratio'])} |",
+        *([f"| cost: FLOPs ratio of the compressed layers | {_fmt(best['cost'])} |"]
+          if best.get("cost_metric") == "flops" else []),
         f"| top-1 error, compressed | {_fmt(best['error'])} |",
         f"| top-1 error, original | {_fmt(best['original_error'])} |",
         *([f"| logit distance to the original | {_fmt(best['distance'])} |"] if "distance" in best else []),

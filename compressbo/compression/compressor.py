@@ -33,6 +33,7 @@ from compressbo.compression.lowrank import (
     factorized_macs,
     full_macs,
 )
+from compressbo.compression.cost import CompressionCost, check_cost
 from compressbo.compression.spec import NetworkSpec
 from compressbo.compression.build import check_layers
 from compressbo.compression.lowrank._params import resolve_threads
@@ -100,6 +101,16 @@ class CompressedNetwork:
     flops_ratio: float
     layers: tuple[LayerRecord, ...]
 
+    @property
+    def layers_flops_ratio(self) -> float:
+        """Multiply-accumulates of the compressed layers / the same layers originally."""
+        return sum(r.macs_after for r in self.layers) / sum(r.macs_before for r in self.layers)
+
+    def cost(self, metric: str = "params") -> float:
+        """The exact cost of this compression: ``ratio`` (``params``) or ``layers_flops_ratio`` (``flops``)."""
+        check_cost(metric)
+        return self.ratio if metric == "params" else self.layers_flops_ratio
+
 
 class Compressor:
     """Turns ``theta`` (one continuous parameter per compressible layer) into compressed networks.
@@ -164,6 +175,7 @@ class Compressor:
                     f"{self.spec.name}: layer '{layer.name}' is not called by the network's forward pass; "
                     "compress only layers the network uses"
                 )
+        self._costs: dict[tuple[str, str], CompressionCost] = {}
         self._total_params = _unique_params(network)
         self._total_macs = sum(
             _positions(out_hw) * m.weight.numel() for m, calls in self._io.items() for _, out_hw in calls
@@ -189,6 +201,23 @@ class Compressor:
         if len(values) != self.dim:
             raise SpecError(f"theta has {len(values)} values but {self.spec.name} has {self.dim} layers")
         return [factors.ranks(value, self.scheme) for factors, value in zip(self.factors, values)]
+
+    def layer_geometries(self) -> list[tuple]:
+        """Per compressible layer ``(geometry, method, calls)``, ``calls`` its ``(in_hw, out_hw)`` sizes."""
+        return [(f.geometry, f.method, list(self._io[f.layer])) for f in self.factors]
+
+    def cost_function(self, metric: str = "params") -> CompressionCost:
+        """The known cost ``theta -> cost`` (:class:`~compressbo.compression.cost.CompressionCost`):
+        ``.exact(theta)`` from the ranks, and called on a ``batch x d`` tensor, the relaxed,
+        differentiable cost (a plain callable for the BO side)."""
+        key = (metric, self.scheme)
+        if key not in self._costs:
+            self._costs[key] = CompressionCost.of(self, metric)
+        return self._costs[key]
+
+    def cost(self, theta: Sequence[float] | Tensor, metric: str = "params") -> float:
+        """The exact cost of ``theta`` (``d``) from its integer ranks, without building a network."""
+        return self.cost_function(metric).exact_for_ranks(self.ranks(theta))
 
     def compress(self, theta: Sequence[float] | Tensor) -> CompressedNetwork:
         """The compressed network for ``theta`` (``d``)."""

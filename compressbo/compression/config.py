@@ -50,6 +50,11 @@ class ProblemConfig:
         None, "rank scheme: params (theta = fraction of parameters kept) or plain (spec default)", defines_problem=True
     )
     method: str | None = setting(None, "conv factorization for all layers: tucker2 or vh (spec default)", defines_problem=True)
+    cost: str = setting(
+        "params",
+        "known cost in cost + gamma * error: params (compressed layers' parameter ratio) or flops (their MAC ratio at the spec's input size) (params)",
+        defines_problem=True,
+    )
     final_samples: int | None = setting(
         None, "score the recommendation on a fixed seeded subset of N validation examples (the full set)",
         resumable=True, type=int, metavar="N",
@@ -57,6 +62,7 @@ class ProblemConfig:
 
     def validate(self) -> None:
         """Check every problem setting that needs nothing loaded; :class:`SettingError` if not."""
+        from compressbo.compression.cost import check_cost
         from compressbo.compression.data import check_dataset_name
         from compressbo.compression.lowrank import METHODS, SCHEMES
         from compressbo.compression.objective import check_objective_settings
@@ -73,6 +79,7 @@ class ProblemConfig:
         if self.method is not None and self.method not in METHODS:
             raise SettingError(f"unknown factorization {self.method!r}; choose one of {', '.join(METHODS)}", setting="method")
         _check_positive(self.final_samples, "final_samples")
+        check_cost(self.cost)
 
 
 @dataclass

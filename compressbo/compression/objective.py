@@ -15,6 +15,7 @@ from scipy import stats
 from torch import Tensor, nn
 
 from compressbo.exceptions import SettingError
+from compressbo.compression.cost import check_cost
 from compressbo.compression.evaluator import SubsampleEvaluator
 
 
@@ -38,7 +39,8 @@ class Observation:
     """One evaluation of the compression objective.
 
     Attributes:
-        y: ``ratio + gamma * error`` (or ``ratio + gamma * distance`` for distillation).
+        y: ``cost + gamma * error`` (or ``cost + gamma * distance`` for distillation); the
+            cost is ``ratio`` unless the objective's cost is ``flops``.
         yvar: ``gamma^2`` times the variance of the error (or of the distance).
         ratio: Compression ratio of the compressed layers (compressed / original parameters).
         error: Top-1 error on the subsample.
@@ -47,6 +49,9 @@ class Observation:
         seconds_compress: Time to build the compressed network.
         seconds_evaluate: Time to evaluate it (device transfer included).
         distance: Mean squared logit distance (``objective="distill"`` only, else ``None``).
+        cost: The exact cost in ``y`` (``ratio`` for the ``params`` cost, the compressed
+            layers' FLOPs ratio for ``flops``; see :mod:`compressbo.compression.cost`).
+        variance: The variance of the error (or distance) estimate (``yvar / gamma^2``).
     """
 
     y: float
@@ -58,6 +63,15 @@ class Observation:
     seconds_compress: float
     seconds_evaluate: float
     distance: float | None = None
+    cost: float | None = None
+    variance: float | None = None
+
+    def modelled(self) -> tuple[float, float] | None:
+        """``(measure, variance)``: the noisy part of ``y = cost + gamma * measure`` (the error,
+        or the distance for distillation) and its variance; None for records without it."""
+        if self.variance is None:
+            return None
+        return (self.error if self.distance is None else self.distance), self.variance
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (tensors and tuples of ranks become lists)."""
@@ -159,6 +173,8 @@ class CompressionObjective:
         samples: Subsample size ``m``, or a schedule ``evaluation index -> m``.
         reference: The original network: required for ``"distill"``; gives the original
             full-set error in :meth:`full_metrics`.
+        cost: The known cost term: ``"params"`` (``ratio``) or ``"flops"`` (the compressed
+            layers' multiply-accumulates ratio, ``compressed.cost("flops")``).
 
     Attributes:
         evaluations: Number of evaluations so far (the schedule's argument; restored by
@@ -174,8 +190,10 @@ class CompressionObjective:
         objective: str = "error",
         samples: int | Callable[[int], int],
         reference: nn.Module | None = None,
+        cost: str = "params",
     ) -> None:
         check_objective_settings(objective, gamma)
+        check_cost(cost)
         if objective == "distill" and reference is None:
             raise SettingError("the distill objective needs the original network as reference", setting="objective")
         if not callable(samples):
@@ -186,6 +204,7 @@ class CompressionObjective:
         self.objective = objective
         self.samples = samples
         self.reference = reference
+        self.cost = cost
         self.evaluations = 0
         self._original_error: float | None = None
 
@@ -210,6 +229,7 @@ class CompressionObjective:
         compressed = self.compressor.compress(theta)
         compressed_at = time.perf_counter()
         ratio = float(compressed.ratio)
+        cost = self._cost(compressed)
         if self.objective == "distill":
             estimate = self.evaluator.distill(compressed.module, self.reference, m)
             error, value, variance, distance = estimate.error, estimate.distance, estimate.variance, estimate.distance
@@ -219,7 +239,7 @@ class CompressionObjective:
         finished = time.perf_counter()
         self.evaluations += 1
         return Observation(
-            y=ratio + self.gamma * value,
+            y=cost + self.gamma * value,
             yvar=self.gamma**2 * variance,
             ratio=ratio,
             error=error,
@@ -228,6 +248,8 @@ class CompressionObjective:
             seconds_compress=compressed_at - started,
             seconds_evaluate=finished - compressed_at,
             distance=distance,
+            cost=cost,
+            variance=variance,
         )
 
     def original_error(self, indices: Tensor | None = None) -> float | None:
@@ -240,6 +262,10 @@ class CompressionObjective:
             wrong = self.evaluator.wrong(self.reference, indices, what="the original network")
             self._original_error = (key, float(wrong.double().mean()))
         return self._original_error[1]
+
+    def _cost(self, compressed: CompressedLike) -> float:
+        """The exact cost of ``compressed`` under this objective's cost metric."""
+        return float(compressed.ratio) if self.cost == "params" else float(compressed.cost(self.cost))
 
     def score(
         self,
@@ -274,7 +300,8 @@ class CompressionObjective:
         else:
             losses = self.evaluator.wrong(compressed.module, indices, what=what).double()
             metrics["error"] = measure = float(losses.mean())
-        metrics["score"] = metrics["ratio"] + self.gamma * measure
+        metrics["cost_metric"], metrics["cost"] = self.cost, self._cost(compressed)
+        metrics["score"] = metrics["cost"] + self.gamma * measure
         metrics["original_error"] = original_error if original_error is not None else self.original_error(indices)
         metrics["samples"] = indices.numel()
         return FinalScore(metrics, losses)
@@ -293,7 +320,8 @@ class CompressionObjective:
             ``ratio``, ``model_ratio``, ``flops_ratio`` (``None`` where the compressor does
             not report them), ``ranks``, ``error`` (full set), ``distance`` (full-set logit
             distance, ``objective="distill"`` only), ``score`` (the objective on the full set:
-            ``ratio + gamma * error``, or ``ratio + gamma * distance`` for distill),
+            ``cost + gamma * error``, or ``cost + gamma * distance`` for distill; ``cost`` is
+            ``ratio`` or the compressed layers' FLOPs ratio, also returned, with ``cost_metric``),
             ``original_error`` (``reference``'s full-set error, ``None`` without a reference)
             and ``samples`` (the number of examples scored).
         """

@@ -394,6 +394,7 @@ class GPSampleFamily:
         self.optimal_value = None
         self.score_label = "simple regret f(x) - f*"
         self.settings = _gp_sample_settings(lengthscale, outputscale, noise_std, GP_SAMPLE_FEATURES)
+        self.known_kernel = {"lengthscale": lengthscale, "outputscale": outputscale}  # its members'
         self._members: dict[int, GPSampleProblem] = {}
 
     def __repr__(self) -> str:

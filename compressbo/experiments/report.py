@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ RUNS_FILE = "runs.json"
 PLOT_FILE = "convergence.png"
 RECOMMENDATIONS_FILE = "recommendations.png"
 SUMMARY_FILE = "summary.md"
-REFERENCES = ("cei", "logcei")
+REFERENCES = ("cei", "logcei", "cei@none")  # cei@none: today's GP, when variants compare warpings
 TIE_RTOL = 1e-9  # final scores this close count as ties
 
 
@@ -403,9 +404,11 @@ def save_figure(figure: Any, path: str | Path) -> None:
 
 
 def _label(name: str) -> str:
+    """``LogCEI``, ``CEI``; a variant ``cei@log+composite`` as ``CEI@log+composite``."""
     from compressbo.bo.acquisition import acquisition_label
 
-    return acquisition_label(name)
+    base = re.split(r"[@+]", name, maxsplit=1)[0]
+    return acquisition_label(base) + name[len(base):]
 
 
 def _number(value: float) -> str:

@@ -394,6 +394,8 @@ def test_kernel_is_recorded_and_kept_by_resume(env):
     assert json.loads((out / "config.json").read_text())["settings"]["kernel"] == "matern52"
     assert json.loads((out / "optimizer_state.json").read_text())["optimizer"]["kernel"] == "matern52"
     assert len(_history(out)) == 3 + 2
+
+
 # ------------------------------------------------------------------ ImageNet-layout data: checks and fingerprints
 
 
@@ -478,3 +480,83 @@ def test_final_samples_scores_a_fixed_seeded_subset(env, tiny, capsys):
     with pytest.raises(SystemExit) as info:
         main(["compress", "--model", str(spec), "--data-dir", str(data), *TINY, "--final-samples", "13", "--out", str(env / "c")])
     assert info.value.code == 2 and "--final-samples 13 asks for more than the 12" in capsys.readouterr().err
+def test_warp_is_recorded_in_config_and_state_and_kept_by_resume(env, capsys):
+    out = env / "run"
+    assert main(["compress", "--init", "3", "--iterations", "1", *FAST, "--out", str(out)]) == 0
+    settings = json.loads((out / "config.json").read_text())["settings"]
+    assert settings["warp"] == "log"  # the default of compression runs, recorded as used
+    assert json.loads((out / "optimizer_state.json").read_text())["optimizer"]["warp"] == "log"
+    with pytest.raises(SystemExit) as info:
+        main(["compress", "--resume", str(out), "--warp", "none", "--iterations", "2"])
+    assert info.value.code == 2 and "drop --warp" in capsys.readouterr().err
+    learned = env / "learned"
+    assert main(["compress", "--init", "3", "--iterations", "1", "--warp", "learned", *FAST, "--out", str(learned)]) == 0
+    assert main(["compress", "--resume", str(learned), "--iterations", "2", "--quiet"]) == 0
+    assert json.loads((learned / "config.json").read_text())["settings"]["warp"] == "learned"
+    assert json.loads((learned / "optimizer_state.json").read_text())["optimizer"]["warp"] == "learned"
+
+
+def test_a_run_from_before_warping_resumes_with_the_gp_on_theta(env):
+    out = env / "run"
+    assert main(["compress", "--init", "3", "--iterations", "1", "--warp", "none", *FAST, "--out", str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    del config["settings"]["warp"]
+    (out / "config.json").write_text(json.dumps(config))
+    state = json.loads((out / "optimizer_state.json").read_text())
+    del state["optimizer"]["warp"]
+    (out / "optimizer_state.json").write_text(json.dumps(state))
+    assert main(["compress", "--resume", str(out), "--iterations", "2", "--quiet"]) == 0
+    assert json.loads((out / "optimizer_state.json").read_text())["optimizer"]["warp"] == "none"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--warp", "cubic"], "unknown --warp 'cubic'; choose one of none, log, learned"),
+        (["--acq", "eign", "--warp", "log"], "--acq eign takes --warp none, not log"),
+    ],
+)
+def test_bad_warp_exits_2_with_one_line(env, capsys, argv, message):
+    with pytest.raises(SystemExit) as info:
+        main(["compress", *argv, "--out", str(env / "bad"), *FAST])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (env / "bad").exists()
+
+
+def test_flops_cost_is_the_objectives_known_term(env):
+    out = env / "run"
+    assert main(["compress", "--init", "3", "--iterations", "1", "--cost", "flops", *FAST, "--out", str(out)]) == 0
+    best = json.loads((out / "best.json").read_text())
+    macs = [(layer["macs_after"], layer["macs_before"]) for layer in best["layers"]]
+    assert best["cost_metric"] == "flops"
+    assert best["cost"] == pytest.approx(sum(a for a, _ in macs) / sum(b for _, b in macs), rel=1e-12)
+    assert best["score"] == pytest.approx(best["cost"] + best["error"], rel=1e-12)
+    assert best["cost"] != best["ratio"]  # FC3's biases: MACs are not parameters
+    for record in _history(out):
+        assert record["y"] == pytest.approx(record["cost"] + record["error"], rel=1e-12)
+    assert "FLOPs ratio of the compressed layers" in (out / "report.md").read_text()
+    with pytest.raises(SystemExit) as info:
+        main(["compress", "--cost", "macs", "--out", str(env / "bad"), *FAST])
+    assert info.value.code == 2 and not (env / "bad").exists()
+
+
+def test_composite_surrogate_fits_the_error_and_resumes(env, monkeypatch, capsys):
+    out = env / "run"
+    argv = ["compress", "--init", "3", "--iterations", "2", "--surrogate", "composite", "--bounds", "0.005", "1"]
+    original = _interrupt_after(monkeypatch, 4)
+    assert main([*argv, *FAST, "--out", str(out)]) == 130
+    monkeypatch.setattr("compressbo.compression.objective.CompressionObjective.__call__", original)
+    state = json.loads((out / "optimizer_state.json").read_text())["optimizer"]
+    assert state["surrogate"] == "composite" and all(row is not None for row in state["modelled"])
+    assert main(["compress", "--resume", str(out), "--quiet"]) == 0
+    history = _history(out)
+    assert len(history) == 5 and [r["iteration"] for r in history] == list(range(5))
+    for record in history:  # the recorded y stays cost + gamma * error, with the error's variance
+        assert record["y"] == pytest.approx(record["cost"] + record["error"], rel=1e-12)
+        assert record["yvar"] == pytest.approx(record["variance"], rel=1e-12)
+    assert json.loads((out / "config.json").read_text())["settings"]["surrogate"] == "composite"
+    with pytest.raises(SystemExit) as info:
+        main(["compress", "--acq", "kg", "--surrogate", "composite", "--out", str(env / "bad"), *FAST])
+    assert info.value.code == 2 and "needs --surrogate sum" in capsys.readouterr().err

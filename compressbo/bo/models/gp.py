@@ -47,6 +47,7 @@ from gpytorch.priors import GammaPrior
 from linear_operator.utils.errors import NotPSDError
 from torch import Tensor
 
+from compressbo.bo.models.warping import make_input_transform, validate_warp
 from compressbo.exceptions import OptimizerInputError, SettingError
 
 VARIANCE_FLOOR = 1e-5
@@ -106,6 +107,7 @@ def fit_gp(
     bounds: Tensor,
     known_kernel: dict[str, float] | None = None,
     kernel: str = DEFAULT_KERNEL,
+    warp: str = "none",
 ) -> SingleTaskGP:
     r"""Fit a fixed-noise GP to noisy observations with known variances.
 
@@ -120,10 +122,14 @@ def fit_gp(
             fitted); see :func:`known_rbf_gp`.
         kernel: A name in ``KERNELS`` (``"rbf"`` or ``"matern52"``, see the module
             docstring); ignored with ``known_kernel``.
+        warp: The scale the GP sees its inputs on, a name from
+            ``compressbo.bo.models.warping.WARP_NAMES``: ``none`` (normalized to the box),
+            ``log`` (log-scale, normalized to the box's log bounds) or ``learned``
+            (Kumaraswamy warping fitted with the GP). Only ``none`` with ``known_kernel``.
 
     Returns:
-        A fitted float64 ``SingleTaskGP`` in eval mode, with a ``Normalize(d, bounds)``
-        input transform and a ``Standardize(m=1)`` outcome transform (none with
+        A fitted float64 ``SingleTaskGP`` in eval mode, with the warping's input transform
+        (for ``none`` a ``Normalize(d, bounds)``) and a ``Standardize(m=1)`` outcome transform (none with
         ``known_kernel``).
 
     Raises:
@@ -133,11 +139,17 @@ def fit_gp(
     """
     check_kernel(kernel)
     X, Y, Yvar, bounds = validated_training_data(train_X, train_Y, train_Yvar, bounds)
+    validate_warp(warp, bounds)
     if known_kernel is not None:
+        if warp != "none":
+            raise SettingError(
+                f"a known kernel is a prior on x itself; it takes warp 'none', not {warp!r}.",
+                setting="warp",
+            )
         return known_rbf_gp(X, Y, Yvar, bounds, **known_kernel)
     scale = outcome_variance(Y)
     for floor in (VARIANCE_FLOOR, RETRY_VARIANCE_FLOOR):
-        model = _build_gp(X, Y, Yvar.clamp_min(floor * scale), bounds, kernel)
+        model = _build_gp(X, Y, Yvar.clamp_min(floor * scale), bounds, kernel, warp)
         try:
             fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
             return model.eval()
@@ -153,7 +165,7 @@ def fit_gp(
         GPFitWarning,
         stacklevel=2,
     )
-    return _build_gp(X, Y, Yvar.clamp_min(RETRY_VARIANCE_FLOOR * scale), bounds, kernel).eval()
+    return _build_gp(X, Y, Yvar.clamp_min(RETRY_VARIANCE_FLOOR * scale), bounds, kernel, warp).eval()
 
 
 def known_rbf_gp(
@@ -257,7 +269,10 @@ def condition_on_pending(
 
 def outcome_scale(model: SingleTaskGP) -> float:
     """The objective's scale under ``model``: the std its ``Standardize`` divides by, else
-    the prior std ``sqrt(outputscale)`` of a ``ScaleKernel``, else 1."""
+    the prior std ``sqrt(outputscale)`` of a ``ScaleKernel``, else 1; a model that knows
+    its own (a composite surrogate) says so by ``model.outcome_scale()``."""
+    if callable(getattr(model, "outcome_scale", None)):
+        return float(model.outcome_scale())
     transform = getattr(model, "outcome_transform", None)
     if transform is not None and hasattr(transform, "stdvs"):
         return transform.stdvs.item()
@@ -291,19 +306,21 @@ def training_data(model: SingleTaskGP) -> tuple[Tensor, Tensor, Tensor]:
 
 
 def search_bounds(model: SingleTaskGP) -> Tensor:
-    """The ``2 x d`` search box of a model fitted by :func:`fit_gp` (its ``Normalize`` transform)."""
+    """The ``2 x d`` search box of a model fitted by :func:`fit_gp` (its input transform's)."""
     transform = model.input_transform
+    if hasattr(transform, "search_box"):  # every warping of compressbo.bo.models.warping
+        return transform.search_box.detach().clone()
     lower = transform.offset.reshape(-1)
     return torch.stack([lower, lower + transform.coefficient.reshape(-1)]).detach()
 
 
-def _build_gp(X: Tensor, Y: Tensor, Yvar: Tensor, bounds: Tensor, kernel: str) -> SingleTaskGP:
+def _build_gp(X: Tensor, Y: Tensor, Yvar: Tensor, bounds: Tensor, kernel: str, warp: str = "none") -> SingleTaskGP:
     return SingleTaskGP(
         train_X=X,
         train_Y=Y,
         train_Yvar=Yvar,
         covar_module=KERNELS[kernel](X.shape[-1]),
-        input_transform=Normalize(d=X.shape[-1], bounds=bounds),
+        input_transform=make_input_transform(warp, bounds),
         outcome_transform=Standardize(m=1),
     )
 

@@ -31,6 +31,7 @@ from .ranks import (
     keeps_original,
     layer_ranks,
     max_ranks,
+    rank_breakpoints,
     ranks_for_theta,
 )
 from .svd import SVDFactors, factorize_linear, svd_factors
@@ -63,6 +64,7 @@ __all__ = [
     "keeps_original",
     "layer_ranks",
     "max_ranks",
+    "rank_breakpoints",
     "ranks_for_theta",
     "refine_tucker2",
     "svd_factors",

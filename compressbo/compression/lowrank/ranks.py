@@ -48,6 +48,7 @@ __all__ = [
     "keeps_original",
     "layer_ranks",
     "max_ranks",
+    "rank_breakpoints",
     "ranks_for_theta",
 ]
 
@@ -262,3 +263,50 @@ def layer_ranks(theta: float, geometry: LayerGeometry, method: str, scheme: str 
     if theta >= 1.0 or keeps_original(geometry, method, ranks):
         return max_ranks(geometry, method)
     return ranks
+def rank_breakpoints(geometry: LayerGeometry, method: str, scheme: str = "params") -> tuple[list[float], list[Ranks]]:
+    """The ``theta`` values in ``(0, 1]`` at which :func:`ranks_for_theta` steps up, and the ranks there.
+
+    ``ranks_for_theta`` is a step function of ``theta``: constant on ``[t_k, t_{k+1})`` (and at
+    the first ranks below ``t_0``, at the last above ``t_K``). The breakpoints are
+
+    - ``params`` scheme: ``t_k = factorized_params(ranks_k) / full_params`` for every rank
+      (Tucker-2: every pair on its ``R_out / R_in = T / S`` path) whose count fits in the layer;
+    - ``plain`` scheme: ``t_k = r / r_max`` per mode (Tucker-2: the union of both modes').
+
+    Args:
+        geometry: The original layer's geometry.
+        method: ``"svd"``, ``"tucker2"`` or ``"vh"``.
+        scheme: ``"params"`` or ``"plain"``.
+
+    Returns:
+        ``(thetas, ranks)``: ascending breakpoints (``K + 1`` floats, ``thetas[0]`` may exceed
+        the box's lower bound) and ``ranks_for_theta(thetas[k])`` at each, all distinct.
+    """
+    full = max_ranks(geometry, method)
+    if scheme == "plain":
+        if method == "tucker2":
+            keys = sorted({i / full[0] for i in range(1, full[0] + 1)} | {j / full[1] for j in range(1, full[1] + 1)})
+        else:
+            keys = [r / full for r in range(1, full + 1)]
+        steps = [(float(t), ranks_for_theta(t, geometry, method, scheme)) for t in keys]
+        steps = [step for k, step in enumerate(steps) if k == 0 or step[1] != steps[k - 1][1]]  # first theta of each
+        thetas, ranks = [t for t, _ in steps], [r for _, r in steps]
+    elif scheme == "params":
+        size = full_params(geometry)
+        if method == "tucker2":
+            t, s = geometry.out_channels, geometry.in_channels
+            keys = np.unique(np.concatenate([np.arange(1, t + 1) * s, np.arange(1, s + 1) * t]))
+            r_out, r_in = np.clip(keys // s, 1, full[0]), np.clip(keys // t, 1, full[1])
+            counts = factorized_params(geometry, method, (r_out, r_in))  # non-decreasing
+            pairs = list(zip(r_out.tolist(), r_in.tolist()))
+        else:
+            counts = np.arange(1, full + 1) * (factorized_params(geometry, method, 1) - geometry.bias_params) + geometry.bias_params
+            pairs = list(range(1, full + 1))
+        # equal counts: ranks_for_theta keeps the last ranks of the path with that count
+        last = len(counts) - 1 - np.unique(np.asarray(counts)[::-1], return_index=True)[1]
+        keep = [int(i) for i in sorted(last) if counts[i] <= size] or [0]  # rank 1 always (clamped)
+        thetas = [float(counts[i]) / size for i in keep]
+        ranks = [pairs[i] for i in keep]
+    else:
+        raise ValueError(f"unknown rank scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
+    return thetas, ranks
