@@ -89,4 +89,4 @@ class SearchConfig:
             if self.warp not in WARP_NAMES:
                 raise SettingError(f"unknown warp {self.warp!r}; choose one of {', '.join(WARP_NAMES)}", setting="warp")
             if self.warp != applicable_warp(self.acq, self.warp):
-                raise SettingError(f"acq {self.acq} takes warp none, not {self.warp}", setting="warp")
+                raise SettingError(f"acquisition {self.acq} takes warp none, not {self.warp}", setting="warp")

@@ -144,6 +144,7 @@ class CompressionSetup:
             self.evaluator,
             gamma=self.config.gamma,
             objective=self.config.objective,
+            cost=self.config.cost,
             samples=samples if samples is not None else samples_range(self.config.samples)[0],
             reference=self.network,
         )

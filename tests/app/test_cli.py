@@ -148,5 +148,6 @@ def test_console_entry_point_prints_no_traceback(tmp_path: Path) -> None:
     assert result.stderr.splitlines() == [
         "compressbo: error: unknown acquisition 'bogus'; choose from "
         + ", ".join(ACQUISITION_NAMES)
+        + " (set by --acq)"
     ]
     assert result.stdout == ""

@@ -504,6 +504,7 @@ def test_a_run_from_before_warping_resumes_with_the_gp_on_theta(env):
     (out / "config.json").write_text(json.dumps(config))
     state = json.loads((out / "optimizer_state.json").read_text())
     del state["optimizer"]["warp"]
+    del state["run"]["settings"]["warp"]
     (out / "optimizer_state.json").write_text(json.dumps(state))
     assert main(["compress", "--resume", str(out), "--iterations", "2", "--quiet"]) == 0
     assert json.loads((out / "optimizer_state.json").read_text())["optimizer"]["warp"] == "none"
@@ -512,8 +513,8 @@ def test_a_run_from_before_warping_resumes_with_the_gp_on_theta(env):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--warp", "cubic"], "unknown --warp 'cubic'; choose one of none, log, learned"),
-        (["--acq", "eign", "--warp", "log"], "--acq eign takes --warp none, not log"),
+        (["--warp", "cubic"], "unknown warp 'cubic'; choose one of none, log, learned (set by --warp)"),
+        (["--acq", "eign", "--warp", "log"], "acquisition eign takes --warp none, not log"),
     ],
 )
 def test_bad_warp_exits_2_with_one_line(env, capsys, argv, message):
