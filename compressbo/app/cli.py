@@ -14,7 +14,7 @@ import os
 import re
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -282,8 +282,7 @@ def _run_report(args: argparse.Namespace) -> int:
     return 0
 
 
-Command = tuple[Callable[[argparse._SubParsersAction], None], Callable[[argparse.Namespace], int]]
-COMMANDS: dict[str, Command] = {
+COMMANDS: dict[str, deploy.Command] = {  # (add the subparser, run it), as deploy's
     "compress": (_add_compress_parser, _run_compress),
     "compare": (_add_compare_parser, _run_compare),
     "report": (_add_report_parser, _run_report),
