@@ -1,4 +1,4 @@
-"""The ``compressbo`` command line: ``compress``, ``compare`` and ``report``.
+"""The ``compressbo`` command line: ``compress``, ``compare``, ``report``; ``finetune``, ``export``, ``bench``.
 
 Each command is a pair of functions, ``_add_<name>_parser(subparsers)`` and
 ``_run_<name>(args) -> int``, registered in ``COMMANDS``; a new command adds one pair.
@@ -14,11 +14,12 @@ import os
 import re
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 from compressbo import __version__
+from compressbo.app import deploy
 from compressbo.exceptions import CompressboError, ReportedInterrupt, SettingError, SpecNotFoundError, UserInputError
 
 PROG = "compressbo"
@@ -141,10 +142,10 @@ def _compression_problem_settings() -> tuple[str, ...]:
     """``compress``'s problem and runtime settings, which ``compare`` takes for compression problems."""
     from compressbo.compression.config import ProblemConfig, RuntimeConfig
 
-    return tuple(f.name for cls in (ProblemConfig, RuntimeConfig) for f in dataclasses.fields(cls) if f.name != "model")
+    return tuple(f.name for cls in (ProblemConfig, RuntimeConfig) for f in dataclasses.fields(cls) if f.name not in ("model", "final_samples"))
 
 
-_OPTIMIZER_SETTINGS = ("num_restarts", "raw_samples")  # the search settings compare passes on
+_OPTIMIZER_SETTINGS = ("num_restarts", "raw_samples", "kernel")  # the search settings compare passes on
 
 
 def _add_compare_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -163,8 +164,11 @@ def _add_compare_parser(subparsers: argparse._SubParsersAction) -> None:
         f"{', '.join(PROBLEM_NAMES)} optionally with its dimension (hartmann3)",
     )
     parser.add_argument("--dim", type=int, help="dimension of a synthetic or gpsample problem")
+    parser.add_argument("--noise", help="noise of a synthetic problem: hetero[:FRACTION] (a ramp up to FRACTION of the range, 0.1) or homo[:FRACTION] (std FRACTION of the range everywhere, 0.05) (hetero)")
     parser.add_argument(
-        "--acq", nargs="+", default=["ei", "cei"], metavar="NAME", help="acquisitions (ei cei)"
+        "--acq", nargs="+", default=["ei", "cei"], metavar="NAME",
+        help="acquisitions, each NAME or NAME@WARP to set the GP's input warping of that run "
+        "(e.g. cei@none cei@log; default warping: --warp for compression problems, none otherwise) (ei cei)",
     )
     parser.add_argument("--seeds", type=int, default=10, help="seeds 0..N-1 (10); gpsample: functions")
     parser.add_argument("--iterations", type=int, default=30, help="BO iterations per run (30)")
@@ -174,7 +178,7 @@ def _add_compare_parser(subparsers: argparse._SubParsersAction) -> None:
     _add_settings(parser, ["known_optimum"])  # synthetic problems and GP samples know their own
     _add_settings(
         parser.add_argument_group("compression problems (as for compress)"),
-        [*_compression_problem_settings(), *_OPTIMIZER_SETTINGS],
+        [*_compression_problem_settings(), "warp", *_OPTIMIZER_SETTINGS],
     )
     gp_group = parser.add_argument_group("gpsample")
     gp_group.add_argument("--lengthscale", type=float, default=0.2, help="prior lengthscale on [0, 1]^d (0.2)")
@@ -191,18 +195,22 @@ def _compare_problem(args: argparse.Namespace):
 
     from compressbo.experiments.problems import GPSampleFamily, is_synthetic, make_problem
 
-    compression_flags = [name for name in _compression_problem_settings() if getattr(args, name) is not None]
+    compression_flags = [name for name in (*_compression_problem_settings(), "warp") if getattr(args, name) is not None]
     if is_synthetic(args.problem) or args.problem == "gpsample":
         if compression_flags:
             flags = ", ".join(_flag(name) for name in compression_flags)
             raise SettingError(f"{flags} apply only to compression problems, not {args.problem!r}; drop them")
+        if args.noise is not None and args.problem == "gpsample":
+            raise SettingError("--noise applies to synthetic functions; gpsample takes --noise-std; drop --noise")
         if args.problem == "gpsample":
             return GPSampleFamily(2 if args.dim is None else args.dim, args.lengthscale, args.outputscale, args.noise_std)
-        return make_problem(args.problem, args.dim)
+        return make_problem(args.problem, args.dim, **({} if args.noise is None else {"noise": args.noise}))
     from compressbo.compression.config import ProblemConfig, RuntimeConfig
     from compressbo.compression.spec import load_spec
     from compressbo.experiments.compression_problem import CompressionProblem
 
+    if args.noise is not None:
+        raise SettingError(f"--noise applies to synthetic functions, not the compression problem {args.problem!r} (its noise is the subsampling); drop it")
     if args.dim is not None:
         raise SettingError(f"--dim does not apply to the compression problem {args.problem!r} (one theta per layer); drop it")
     try:
@@ -221,7 +229,12 @@ def _compare_problem(args: argparse.Namespace):
     runtime = RuntimeConfig(**{k: v for k, v in given.items() if k in _field_names(RuntimeConfig)})
     problem.validate()
     runtime.validate()
-    return functools.partial(CompressionProblem, problem, runtime)
+    if args.warp is not None:
+        from compressbo.bo.models.warping import WARP_NAMES
+
+        if args.warp not in WARP_NAMES:
+            raise SettingError(f"unknown warp {args.warp!r}; choose one of {', '.join(WARP_NAMES)}", setting="warp")
+    return functools.partial(CompressionProblem, problem, runtime, warp=args.warp)
 
 
 def _field_names(cls: type) -> set[str]:
@@ -234,6 +247,10 @@ def _run_compare(args: argparse.Namespace) -> int:
     if args.score_every < 1:
         raise SettingError(f"--score-every must be at least 1, not {args.score_every}")
     options = {name: getattr(args, name) for name in _OPTIMIZER_SETTINGS if getattr(args, name) is not None}
+    options.setdefault("kernel", "rbf")  # recorded, so --resume checks it
+    from compressbo.bo.models.gp import check_kernel
+
+    check_kernel(options["kernel"])
     run_comparison(
         _compare_problem(args),
         args.acq,
@@ -282,11 +299,11 @@ def _run_report(args: argparse.Namespace) -> int:
     return 0
 
 
-Command = tuple[Callable[[argparse._SubParsersAction], None], Callable[[argparse.Namespace], int]]
-COMMANDS: dict[str, Command] = {
+COMMANDS: dict[str, deploy.Command] = {  # (add the subparser, run it), as deploy's
     "compress": (_add_compress_parser, _run_compress),
     "compare": (_add_compare_parser, _run_compare),
     "report": (_add_report_parser, _run_report),
+    **deploy.COMMANDS,  # finetune, export, bench (compressbo.app.deploy)
 }
 
 

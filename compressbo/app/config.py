@@ -38,6 +38,13 @@ class CompressConfig(RuntimeConfig, SearchConfig, ProblemConfig):
     :class:`RuntimeConfig`; each part's docstrings and ``metadata["help"]`` say what they mean.
     """
 
+    def resolved_warp(self) -> str:
+        """The GP input warping this run uses: ``warp``, or :data:`DEFAULT_WARP` where ``acq`` takes one."""
+        from compressbo.bo.optimizer import applicable_warp
+        from compressbo.experiments.compression_problem import DEFAULT_WARP
+
+        return applicable_warp(self.acq, DEFAULT_WARP) if self.warp is None else self.warp
+
     def problem(self) -> ProblemConfig:
         return self._part(ProblemConfig)
 

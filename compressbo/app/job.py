@@ -25,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from compressbo.app.config import RESUMABLE_SETTINGS, CompressConfig
-from compressbo.app.parallel import Parallel
+from compressbo.app.parallel import Parallel, evaluate_compression
 from compressbo.app.rundir import CONFIG, RunDirectory, package_versions
 from compressbo.bo.loop import Evaluation, Loop, Proposal
 from compressbo.bo.optimizer import Optimizer
@@ -100,9 +100,18 @@ class CompressionJob:
         self.trust_code = trust_code
         self.run = run
         self.progress = progress
-        self.setup = CompressionSetup.load(config.problem(), config.runtime(), seed=config.seed, trust_code=trust_code)
+        self.setup = CompressionSetup.load(
+            config.problem(), config.runtime(), seed=config.seed, trust_code=trust_code,
+            data_fingerprint=recorded_fingerprint(run, "data"),
+        )
         self.spec, self.network, self.compressor = self.setup.spec, self.setup.network, self.setup.compressor
-        self.optimizer = Optimizer(self.setup.bounds, **config.search().optimizer_kwargs())
+        composite = config.surrogate == "composite"
+        self.optimizer = Optimizer(
+            self.setup.bounds,
+            **{**config.search().optimizer_kwargs(), "warp": config.resolved_warp()},
+            known_cost=self.compressor.cost_function(config.cost) if composite else None,
+            cost_weight=config.gamma,
+        )
         start_m, end_m = samples_range(config.samples)
         self.objective = self.setup.objective(linear_schedule(start_m, end_m, self.budget))
         self.history: list[dict[str, Any]] = []
@@ -117,8 +126,7 @@ class CompressionJob:
 
     def evaluate(self, x: torch.Tensor, index: int) -> Evaluation:
         """The loop's objective: evaluation ``index`` of ``theta = x`` on its own subsample."""
-        info = self.objective(x, index=index).to_dict()
-        return Evaluation(info.pop("y"), info.pop("yvar"), info=info)
+        return evaluate_compression(self.objective, x, index)
 
     # ------------------------------------------------------------------ resume
 
@@ -135,12 +143,16 @@ class CompressionJob:
             self.optimizer.load_state_dict(state["optimizer"])
             values = state.get("pending_acquisition_values", [state.get("pending_acquisition_value")])
             self.loop.restored_acquisition_values = list(values)
+            if self.optimizer.warp != self.config.resolved_warp():
+                raise ValueError(f"the state's warp {self.optimizer.warp!r} is not the config's {self.config.resolved_warp()!r}")
             indices = state.get("pending_indices")
         else:
             indices = None
         self._check_agreement()
         for record in self.history[self.optimizer.n_observed :]:
-            self.optimizer.tell(torch.tensor(record["x"], dtype=torch.float64), record["y"], record["yvar"])
+            self.optimizer.tell(
+                torch.tensor(record["x"], dtype=torch.float64), record["y"], record["yvar"], modelled=_modelled(record)
+            )
         done = {record["iteration"] for record in self.history}
         if indices is not None and None not in indices:  # the points in flight keep their indices, so their subsamples
             kept = [(i, v) for i, v in zip(indices, self.loop.restored_acquisition_values) if i not in done]
@@ -249,28 +261,57 @@ class CompressionJob:
             )
 
     def finish(self) -> dict[str, Any]:
-        """Evaluate the recommendation on the full validation set and write the artifacts."""
+        """Score the recommendation on the final examples and write the artifacts.
+
+        The final examples are the full validation set, or a fixed seeded subset of
+        ``config.final_samples``. The original network's error on them is computed once per
+        (weights, data, examples) and cached in the run directory (:mod:`.final_stage`). The
+        HOOI-refined Tucker-2 model replaces the recommendation only when a paired exact sign
+        test (McNemar's, over the scored examples) finds its improvement significant at
+        :data:`~compressbo.compression.objective.REFINEMENT_ALPHA`, not by one example.
+        """
         from compressbo.app import run_report
+        from compressbo.app.deploy import measure_run_latency
+        from compressbo.app.final_stage import cached_original_error, original_key
+        from compressbo.compression.objective import REFINEMENT_ALPHA, sign_test
 
         rec = self.loop.recommendation()
         theta = torch.tensor(rec["x"], dtype=torch.float64)
         compressed = self.compressor.compress(theta)
-        metrics = self.objective.full_metrics(theta, compressed)
+        evaluator = self.setup.evaluator
+        indices = evaluator.final_indices(self.config.final_samples)
+        key = original_key(
+            weights=[self.config.weights or self.spec.weights, self.setup.fingerprints.get("weights")],
+            data=evaluator.dataset.fingerprint(),
+            indices=indices,
+            amp=self.config.amp,
+            model=self.spec.name,
+        )
+        original_error = cached_original_error(self.run, self.objective, indices, key)
+        scored = self.objective.score(compressed, indices, what="the recommended network", original_error=original_error)
+        metrics = scored.metrics
         refinement = None
-        if self.compressor.refinable:  # HOOI for the Tucker-2 layers, kept if the full set agrees
+        if any(r.method == "tucker2" and not r.kept for r in compressed.layers):  # HOOI, kept if significant
+            logger.info("refining the Tucker-2 layers of the recommendation by HOOI")
             refined = self.compressor.build(compressed.ranks, refine=True)
-            refined_metrics = self.objective.full_metrics(theta, refined)
-            kept = refined_metrics["score"] < metrics["score"]
+            refined_scored = self.objective.score(
+                refined, indices, what="the HOOI-refined network", original_error=original_error
+            )
+            test = sign_test(scored.losses, refined_scored.losses)
+            kept = refined_scored.metrics["score"] < metrics["score"] and test["p_value"] < REFINEMENT_ALPHA
             refinement = {
                 "method": "hooi",
                 "score_before": metrics["score"],
-                "score_after": refined_metrics["score"],
+                "score_after": refined_scored.metrics["score"],
                 "error_before": metrics["error"],
-                "error_after": refined_metrics["error"],
+                "error_after": refined_scored.metrics["error"],
+                "test": "exact one-sided paired sign test (McNemar's for errors) over the scored examples",
+                **test,
+                "alpha": REFINEMENT_ALPHA,
                 "kept": kept,
             }
             if kept:
-                compressed, metrics = refined, refined_metrics
+                compressed, metrics = refined, refined_scored.metrics
         best = {
             "theta": rec["x"],
             "posterior_mean": rec["mean"],
@@ -278,11 +319,14 @@ class CompressionJob:
             "evaluations": len(self.history),
             "stopped_by_kappa": self.optimizer.should_stop,
             **metrics,
+            "final_samples": self.config.final_samples,
+            "validation_size": len(evaluator),
             "layers": [dataclasses.asdict(layer) for layer in compressed.layers],
             "refinement": refinement,
         }
         model = save_compressed(self.run.path / "model", self.spec, compressed)  # before best.json, which marks
         best["model_sha256"] = json.loads(model.read_text())["state_dict_sha256"]  # a finished run
+        best["latency"] = measure_run_latency(self.network, compressed.module, self.spec.input_size, self.setup.evaluator)
         self.run.write_json("best.json", best)
         run_report.write_artifacts(self.run.path, self.history, best, self.config.to_dict())
         return best
@@ -293,11 +337,26 @@ class CompressionJob:
         return self.finish()
 
 
+def _modelled(record: dict[str, Any]) -> tuple[float, float] | None:
+    """``(error or distance, its variance)`` of a history record (None before it was recorded)."""
+    if record.get("variance") is None:
+        return None
+    measure = record["error"] if record.get("distance") is None else record["distance"]
+    return measure, record["variance"]
+
+
+def recorded_fingerprint(run: RunDirectory, key: str) -> dict[str, Any] | None:
+    """``config.json``'s ``fingerprints[key]`` (``None`` for a run that recorded none)."""
+    fingerprints = run.config.get("fingerprints")
+    return fingerprints.get(key) if isinstance(fingerprints, dict) else None
+
+
 def start(
     config: CompressConfig, out: str | Path | None = None, *, progress: bool = True, parallel: Parallel | None = None
 ) -> tuple[Path, dict]:
     """Run a new compression job in ``out`` (default :func:`default_out`), on ``parallel``'s workers if given."""
     config.validate()
+    config.warp = config.resolved_warp()  # recorded, so a later default cannot change the run
     out = out if out is not None else default_out(config)  # '' reaches the check as given
     document = {"settings": config.to_dict(), "versions": package_versions()}
     run = RunDirectory.create(out, document)
@@ -368,7 +427,7 @@ def _resume(
             "it can only be extended",
             setting="iterations",
         )
-    settings = CompressConfig.from_dict({**saved, **changes})
+    settings = CompressConfig.from_dict({"warp": "none", **saved, **changes})  # runs from before warping: x itself
     job = _verified_job(run, config, settings, progress=progress, trust_code=trust_code)
     job.parallel = parallel
     try:
@@ -376,5 +435,5 @@ def _resume(
     except (KeyError, TypeError, ValueError) as err:
         raise RunDirError(f"{run.path}: its history or state is damaged ({type(err).__name__}: {err}); it cannot be resumed") from None
     if changes:  # only once the run checked out: record the new budget or device
-        run.write_json(CONFIG, {**config, "settings": settings.to_dict()})
+        run.write_json(CONFIG, {**run.config, "settings": settings.to_dict()})
     return run.path, job.execute()

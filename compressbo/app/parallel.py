@@ -27,7 +27,7 @@ from compressbo.app.executors import Executor, ProcessPoolExecutor, RayExecutor,
 from compressbo.bo.loop import Evaluation, Loop, Proposal, Record
 from compressbo.exceptions import EvaluationError
 
-__all__ = ["MAX_ATTEMPTS", "CompressionWorker", "Parallel", "run_async"]
+__all__ = ["MAX_ATTEMPTS", "CompressionWorker", "Parallel", "evaluate_compression", "run_async"]
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +128,18 @@ class CompressionWorker:
         return _ObjectiveAdapter(objective)
 
 
+def evaluate_compression(objective: Any, x: torch.Tensor, index: int) -> Evaluation:
+    """Evaluation ``index`` of ``theta = x`` by a :class:`CompressionObjective`, as the loop takes it.
+
+    The one conversion of an observation into an :class:`~compressbo.bo.loop.Evaluation` (``y``,
+    its variance, the modelled part for a composite surrogate, the rest as record fields), used
+    by the job in its own process and by every worker.
+    """
+    observation = objective(x, index=index)
+    info = observation.to_dict()
+    return Evaluation(info.pop("y"), info.pop("yvar"), info=info, modelled=observation.modelled())
+
+
 class _ObjectiveAdapter:
     """``(x, index) -> Evaluation`` of a :class:`CompressionObjective` (as the job's ``evaluate``)."""
 
@@ -135,8 +147,7 @@ class _ObjectiveAdapter:
         self.objective = objective
 
     def __call__(self, x: torch.Tensor, index: int) -> Evaluation:
-        info = self.objective(x, index=index).to_dict()
-        return Evaluation(info.pop("y"), info.pop("yvar"), info=info)
+        return evaluate_compression(self.objective, x, index)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from typing import Any
 
 import matplotlib
 
+from compressbo.app import deploy_report
 from compressbo.experiments.report import save_figure
 from compressbo.files import write_text_atomic
 
@@ -24,7 +25,8 @@ ARTIFACTS = ("convergence.png", "pareto.png", "report.md")
 
 def _objective_label(settings: dict[str, Any]) -> str:
     measure = "distance" if settings["objective"] == "distill" else "error"
-    return f"ratio + {settings['gamma']:g} * {measure}"
+    cost = "ratio" if settings.get("cost", "params") == "params" else f"{settings['cost']} ratio"
+    return f"{cost} + {settings['gamma']:g} * {measure}"
 
 
 def plot_convergence(history: list[dict[str, Any]], settings: dict[str, Any], path: Path) -> None:
@@ -101,13 +103,16 @@ def markdown_report(history: list[dict[str, Any]], best: dict[str, Any], setting
         f"| compression ratio (compressed layers) | {_fmt(best['ratio'])} |",
         f"| whole-model parameter ratio | {_fmt(best['model_ratio'])} |",
         f"| FLOPs ratio | {_fmt(best['flops_ratio'])} |",
+        *([f"| cost: FLOPs ratio of the compressed layers | {_fmt(best['cost'])} |"]
+          if best.get("cost_metric") == "flops" else []),
         f"| top-1 error, compressed | {_fmt(best['error'])} |",
         f"| top-1 error, original | {_fmt(best['original_error'])} |",
         *([f"| logit distance to the original | {_fmt(best['distance'])} |"] if "distance" in best else []),
         f"| objective ({_objective_label(settings)}) | {_fmt(best['score'])} |",
         f"| posterior mean (std) of the objective | {_fmt(best['posterior_mean'])} ({_fmt(best['posterior_std'])}) |",
-        f"| validation examples | {best['samples']} |",
+        f"| validation examples | {_examples(best)} |",
         *_refinement_lines(best.get("refinement")),
+        *deploy_report.sections(best),
         "",
         "## Layers",
         "",
@@ -117,21 +122,38 @@ def markdown_report(history: list[dict[str, Any]], best: dict[str, Any], setting
     for theta, layer in zip(best["theta"], best["layers"]):
         lines.append(
             f"| {layer['name']} | {layer['method']} | {theta:.3f} | {_fmt(layer['full_ranks'])} | "
-            f"{_fmt(layer['ranks'])} | {layer['params_before']:,} | {layer['params_after']:,} | {layer['ratio']:.4f} |"
+            f"{'unchanged' if layer.get('kept') else _fmt(layer['ranks'])} | {layer['params_before']:,} | {layer['params_after']:,} | {layer['ratio']:.4f} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _examples(best: dict[str, Any]) -> str:
+    """How many examples the final stage scored, and whether they were a subset."""
+    if best.get("final_samples") is None:
+        return f"{best['samples']:,} (the full validation set)" if "validation_size" in best else str(best["samples"])
+    return (f"{best['samples']:,}: a fixed seeded subset of the {best['validation_size']:,} validation examples "
+            "(--final-samples)")
 
 
 def _refinement_lines(refinement: dict[str, Any] | None) -> list[str]:
     """The HOOI refinement of the Tucker-2 layers, when the run had any."""
     if refinement is None:
         return []
-    verdict = "kept (the metrics above are the refined model's)" if refinement["kept"] else "not kept: no better"
+    if "p_value" not in refinement:  # a run from before the paired test
+        verdict = "kept (the metrics above are the refined model's)" if refinement["kept"] else "not kept: no better"
+        test = ""
+    else:
+        verdict = ("kept (the metrics above are the refined model's)" if refinement["kept"]
+                   else "not kept: the improvement is not significant" if refinement["score_after"] < refinement["score_before"]
+                   else "not kept: no better")
+        test = (f" Paired test ({refinement['test']}): better on {refinement['improved']} examples, worse on "
+                f"{refinement['worsened']}, p = {refinement['p_value']:.3g}; kept only if p < {refinement['alpha']} "
+                "and the objective is lower.")
     return [
         "",
-        f"Tucker-2 factors refined by HOOI at the chosen ranks: full-set error {_fmt(refinement['error_before'])} "
+        f"Tucker-2 factors refined by HOOI at the chosen ranks: error {_fmt(refinement['error_before'])} "
         f"-> {_fmt(refinement['error_after'])}, objective {_fmt(refinement['score_before'])} -> "
-        f"{_fmt(refinement['score_after'])}; {verdict}.",
+        f"{_fmt(refinement['score_after'])}; {verdict}.{test}",
     ]
 
 

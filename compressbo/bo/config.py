@@ -33,6 +33,17 @@ class SearchConfig:
     seed: int = _setting(0, "seed of the search and of the subsamples (0)", type=int)
     num_restarts: int = _setting(10, "L-BFGS-B restarts of the acquisition maximization (10)", type=int)
     raw_samples: int = _setting(512, "raw samples seeding the restarts (512)", type=int)
+    warp: str | None = _setting(
+        None,
+        "scale the GP sees theta on: none, log (log theta on the box's log bounds) or learned (Kumaraswamy warp fitted with the GP) (log; none for eign)",
+    )
+    surrogate: str = _setting(
+        "sum", "sum (the GP models cost + gamma * error) or composite (the GP models the error; the known cost is added exactly) (sum)"
+    )
+    kernel: str = _setting(
+        "rbf",
+        "GP kernel: rbf (BoTorch's default) or matern52 (ARD Matern-5/2 with Gamma priors, the corrected-EI paper's) (rbf)",
+    )
 
     @property
     def acquisition_options(self) -> dict[str, Any]:
@@ -49,11 +60,17 @@ class SearchConfig:
             "acquisition_options": self.acquisition_options,
             "num_restarts": self.num_restarts,
             "raw_samples": self.raw_samples,
+            "kernel": self.kernel,
+            "warp": self.warp or "none",
+            "surrogate": self.surrogate,
         }
 
     def validate(self) -> None:
         """The optimizer's own checks, before anything exists; ``SettingError`` if not."""
-        from compressbo.bo.optimizer import check_search_settings
+        from compressbo.bo.models.gp import check_kernel
+        from compressbo.bo.acquisition import acquisition_spec
+        from compressbo.bo.models.warping import WARP_NAMES
+        from compressbo.bo.optimizer import SURROGATES, applicable_warp, check_search_settings
         from compressbo.exceptions import SettingError
 
         if isinstance(self.iterations, bool) or not isinstance(self.iterations, int) or self.iterations < 0:
@@ -63,3 +80,13 @@ class SearchConfig:
             kwargs["acquisition"], kwargs["n_init"], None, kwargs["seed"], kwargs["kappa"],
             kwargs["acquisition_options"], kwargs["num_restarts"], kwargs["raw_samples"],
         )
+        check_kernel(self.kernel)
+        if self.surrogate not in SURROGATES:
+            raise SettingError(f"unknown surrogate {self.surrogate!r}; choose one of {', '.join(SURROGATES)}", setting="surrogate")
+        if self.surrogate == "composite" and not acquisition_spec(self.acq).composite:
+            raise SettingError(f"acq {self.acq} needs surrogate sum (it works on a GP of the objective itself)", setting="surrogate")
+        if self.warp is not None:
+            if self.warp not in WARP_NAMES:
+                raise SettingError(f"unknown warp {self.warp!r}; choose one of {', '.join(WARP_NAMES)}", setting="warp")
+            if self.warp != applicable_warp(self.acq, self.warp):
+                raise SettingError(f"acquisition {self.acq} takes warp none, not {self.warp}", setting="warp")

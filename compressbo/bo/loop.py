@@ -60,12 +60,15 @@ class Evaluation:
         yvar: Its known noise variance.
         gradient: The observed gradient (``d``), for gradient-enhanced acquisitions.
         info: JSON-ready fields recorded with the evaluation (e.g. ranks, ratio, error).
+        modelled: ``(e, var_e)``, the modelled part of ``y = cost(x) + gamma * e`` for the
+            composite surrogate (``Optimizer(surrogate="composite")``); ``None`` otherwise.
     """
 
     y: float
     yvar: float
     gradient: Tensor | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    modelled: tuple[float, float] | None = None
 
 
 class Objective(Protocol):
@@ -183,7 +186,9 @@ class Loop:
         """
         with _recorded_warnings() as caught:
             started = time.perf_counter()
-            self.optimizer.tell(proposal.x, evaluation.y, evaluation.yvar, gradient=evaluation.gradient)
+            self.optimizer.tell(
+                proposal.x, evaluation.y, evaluation.yvar, gradient=evaluation.gradient, modelled=evaluation.modelled
+            )
             recommended = self.recommendation()
             seconds = proposal.seconds_ask + time.perf_counter() - started
         self.in_flight.pop(proposal.index, None)

@@ -19,6 +19,10 @@ r"""Ask/tell Bayesian optimizer for noisy objectives with known per-point varian
 - Pending points (asked, not yet told): analytic acquisitions see the GP conditioned
   on its own mean there (kriging believer), Monte Carlo ones get ``X_pending``. A
   proposal never duplicates a pending point.
+- Kernel: ``kernel="rbf"`` (BoTorch's default) or ``"matern52"`` (the corrected-EI paper's
+  ARD Matern-5/2 with Gamma priors), see ``compressbo.bo.models.gp.KERNELS``; the value GP,
+  the known-optimum GP and the gradient-enhanced GP all use it (a ``known_kernel`` overrides
+  it for the value GP).
 - Termination (Zhou, Ma & Blaschko, 2023): with ``kappa`` set, ``should_stop``
   becomes True at the first proposal whose maximized acquisition value is below
   ``kappa`` (``log(kappa)`` for log acquisitions).
@@ -30,7 +34,7 @@ r"""Ask/tell Bayesian optimizer for noisy objectives with known per-point varian
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,10 +46,12 @@ from botorch.utils.sampling import manual_seed
 from torch import Tensor
 from torch.quasirandom import SobolEngine
 
-from compressbo.bo.acquisition import acquisition_spec, make_acquisition, validate_options
+from compressbo.bo.acquisition import ACQUISITION_NAMES, acquisition_spec, make_acquisition, validate_options
+from compressbo.bo.models.composite import CompositeModel
 from compressbo.exceptions import OptimizerInputError, SettingError
-from compressbo.bo.models.gp import condition_on_pending, fit_gp, incumbent
+from compressbo.bo.models.gp import DEFAULT_KERNEL, check_kernel, condition_on_pending, fit_gp, incumbent
 from compressbo.bo.models.gradient_enhanced import fit_gradient_gp, GradientGP
+from compressbo.bo.models.warping import validate_warp
 
 STATE_FORMAT = "compressbo.optimizer/1"
 DUPLICATE_TOLERANCE = 1e-6  # max-norm distance in the unit cube below which points match
@@ -89,6 +95,11 @@ class Optimizer:
         num_restarts: int = 10,
         raw_samples: int = 512,
         known_kernel: dict[str, float] | None = None,
+        kernel: str = DEFAULT_KERNEL,
+        warp: str = "none",
+        surrogate: str = "sum",
+        known_cost: Callable[[Tensor], Tensor] | None = None,
+        cost_weight: float = 1.0,
     ) -> None:
         r"""Set up an optimizer over a box.
 
@@ -111,11 +122,27 @@ class Optimizer:
             known_kernel: ``{"lengthscale": l, "outputscale": s2}`` to model ``f`` with
                 this known RBF prior instead of fitting the GP (see
                 ``compressbo.bo.models.gp.known_rbf_gp``); None fits it.
+            kernel: Covariance of the fitted GPs, a name in
+                ``compressbo.bo.models.gp.KERNEL_NAMES``: ``"rbf"`` or ``"matern52"``.
+            warp: The scale the GP sees ``x`` on (``compressbo.bo.models.warping``):
+                ``none``, ``log`` (needs positive lower bounds) or ``learned``. The
+                acquisition is still maximized over ``x`` in the box. Only ``none`` with
+                ``known_kernel`` or a gradient-enhanced acquisition (eign).
+            surrogate: ``sum`` (the GP models ``y`` itself) or ``composite`` (the objective
+                is ``y = known_cost(x) + cost_weight * e(x)``: the GP models ``e`` from the
+                ``modelled`` values given to :meth:`tell`, and the acquisition sees
+                ``compressbo.bo.models.composite.CompositeModel``).
+            known_cost: The known term of a composite objective: a callable
+                ``batch_shape x d -> batch_shape``, differentiable. Not saved in the state;
+                pass it again to :meth:`from_state_dict`.
+            cost_weight: The weight ``gamma`` of the modelled term, ``>= 0``.
         """
         self._bounds = _as_bounds(bounds)
         d = self.dim
         options = dict(acquisition_options or {})
         n_init = check_search_settings(acquisition, n_init, d, seed, kappa, options, num_restarts, raw_samples)
+        check_warp(warp, self._bounds, acquisition, known_kernel)
+        check_surrogate(surrogate, acquisition, known_cost, cost_weight, known_kernel)
         self.acquisition = acquisition
         self.acquisition_options = options
         self.n_init = n_init
@@ -124,6 +151,12 @@ class Optimizer:
         self.num_restarts = int(num_restarts)
         self.raw_samples = int(raw_samples)
         self.known_kernel = None if known_kernel is None else dict(known_kernel)
+        self.kernel = check_kernel(kernel)
+        self.warp = warp
+        self.surrogate = surrogate
+        self.known_cost = known_cost
+        self.cost_weight = float(cost_weight)
+        self._modelled = torch.empty(0, 2, dtype=torch.float64)  # (value, variance); NaN: not told
         self._X = torch.empty(0, d, dtype=torch.float64)
         self._Y = torch.empty(0, dtype=torch.float64)
         self._Yvar = torch.empty(0, dtype=torch.float64)
@@ -200,6 +233,7 @@ class Optimizer:
         y: float,
         yvar: float,
         gradient: Tensor | Sequence[float] | None = None,
+        modelled: tuple[float, float] | None = None,
     ) -> None:
         r"""Record an observation ``y = f(x) + noise`` with noise variance ``yvar``.
 
@@ -210,6 +244,9 @@ class Optimizer:
             yvar: Its noise variance (finite, ``>= 0``).
             gradient: The exact gradient ``grad f(x)``, a ``d`` tensor (or sequence),
                 or None.
+            modelled: ``(e, var_e)``, the modelled part of a composite objective
+                (``y = known_cost(x) + cost_weight * e``) and its noise variance; required
+                by ``surrogate="composite"``, recorded (and unused) otherwise.
         """
         x = torch.as_tensor(x, dtype=torch.float64).reshape(-1)
         if x.shape != (self.dim,):
@@ -233,6 +270,17 @@ class Optimizer:
                     f"gradient must be {self.dim} finite values (df/dx at x) or None, "
                     f"got {gradient.tolist()}."
                 )
+        if modelled is None:
+            if self.surrogate == "composite":
+                raise OptimizerInputError(
+                    "the composite surrogate models e in y = cost(x) + gamma * e: pass "
+                    "tell(..., modelled=(e, var_e))."
+                )
+            modelled = (math.nan, math.nan)
+        else:
+            modelled = (_finite_float(modelled[0], "modelled value"), _finite_float(modelled[1], "modelled variance"))
+            if modelled[1] < 0:
+                raise OptimizerInputError(f"the modelled variance must be >= 0, got {modelled[1]}.")
         match = self._pending_index(x)
         if match is not None:
             self._pending = torch.cat([self._pending[:match], self._pending[match + 1 :]])
@@ -240,6 +288,7 @@ class Optimizer:
         self._Y = torch.cat([self._Y, self._Y.new_tensor([y])])
         self._Yvar = torch.cat([self._Yvar, self._Yvar.new_tensor([yvar])])
         self._gradients = torch.cat([self._gradients, gradient.unsqueeze(0)])
+        self._modelled = torch.cat([self._modelled, self._modelled.new_tensor([modelled])])
         self._model = None
         self._gradient_model = None
 
@@ -272,6 +321,11 @@ class Optimizer:
             "num_restarts": self.num_restarts,
             "raw_samples": self.raw_samples,
             "known_kernel": self.known_kernel,
+            "kernel": self.kernel,
+            "warp": self.warp,
+            "surrogate": self.surrogate,
+            "cost_weight": self.cost_weight,
+            "modelled": [None if math.isnan(row[0]) else row for row in self._modelled.tolist()],
             "X": self._X.tolist(),
             "Y": self._Y.tolist(),
             "Yvar": self._Yvar.tolist(),
@@ -285,8 +339,13 @@ class Optimizer:
             "should_stop": self.should_stop,
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore settings, observations, pending points and counters from ``state``."""
+    def load_state_dict(
+        self, state: dict[str, Any], known_cost: Callable[[Tensor], Tensor] | None = None
+    ) -> None:
+        """Restore settings, observations, pending points and counters from ``state``.
+
+        ``known_cost``: the composite surrogate's cost (default: this optimizer's own).
+        """
         if state.get("format") != STATE_FORMAT:
             raise OptimizerInputError(
                 f"not an optimizer state (format {state.get('format')!r}, expected "
@@ -302,6 +361,11 @@ class Optimizer:
             num_restarts=state["num_restarts"],
             raw_samples=state["raw_samples"],
             known_kernel=state.get("known_kernel"),
+            kernel=state.get("kernel", DEFAULT_KERNEL),  # states before kernels: the default
+            warp=state.get("warp", "none"),
+            surrogate=state.get("surrogate", "sum"),
+            known_cost=known_cost if known_cost is not None else getattr(self, "known_cost", None),
+            cost_weight=state.get("cost_weight", 1.0),
         )
         d = restored.dim
         restored._X = torch.tensor(state["X"], dtype=torch.float64).reshape(-1, d)
@@ -312,6 +376,10 @@ class Optimizer:
             [[math.nan] * d if row is None else row for row in gradients],
             dtype=torch.float64,
         ).reshape(-1, d)
+        modelled = state.get("modelled") or [None] * len(restored._Y)
+        restored._modelled = torch.tensor(
+            [[math.nan, math.nan] if row is None else row for row in modelled], dtype=torch.float64
+        ).reshape(-1, 2)
         restored._pending = torch.tensor(state["pending"], dtype=torch.float64).reshape(-1, d)
         restored._n_asked = int(state["n_asked"])
         restored._sobol.fast_forward(int(state["sobol_drawn"]))
@@ -320,10 +388,12 @@ class Optimizer:
         self.__dict__.update(restored.__dict__)
 
     @classmethod
-    def from_state_dict(cls, state: dict[str, Any]) -> Optimizer:
-        """A new optimizer restored from ``state_dict()`` output."""
+    def from_state_dict(
+        cls, state: dict[str, Any], known_cost: Callable[[Tensor], Tensor] | None = None
+    ) -> Optimizer:
+        """A new optimizer restored from ``state_dict()`` output (``known_cost``: a composite's cost)."""
         optimizer = cls.__new__(cls)
-        optimizer.load_state_dict(state)
+        optimizer.load_state_dict(state, known_cost=known_cost)
         return optimizer
 
     # ------------------------------------------------------------------ internals
@@ -350,19 +420,24 @@ class Optimizer:
         u = self._sobol.draw(1, dtype=torch.float64).reshape(-1)
         return self._bounds[0] + u * (self._bounds[1] - self._bounds[0])
 
-    def _fitted_model(self) -> SingleTaskGP:
+    def _fitted_model(self) -> SingleTaskGP | CompositeModel:
         if self._model is None:
+            composite = self.surrogate == "composite"
+            Y, Yvar = (self._modelled[:, 0], self._modelled[:, 1]) if composite else (self._Y, self._Yvar)
             with manual_seed(_derived_seed(self.seed, _FIT, self.n_observed)):
                 self._model = fit_gp(
-                    self._X, self._Y, self._Yvar, self._bounds, self.known_kernel
+                    self._X, Y, Yvar, self._bounds, self.known_kernel, self.kernel, warp=self.warp
                 )
+            if composite:
+                self._model = CompositeModel(self._model, self.known_cost, self.cost_weight)
         return self._model
 
     def _fitted_gradient_model(self) -> GradientGP:
         if self._gradient_model is None:
             with manual_seed(_derived_seed(self.seed, _FIT, self.n_observed)):
                 self._gradient_model = fit_gradient_gp(
-                    self._X, self._Y, self._gradients, self._Yvar, self._bounds
+                    self._X, self._Y, self._gradients, self._Yvar, self._bounds,
+                    kernel=self.kernel,
                 )
         return self._gradient_model
 
@@ -387,6 +462,8 @@ class Optimizer:
             else:
                 if gradient_enhanced:
                     model = model.condition_on_pending(self._pending)
+                elif isinstance(model, CompositeModel):  # believe the modelled term's mean
+                    model = model.with_error_model(condition_on_pending(model.error_model, self._pending))
                 else:
                     # CBM and ERM also reward a small variance: believe the worst observation
                     lie = self._Y.max().item() if spec.known_optimum else None
@@ -508,6 +585,70 @@ def _as_bounds(bounds: Tensor | Sequence[tuple[float, float]]) -> Tensor:
     if not bool(torch.isfinite(box).all()) or not bool((box[0] < box[1]).all()):
         raise OptimizerInputError("bounds must be finite with lower < upper in every dimension.")
     return box.clone()
+
+
+SURROGATES: tuple[str, ...] = ("sum", "composite")
+
+
+def check_surrogate(
+    surrogate: str,
+    acquisition: str,
+    known_cost: Callable[[Tensor], Tensor] | None = None,
+    cost_weight: float = 1.0,
+    known_kernel: dict[str, float] | None = None,
+) -> None:
+    """A one-line ``SettingError`` if ``surrogate`` is unknown or cannot serve this search."""
+    if surrogate not in SURROGATES:
+        raise SettingError(
+            f"unknown surrogate {surrogate!r}; choose one of: {', '.join(SURROGATES)}.",
+            setting="surrogate",
+        )
+    if surrogate == "sum":
+        return
+    if known_cost is None or not callable(known_cost):
+        raise SettingError(
+            "the composite surrogate needs the objective's known cost (known_cost, a callable "
+            "on batch x d tensors); only problems with a known cost have one.",
+            setting="surrogate",
+        )
+    if not (math.isfinite(cost_weight) and cost_weight >= 0):
+        raise SettingError(f"cost_weight must be a finite number >= 0, got {cost_weight}.", setting="surrogate")
+    if known_kernel is not None or not acquisition_spec(acquisition).composite:
+        usable = [name for name in ACQUISITION_NAMES if acquisition_spec(name).composite]
+        raise SettingError(
+            f"acquisition {acquisition!r} needs a GP of the objective itself, not the composite "
+            f"surrogate; use surrogate 'sum', or one of: {', '.join(usable)}.",
+            setting="surrogate",
+        )
+
+
+def applicable_warp(acquisition: str, default: str) -> str:
+    """``default`` where ``acquisition`` takes a warped GP, else ``none``.
+
+    Gradient-enhanced acquisitions (eign) differentiate the GP on the box's linear scale.
+    """
+    return "none" if acquisition_spec(acquisition).gradient_enhanced else default
+
+
+def check_warp(
+    warp: str, bounds: Tensor, acquisition: str, known_kernel: dict[str, float] | None = None
+) -> None:
+    """A one-line ``SettingError`` if ``warp`` is unknown or cannot serve this search."""
+    validate_warp(warp, bounds)
+    if warp == "none":
+        return
+    if known_kernel is not None:
+        raise SettingError(
+            f"warp {warp!r} does not apply with a known kernel (a prior on x itself); use "
+            "warp 'none'.",
+            setting="warp",
+        )
+    if acquisition_spec(acquisition).gradient_enhanced:
+        raise SettingError(
+            f"acquisition {acquisition!r} differentiates the GP on the box's linear scale; "
+            f"it takes warp 'none', not {warp!r}.",
+            setting="warp",
+        )
 
 
 _ASK, _FIT = 0, 1  # purposes of derived seeds

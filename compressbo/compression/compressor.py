@@ -2,6 +2,12 @@
 
 :class:`Compressor` decomposes every listed layer once (or loads the factors from the disk
 cache) and then builds :class:`CompressedNetwork` objects for any ``theta`` by truncation.
+
+A layer whose ``theta`` is at the top of the box (``theta >= 1``), or whose ranks give a
+factorization no smaller than the layer itself, is not factorized: the compressed network
+keeps the original module (its parameters shared, exactly as they are), with ratio 1, FLOPs
+ratio 1 and no approximation error (:func:`~compressbo.compression.lowrank.ranks.layer_ranks`).
+At ``theta = 1`` for every layer the compressed network computes exactly what the original does.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from compressbo.exceptions import SpecError
+from compressbo.exceptions import SettingError, SpecError
 from compressbo.compression.lowrank import (
     check_scheme,
     FactorCache,
@@ -27,8 +33,11 @@ from compressbo.compression.lowrank import (
     factorized_macs,
     full_macs,
 )
+from compressbo.compression.cost import CompressionCost, check_cost
 from compressbo.compression.spec import NetworkSpec
 from compressbo.compression.build import check_layers
+from compressbo.compression.lowrank._params import resolve_threads
+from compressbo.progress import progress_bar
 
 if sys.version_info >= (3, 11):
     pass
@@ -53,6 +62,9 @@ class LayerRecord:
         ratio: ``params_after / params_before``.
         macs_before: Multiply-accumulates of the original layer for ``spec.input_size``.
         macs_after: Multiply-accumulates of the replacement.
+        kept: The original layer is kept unchanged (``theta >= 1``, or ranks whose factorization
+            is no smaller than the layer); then ``ranks == full_ranks``, ``ratio == 1`` and
+            ``macs_after == macs_before``.
     """
 
     name: str
@@ -64,6 +76,7 @@ class LayerRecord:
     ratio: float
     macs_before: int
     macs_after: int
+    kept: bool = False
 
 
 @dataclass(frozen=True)
@@ -88,6 +101,16 @@ class CompressedNetwork:
     flops_ratio: float
     layers: tuple[LayerRecord, ...]
 
+    @property
+    def layers_flops_ratio(self) -> float:
+        """Multiply-accumulates of the compressed layers / the same layers originally."""
+        return sum(r.macs_after for r in self.layers) / sum(r.macs_before for r in self.layers)
+
+    def cost(self, metric: str = "params") -> float:
+        """The exact cost of this compression: ``ratio`` (``params``) or ``layers_flops_ratio`` (``flops``)."""
+        check_cost(metric)
+        return self.ratio if metric == "params" else self.layers_flops_ratio
+
 
 class Compressor:
     """Turns ``theta`` (one continuous parameter per compressible layer) into compressed networks.
@@ -102,6 +125,13 @@ class Compressor:
         method: Factorization for all layers (e.g. ``"vh"`` for VGG-16); ``None`` for the spec's.
         cache_dir: Factor cache directory; ``None`` for ``factors/`` in :func:`compressbo.files.user_cache_dir`,
             ``False`` for no disk cache.
+        threads: Torch threads of the one-time decomposition and of the HOOI refinement;
+            ``None`` for :func:`~compressbo.compression.lowrank._params.resolve_threads` (the
+            machine's free cores, never more than this process's torch threads). Building
+            compressed networks in the search always runs on one thread.
+
+    Both the decomposition and the refinement show a progress bar advancing per layer (on a
+    terminal, when compressbo logs at INFO).
 
     Attributes:
         decomposed: Names of the layers whose factors were computed by this constructor.
@@ -116,7 +146,12 @@ class Compressor:
         scheme: str | None = None,
         method: str | None = None,
         cache_dir: str | os.PathLike | None | bool = None,
+        threads: int | None = None,
     ) -> None:
+        try:
+            self.threads = resolve_threads(threads)
+        except ValueError as error:
+            raise SettingError(str(error), setting="threads") from None
         self.spec = spec.with_method(method) if method is not None else spec
         self.scheme = check_scheme(scheme or self.spec.scheme)
         self.network = network
@@ -125,10 +160,14 @@ class Compressor:
         self.factors: list[LayerFactors] = []
         self.decomposed: list[str] = []
         self.loaded: list[str] = []
-        for layer, module in zip(self.spec.layers, modules):
-            computed = cache.computed
-            self.factors.append(cache.get(module, layer.method))
-            (self.decomposed if cache.computed > computed else self.loaded).append(layer.name)
+        bar = progress_bar(total=len(modules), desc=f"{self.spec.name} factors ({self.threads} threads)", unit="layer")
+        with bar:
+            for layer, module in zip(self.spec.layers, modules):
+                bar.set_postfix_str(f"{layer.name} {layer.method}", refresh=False)
+                computed = cache.computed
+                self.factors.append(cache.get(module, layer.method, threads=self.threads))
+                (self.decomposed if cache.computed > computed else self.loaded).append(layer.name)
+                bar.update(1)
         self._io = _io_sizes(network, self.spec)
         for layer, module in zip(self.spec.layers, modules):
             if module not in self._io:
@@ -136,6 +175,7 @@ class Compressor:
                     f"{self.spec.name}: layer '{layer.name}' is not called by the network's forward pass; "
                     "compress only layers the network uses"
                 )
+        self._costs: dict[tuple[str, str], CompressionCost] = {}
         self._total_params = _unique_params(network)
         self._total_macs = sum(
             _positions(out_hw) * m.weight.numel() for m, calls in self._io.items() for _, out_hw in calls
@@ -162,6 +202,23 @@ class Compressor:
             raise SpecError(f"theta has {len(values)} values but {self.spec.name} has {self.dim} layers")
         return [factors.ranks(value, self.scheme) for factors, value in zip(self.factors, values)]
 
+    def layer_geometries(self) -> list[tuple]:
+        """Per compressible layer ``(geometry, method, calls)``, ``calls`` its ``(in_hw, out_hw)`` sizes."""
+        return [(f.geometry, f.method, list(self._io[f.layer])) for f in self.factors]
+
+    def cost_function(self, metric: str = "params") -> CompressionCost:
+        """The known cost ``theta -> cost`` (:class:`~compressbo.compression.cost.CompressionCost`):
+        ``.exact(theta)`` from the ranks, and called on a ``batch x d`` tensor, the relaxed,
+        differentiable cost (a plain callable for the BO side)."""
+        key = (metric, self.scheme)
+        if key not in self._costs:
+            self._costs[key] = CompressionCost.of(self, metric)
+        return self._costs[key]
+
+    def cost(self, theta: Sequence[float] | Tensor, metric: str = "params") -> float:
+        """The exact cost of ``theta`` (``d``) from its integer ranks, without building a network."""
+        return self.cost_function(metric).exact_for_ranks(self.ranks(theta))
+
     def compress(self, theta: Sequence[float] | Tensor) -> CompressedNetwork:
         """The compressed network for ``theta`` (``d``)."""
         return self.build(self.ranks(theta))
@@ -174,6 +231,9 @@ class Compressor:
     def build(self, ranks: Sequence[Ranks], *, refine: bool = False) -> CompressedNetwork:
         """The compressed network at explicit per-layer ranks.
 
+        A layer whose ranks give a factorization no smaller than the layer (full ranks among
+        them) is kept as the original module, not factorized.
+
         Args:
             ranks: Rank(s) per compressible layer.
             refine: Refine the Tucker-2 layers' factors by HOOI (seconds per network: for the
@@ -182,10 +242,20 @@ class Compressor:
         if len(ranks) != self.dim:
             raise SpecError(f"got {len(ranks)} ranks but {self.spec.name} has {self.dim} layers")
         replacements, records = {}, []
+        bar = progress_bar(
+            total=self.dim, enabled=None if refine else False,
+            desc=f"{self.spec.name} HOOI refinement ({self.threads} threads)", unit="layer",
+        )  # fmt: skip
         for spec, factors, layer_ranks in zip(self.spec.layers, self.factors, ranks):
+            bar.set_postfix_str(spec.name, refresh=False)
             layer_ranks = check_ranks(factors.layer, factors.method, layer_ranks)
-            replacements[spec.name] = factors.build(layer_ranks, refine=refine)
             calls = self._io[factors.layer]
+            if factors.keeps_original(layer_ranks):
+                records.append(_kept_record(spec.name, factors, calls))
+                bar.update(1)
+                continue
+            replacements[spec.name] = factors.build(layer_ranks, refine=refine, threads=self.threads)
+            bar.update(1)
             before, after = factors.full_params, factors.params(layer_ranks)
             records.append(
                 LayerRecord(
@@ -203,6 +273,7 @@ class Compressor:
                     ),
                 )
             )
+        bar.close()
         params_before = sum(r.params_before for r in records)
         params_after = sum(r.params_after for r in records)
         macs_delta = sum(r.macs_after - r.macs_before for r in records)
@@ -215,6 +286,24 @@ class Compressor:
             flops_ratio=(self._total_macs + macs_delta) / self._total_macs,
             layers=tuple(records),
         )
+
+
+def _kept_record(name: str, factors: LayerFactors, calls: list[tuple[tuple[int, int], tuple[int, int]]]) -> LayerRecord:
+    """The record of a layer kept as it is: full ranks, ratio exactly 1, its own MACs."""
+    macs = sum(full_macs(factors.geometry, out_hw) for _, out_hw in calls)
+    params = factors.full_params
+    return LayerRecord(
+        name=name,
+        method=factors.method,
+        full_ranks=factors.max_ranks,
+        ranks=factors.max_ranks,
+        params_before=params,
+        params_after=params,
+        ratio=1.0,
+        macs_before=macs,
+        macs_after=macs,
+        kept=True,
+    )
 
 
 def _positions(hw: tuple[int, int]) -> int:

@@ -2,7 +2,7 @@
 
 :class:`ProblemConfig` says *what* is minimized (the network, its weights, the data, the
 subsample size, ``gamma``, the objective, the box, the rank scheme and the factorization);
-:class:`RuntimeConfig` says *where and how* it is evaluated (device, batch size, autocast).
+:class:`RuntimeConfig` says *where and how* it is evaluated (device, batch size, autocast, threads).
 Each field documents itself (``compressbo._settings.setting``): its ``--help`` line, its
 flag's argparse keywords and its role (``defines_problem``, ``resumable``).
 
@@ -50,9 +50,19 @@ class ProblemConfig:
         None, "rank scheme: params (theta = fraction of parameters kept) or plain (spec default)", defines_problem=True
     )
     method: str | None = setting(None, "conv factorization for all layers: tucker2 or vh (spec default)", defines_problem=True)
+    cost: str = setting(
+        "params",
+        "known cost in cost + gamma * error: params (compressed layers' parameter ratio) or flops (their MAC ratio at the spec's input size) (params)",
+        defines_problem=True,
+    )
+    final_samples: int | None = setting(
+        None, "score the recommendation on a fixed seeded subset of N validation examples (the full set)",
+        resumable=True, type=int, metavar="N",
+    )
 
     def validate(self) -> None:
         """Check every problem setting that needs nothing loaded; :class:`SettingError` if not."""
+        from compressbo.compression.cost import check_cost
         from compressbo.compression.data import check_dataset_name
         from compressbo.compression.lowrank import METHODS, SCHEMES
         from compressbo.compression.objective import check_objective_settings
@@ -68,6 +78,8 @@ class ProblemConfig:
             raise SettingError(f"unknown rank scheme {self.scheme!r}; choose one of {', '.join(SCHEMES)}", setting="scheme")
         if self.method is not None and self.method not in METHODS:
             raise SettingError(f"unknown factorization {self.method!r}; choose one of {', '.join(METHODS)}", setting="method")
+        _check_positive(self.final_samples, "final_samples")
+        check_cost(self.cost)
 
 
 @dataclass
@@ -77,6 +89,10 @@ class RuntimeConfig:
     device: str = setting("auto", "auto, cpu, cuda or cuda:N (auto)", resumable=True)
     batch_size: int | None = setting(None, "evaluation batch size (chosen for the device)", resumable=True, type=int)
     amp: bool = setting(False, "evaluate under autocast", defines_problem=True, action="store_true")
+    threads: int | None = setting(
+        None, "threads of the one-time decomposition and the HOOI refinement (the machine's free cores)",
+        resumable=True, type=int,
+    )
 
     def validate(self) -> None:
         """Check the device exists and the batch size is positive; :class:`SettingError` if not."""
@@ -84,6 +100,13 @@ class RuntimeConfig:
 
         resolve_device(self.device)
         check_batch_size(self.batch_size)
+        _check_positive(self.threads, "threads")
+
+
+def _check_positive(value: int | None, name: str) -> None:
+    """``None`` or an integer >= 1, else a :class:`SettingError` naming ``name``."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise SettingError(f"{name} must be an integer >= 1, got {value!r}", setting=name)
 
 
 def samples_range(samples: int | str) -> tuple[int, int]:

@@ -14,6 +14,16 @@ evaluator draws a random subsample of indices per evaluation and asks for exactl
   ``ImageFolder``; class index = position of the wnid in sorted order, as the pretrained
   weights expect). Images are decoded and preprocessed on first use and kept in a bounded
   in-memory cache (:class:`ImageFolderSet`), so repeated subsamples skip JPEG decoding.
+  The folder is checked when the pool is built (:func:`load_imagenet_val`): hidden folders
+  and files are ignored, the class folders must be the expected ones (the 1,000 wnids
+  ``n`` + 8 digits for the ImageNet specs, or the count a spec names with
+  ``builder_kwargs.num_classes``: :func:`expected_class_folders`), a root holding only
+  ``train/`` is refused, and every image's header is decoded once, so a corrupt file is
+  reported with its path before any evaluation.
+
+Every pool has a :meth:`ValidationSet.fingerprint` (its class list, its number of files or
+examples, and a SHA-256 of the sorted relative paths and sizes, or of the tensors), which a
+run records and :func:`check_fingerprint` compares on resume.
 
 Normalization of the grey-scale sets (digits and MNIST): intensities are scaled to [0, 1]
 (digits: ``/16``, MNIST: ``/255``) and standardized with the MNIST constants
@@ -23,12 +33,16 @@ Normalization of the grey-scale sets (digits and MNIST): intensities are scaled 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
+import re
 import struct
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from threading import Lock
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -36,19 +50,31 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from compressbo.exceptions import DataError, SettingError
+from compressbo.progress import progress_bar
+
+if TYPE_CHECKING:
+    from compressbo.compression.spec import NetworkSpec
 
 __all__ = [
     "DATASET_NAMES",
+    "IMAGENET_CLASSES",
     "MNIST_MEAN",
     "MNIST_STD",
+    "ClassFolders",
     "ImageFolderSet",
     "TensorSet",
     "ValidationSet",
+    "check_fingerprint",
+    "check_images",
+    "expected_class_folders",
     "imagenet_eval_transform",
     "load_digits_split",
     "load_imagenet_val",
     "load_mnist",
+    "imagenet_train_transform",
+    "load_imagenet_train",
     "load_train",
+    "load_training_set",
     "load_validation",
     "read_idx",
 ]
@@ -57,6 +83,9 @@ DATASET_NAMES = ("digits", "mnist", "imagenet")
 MNIST_MEAN = 0.1307
 MNIST_STD = 0.3081
 DEFAULT_CACHE_BYTES = 8 * 2**30  # ImageNet cache bound: ~14k preprocessed 3x224x224 float32 images
+IMAGENET_CLASSES = 1000
+WNID = re.compile(r"n\d{8}")  # an ImageNet class folder: WordNet id, e.g. n01440764
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # ImageFolder's
 
 
 class ValidationSet:
@@ -80,6 +109,10 @@ class ValidationSet:
         Returns:
             ``(inputs, labels)``: ``k x ...`` float inputs and ``k`` int64 labels.
         """
+        raise NotImplementedError
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What identifies the data: ``classes`` (list), ``files`` (count) and ``sha256`` (hex)."""
         raise NotImplementedError
 
 
@@ -117,6 +150,14 @@ class TensorSet(ValidationSet, torch.utils.data.Dataset):
     def nbytes(self) -> int:
         return self.inputs.numel() * self.inputs.element_size()
 
+    def fingerprint(self) -> dict[str, Any]:
+        """The class indices present, the number of examples and a SHA-256 of inputs and labels."""
+        digest = hashlib.sha256(f"{self.inputs.dtype}|{tuple(self.inputs.shape)}".encode())
+        for tensor in (self.inputs, self.labels):
+            digest.update(memoryview(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()))
+        classes = [int(c) for c in torch.unique(self.labels.cpu()).tolist()]
+        return {"classes": classes, "files": len(self), "sha256": digest.hexdigest()}
+
 
 class ImageFolderSet(ValidationSet):
     """Images on disk, decoded and preprocessed at most once while they fit in the cache.
@@ -132,6 +173,8 @@ class ImageFolderSet(ValidationSet):
         transform: PIL image -> ``C x H x W`` float tensor, e.g. ``weights.transforms()``.
         cache_bytes: Memory bound of the cache of preprocessed tensors.
         workers: Decoding threads (default: up to 8, at most the CPU count).
+        fingerprint: The folder's :func:`folder_fingerprint` when the caller has it (else
+            computed from ``samples`` on first use).
     """
 
     def __init__(
@@ -141,7 +184,9 @@ class ImageFolderSet(ValidationSet):
         *,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         workers: int | None = None,
+        fingerprint: dict[str, Any] | None = None,
     ) -> None:
+        self._fingerprint = fingerprint
         self.paths = [str(path) for path, _ in samples]
         self.labels = torch.tensor([label for _, label in samples], dtype=torch.long)
         self.transform = transform
@@ -188,6 +233,15 @@ class ImageFolderSet(ValidationSet):
         first = tensors[0]
         out = torch.empty((len(tensors), *first.shape), dtype=first.dtype, pin_memory=pin_memory)
         return torch.stack(tensors, out=out), self.labels.index_select(0, indices)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """:func:`folder_fingerprint` of the images (relative to their common folder's parent)."""
+        if self._fingerprint is None:
+            root = Path(os.path.commonpath([Path(p).parent.parent for p in self.paths])) if self.paths else Path(".")
+            names = sorted({Path(p).relative_to(root).parts[0] for p in self.paths})
+            files = [(Path(p).relative_to(root).as_posix(), os.stat(p).st_size) for p in self.paths]
+            self._fingerprint = folder_fingerprint(names, files)
+        return self._fingerprint
 
 
 # --------------------------------------------------------------------------- digits
@@ -327,11 +381,193 @@ def imagenet_eval_transform() -> Callable:
     return VGG16_Weights.IMAGENET1K_V1.transforms()
 
 
+@dataclass(frozen=True)
+class ClassFolders:
+    """The class folders a validation folder must hold.
+
+    Attributes:
+        count: Number of class folders (``None``: any number).
+        wnids: Every folder must be named like an ImageNet wnid (``n`` and 8 digits).
+    """
+
+    count: int | None = None
+    wnids: bool = False
+
+
+def expected_class_folders(spec: NetworkSpec) -> ClassFolders | None:
+    """The class folders ``spec``'s network expects, or ``None`` for a dataset without folders.
+
+    A spec names its class count with ``builder_kwargs.num_classes`` (torchvision builders take
+    it); without it an ImageNet spec expects the 1,000 ILSVRC2012 wnid folders.
+    """
+    if spec.dataset != "imagenet":
+        return None
+    count = spec.builder_kwargs.get("num_classes")
+    if count is None:
+        return ClassFolders(IMAGENET_CLASSES, wnids=True)
+    return ClassFolders(int(count), wnids=int(count) == IMAGENET_CLASSES)
+
+
+def _visible(name: str) -> bool:
+    return not name.startswith(".")
+
+
+def list_image_folder(folder: Path) -> tuple[list[str], list[tuple[str, int, int]]]:
+    """The class folders of ``folder`` and its images, as ``ImageFolder`` orders them.
+
+    Hidden folders and files (``.ipynb_checkpoints``, ``.DS_Store``) are skipped at every
+    depth; files are images by ``ImageFolder``'s extensions (any case).
+
+    Returns:
+        ``(classes, samples)``: sorted class names, and ``(path, class index, size in bytes)``
+        per image, by class, then path.
+
+    Raises:
+        DataError: A class folder holds no image.
+    """
+    classes = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir() and _visible(entry.name))
+    samples: list[tuple[str, int, int]] = []
+    for label, name in enumerate(classes):
+        found = 0
+        for directory, subdirectories, files in sorted(os.walk(folder / name, followlinks=True)):
+            subdirectories[:] = [d for d in subdirectories if _visible(d)]
+            if not all(_visible(part) for part in Path(directory).relative_to(folder).parts):
+                continue
+            for file in sorted(files):
+                if _visible(file) and file.lower().endswith(IMAGE_EXTENSIONS):
+                    path = os.path.join(directory, file)
+                    samples.append((path, label, os.stat(path).st_size))
+                    found += 1
+        if not found:
+            raise DataError(
+                f"class folder {folder / name} holds no image ({', '.join(IMAGE_EXTENSIONS)}); "
+                "put its validation images there or remove the folder",
+                setting="data_dir",
+            )
+    return classes, samples
+
+
+def check_class_folders(folder: Path, classes: list[str], expected: ClassFolders) -> None:
+    """Raise a one-line :class:`DataError` unless ``classes`` are the ``expected`` class folders."""
+    if expected.wnids:
+        foreign = [name for name in classes if not WNID.fullmatch(name)]
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+            raise DataError(
+                f"{folder} holds folder(s) {shown} that are not ImageNet class folders (wnids such as "
+                f"n01440764); expected the {expected.count or 'ImageNet'} wnid folders of the validation set",
+                setting="data_dir",
+            )
+    if expected.count is not None and len(classes) != expected.count:
+        difference = expected.count - len(classes)
+        what = f"{difference} missing" if difference > 0 else f"{-difference} too many"
+        raise DataError(
+            f"{folder} holds {len(classes):,} class folders but the network expects {expected.count:,} "
+            f"({what}; class indices follow the sorted folder names, so every label after a gap would "
+            "shift); restore the missing class folders or use a spec naming this many classes",
+            setting="data_dir",
+        )
+
+
+def _image_problem(path: str) -> str | None:
+    """``None`` if PIL decodes the file's header (and structure, where PIL can verify it), else why not."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except Exception as error:  # noqa: BLE001 - any failure means the file cannot be used
+        return f"{type(error).__name__}: {error}".split("\n")[0]
+    return None
+
+
+def check_images(paths: Sequence[str], *, workers: int | None = None, progress: bool | None = None) -> None:
+    """Decode every image's header once (PIL, in a thread pool, with a progress bar).
+
+    Raises:
+        DataError: One line naming the first unreadable file (and how many more there are).
+    """
+    workers = workers or min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(workers, thread_name_prefix="compressbo-check") as pool:
+        results = progress_bar(
+            pool.map(_image_problem, paths, chunksize=64),
+            enabled=progress,
+            total=len(paths),
+            desc=f"checking {len(paths):,} images",
+            unit="img",
+        )
+        problems = [(path, problem) for path, problem in zip(paths, results) if problem is not None]
+    if problems:
+        path, problem = problems[0]
+        more = f" ({len(problems) - 1} more unreadable files)" if len(problems) > 1 else ""
+        raise DataError(
+            f"cannot read validation image {path} ({problem}){more}; replace or remove the file",
+            setting="data_dir",
+        )
+
+
+def folder_fingerprint(classes: Sequence[str], files: Sequence[tuple[str, int]]) -> dict[str, Any]:
+    """``classes``, the number of ``files`` and the SHA-256 of their sorted ``relative path<TAB>size`` lines."""
+    digest = hashlib.sha256()
+    for relative, size in sorted(files):
+        digest.update(f"{relative}\t{size}\n".encode())
+    return {"classes": list(classes), "files": len(files), "sha256": digest.hexdigest()}
+
+
+def check_fingerprint(saved: dict[str, Any] | None, current: dict[str, Any], where: str) -> None:
+    """Raise a one-line :class:`DataError` when ``current`` is not the ``saved`` data.
+
+    Args:
+        saved: The fingerprint a run recorded (``None``: nothing to compare, accepted).
+        current: The data's :meth:`ValidationSet.fingerprint` now.
+        where: How the message names the data (its folder or dataset name).
+    """
+    if saved is None or saved == current:
+        return
+    old, new = list(saved.get("classes", [])), list(current.get("classes", []))
+    differences = []
+    missing, added = [c for c in old if c not in set(new)], [c for c in new if c not in set(old)]
+    if missing:
+        differences.append(f"class(es) {', '.join(map(str, missing[:3]))}{' ...' if len(missing) > 3 else ''} missing")
+    if added:
+        differences.append(f"new class(es) {', '.join(map(str, added[:3]))}{' ...' if len(added) > 3 else ''}")
+    if saved.get("files") != current.get("files"):
+        differences.append(f"{current.get('files')} files instead of {saved.get('files')}")
+    if not differences:
+        differences.append("the same number of files, with other names or sizes")
+    raise DataError(
+        f"the validation data in {where} is not the data this run was made with ({'; '.join(differences)}); "
+        "resume with that data, or start a new run",
+        setting="data_dir",
+    )
+
+
+def _image_folder(root: Path) -> Path:
+    """The validation folder of an ImageNet ``root`` (``root/val`` or ``root`` itself)."""
+    layout = "expected ROOT/val/<wnid>/*.JPEG (one folder per class, e.g. val/n01440764/ILSVRC2012_val_00000293.JPEG)"
+    if not root.is_dir():
+        raise DataError(f"ImageNet folder {root} does not exist; {layout}", setting="data_dir")
+    if (root / "val").is_dir():
+        return root / "val"
+    visible = {entry.name for entry in os.scandir(root) if entry.is_dir() and _visible(entry.name)}
+    if "train" in visible and not any(WNID.fullmatch(name) for name in visible):
+        raise DataError(
+            f"{root} holds train/ but no val/: compressbo evaluates on the validation images; "
+            f"put them in {root / 'val'} ({layout})",
+            setting="data_dir",
+        )
+    return root
+
+
 def load_imagenet_val(
     root: str | os.PathLike,
     *,
     transform: Callable | None = None,
     cache_bytes: int = DEFAULT_CACHE_BYTES,
+    classes: ClassFolders | None = None,
+    check: bool = True,
+    fingerprint: dict[str, Any] | None = None,
+    workers: int | None = None,
 ) -> ImageFolderSet:
     """The ILSVRC2012 validation set as ``root/val/<wnid>/*.JPEG`` (or ``root/<wnid>/*.JPEG``).
 
@@ -344,22 +580,35 @@ def load_imagenet_val(
         transform: PIL image -> tensor; default :func:`imagenet_eval_transform`. Pass the chosen
             weights' ``weights.transforms()``.
         cache_bytes: Bound of the in-memory cache of preprocessed images.
+        classes: The class folders expected (:func:`expected_class_folders`); ``None``: any.
+        check: Decode every image's header once now (:func:`check_images`).
+        fingerprint: A run's recorded fingerprint: the folder must still be that data
+            (compared first, before the other checks; :func:`check_fingerprint`).
+        workers: Threads checking and decoding images (default: up to 8, at most the CPU count).
 
     Raises:
-        UserInputError: No such folder, or no class folders with images in it.
+        DataError: No such folder, a train-only root, no class folders with images, other
+            class folders than expected, an unreadable image, or data other than ``fingerprint``'s.
     """
-    from torchvision.datasets import ImageFolder
-
     root = Path(root).expanduser()
-    folder = root / "val" if (root / "val").is_dir() else root
+    folder = _image_folder(root)
     layout = "expected ROOT/val/<wnid>/*.JPEG (one folder per class, e.g. val/n01440764/ILSVRC2012_val_00000293.JPEG)"
-    if not folder.is_dir():
-        raise DataError(f"ImageNet folder {root} does not exist; {layout}")
-    try:
-        image_folder = ImageFolder(str(folder))
-    except (FileNotFoundError, RuntimeError) as exc:
-        raise DataError(f"no ImageNet images found in {folder} ({exc}); {layout}") from None
-    return ImageFolderSet(image_folder.samples, transform or imagenet_eval_transform(), cache_bytes=cache_bytes)
+    names, samples = list_image_folder(folder)
+    if not samples:
+        raise DataError(f"no ImageNet images found in {folder} (no class folder holds an image); {layout}", setting="data_dir")
+    found = folder_fingerprint(names, [(Path(p).relative_to(folder).as_posix(), size) for p, _, size in samples])
+    check_fingerprint(fingerprint, found, str(folder))
+    if classes is not None:
+        check_class_folders(folder, names, classes)
+    if check:
+        check_images([path for path, _, _ in samples], workers=workers)
+    return ImageFolderSet(
+        [(path, label) for path, label, _ in samples],
+        transform or imagenet_eval_transform(),
+        cache_bytes=cache_bytes,
+        workers=workers,
+        fingerprint=found,
+    )
 
 
 # --------------------------------------------------------------------------- entry points
@@ -385,6 +634,8 @@ def load_validation(
     download: bool = False,
     seed: int = 0,
     cache_bytes: int = DEFAULT_CACHE_BYTES,
+    classes: ClassFolders | None = None,
+    fingerprint: dict[str, Any] | None = None,
 ) -> ValidationSet:
     """The validation set of ``name``: the data every evaluation subsamples.
 
@@ -395,16 +646,25 @@ def load_validation(
         download: MNIST only: download into ``root`` when the files are missing.
         seed: Digits only: seed of the train/validation split.
         cache_bytes: ImageNet only: bound of the preprocessed-image cache.
+        classes: ImageNet only: the class folders expected (:func:`expected_class_folders`).
+        fingerprint: A run's recorded :meth:`ValidationSet.fingerprint`: the data must still be it.
 
     Raises:
-        UserInputError: Unknown name, missing root, or missing/malformed data.
+        UserInputError: Unknown name, missing root, or missing/malformed data (:class:`DataError`),
+            or other data than ``fingerprint``'s.
     """
     check_dataset_name(name)
+    if name == "imagenet":
+        return load_imagenet_val(
+            _require_root(name, root), transform=transform, cache_bytes=cache_bytes, classes=classes,
+            fingerprint=fingerprint,
+        )
     if name == "digits":
-        return load_digits_split(seed)[1]
-    if name == "mnist":
-        return load_mnist(_require_root(name, root), "test", download=download)
-    return load_imagenet_val(_require_root(name, root), transform=transform, cache_bytes=cache_bytes)
+        dataset: ValidationSet = load_digits_split(seed)[1]
+    else:
+        dataset = load_mnist(_require_root(name, root), "test", download=download)
+    check_fingerprint(fingerprint, dataset.fingerprint(), name if root is None else f"{name} ({root})")
+    return dataset
 
 
 def load_train(
@@ -421,3 +681,80 @@ def load_train(
     if name == "mnist":
         return load_mnist(_require_root(name, root), "train", download=download)
     raise DataError("compressbo trains only FC3 (digits, mnist); use pretrained torchvision weights for imagenet")
+
+
+# --------------------------------------------------------------------------- training splits (fine-tuning)
+
+
+def imagenet_train_transform(eval_transform: Callable | None = None) -> Callable:
+    """Training-style preprocessing matching a torchvision weights' evaluation transform.
+
+    ``RandomResizedCrop(crop) -> RandomHorizontalFlip -> ToTensor -> Normalize(mean, std)``,
+    the crop size, interpolation, mean and std taken from ``eval_transform`` (the weights'
+    ``transforms()``, an ``ImageClassification``); torchvision's reference recipe for the
+    ``IMAGENET1K_V1`` weights. Default: :func:`imagenet_eval_transform`'s.
+    """
+    from torchvision import transforms
+
+    source = eval_transform if eval_transform is not None else imagenet_eval_transform()
+    crop = getattr(source, "crop_size", [224])
+    return transforms.Compose(
+        [
+            transforms.RandomResizedCrop(crop[0] if isinstance(crop, (list, tuple)) else crop,
+                                         interpolation=getattr(source, "interpolation", transforms.InterpolationMode.BILINEAR)),
+            transforms.RandomHorizontalFlip(),
+            transforms.PILToTensor(),
+            transforms.ConvertImageDtype(torch.float32),
+            transforms.Normalize(getattr(source, "mean", [0.485, 0.456, 0.406]), getattr(source, "std", [0.229, 0.224, 0.225])),
+        ]
+    )
+
+
+def load_imagenet_train(root: str | os.PathLike, *, transform: Callable | None = None) -> torch.utils.data.Dataset:
+    """The ILSVRC2012 training images as ``root/train/<wnid>/*.JPEG`` (torchvision ``ImageFolder``).
+
+    Class indices are the wnids in sorted order, as for the validation folder.
+
+    Args:
+        root: ImageNet root holding ``train/`` (and ``val/``).
+        transform: PIL image -> tensor; default :func:`imagenet_train_transform`.
+
+    Raises:
+        DataError: ``root/train`` missing, or without class folders of images.
+    """
+    from torchvision.datasets import ImageFolder
+
+    folder = Path(root).expanduser() / "train"
+    layout = "expected ROOT/train/<wnid>/*.JPEG, one folder per class as in val/"
+    if not folder.is_dir():
+        raise DataError(f"ImageNet training folder {folder} does not exist; {layout}", setting="data_dir")
+    try:
+        return ImageFolder(str(folder), transform=transform or imagenet_train_transform())
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise DataError(f"no ImageNet training images found in {folder} ({exc}); {layout}", setting="data_dir") from None
+
+
+def load_training_set(
+    name: str,
+    root: str | os.PathLike | None = None,
+    *,
+    eval_transform: Callable | None = None,
+    download: bool = False,
+    seed: int = 0,
+) -> torch.utils.data.Dataset:
+    """The training split of ``name``, disjoint from its validation set (for fine-tuning).
+
+    ``digits``: the training part of the seeded split (never the validation images);
+    ``mnist``: the 60,000 training images; ``imagenet``: ``root/train`` with the training-style
+    version of ``eval_transform`` (:func:`imagenet_train_transform`).
+
+    Raises:
+        DataError: Missing root or files.
+        SettingError: Unknown name.
+    """
+    check_dataset_name(name)
+    if name == "imagenet":
+        if root is None:
+            raise DataError("fine-tuning on imagenet needs its root holding train/; pass the data directory", setting="data_dir")
+        return load_imagenet_train(root, transform=imagenet_train_transform(eval_transform))
+    return load_train(name, root, download=download, seed=seed)

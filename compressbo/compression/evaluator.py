@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,10 +41,13 @@ from torch import Tensor, nn
 from compressbo.compression.data import TensorSet, ValidationSet
 from compressbo.exceptions import SettingError
 from compressbo.compression.compressor import parameter_dtype
+from compressbo.progress import progress_bar
 
+logger = logging.getLogger(__name__)
 
 DISTILL_VARIANCE_FLOOR = 1e-12  # floor of the distillation variance (identical logits give s^2 = 0)
 RESIDENT_BYTES = 2 * 2**30  # tensor pools up to this size live on the GPU for the whole run
+FINAL_STREAM = 2**32 + 0xF1  # seed-sequence word of the final stage's subset (draw i uses [seed, i], i < 2^32)
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -208,20 +212,57 @@ class SubsampleEvaluator:
     def _autocast(self) -> contextlib.AbstractContextManager:
         return torch.autocast(self.device.type) if self.amp else contextlib.nullcontext()
 
-    def _batches(self, indices: Tensor, dtype: torch.dtype) -> Iterator[tuple[Tensor, Tensor]]:
-        """``(indices on the device, inputs on the device in dtype)`` per batch."""
+    def _batches(
+        self, indices: Tensor, dtype: torch.dtype, what: str | None = None
+    ) -> Iterator[tuple[Tensor, Tensor]]:
+        """``(indices on the device, inputs on the device in dtype)`` per batch.
+
+        With ``what`` (a full-set pass: "the original network", ...) a line says what is
+        scored on how many examples, and a progress bar follows the examples.
+        """
         device_indices = indices.to(self.device, non_blocking=True)
         source = device_indices if self._resident else indices
-        for start in range(0, indices.numel(), self.batch_size):
-            stop = start + self.batch_size
-            inputs, _ = self.dataset.get(source[start:stop], pin_memory=self._pin)
-            yield device_indices[start:stop], inputs.to(self.device, dtype=dtype, non_blocking=True)
+        bar = None
+        if what is not None:
+            logger.info("scoring %s on %s validation examples", what, f"{indices.numel():,}")
+            bar = progress_bar(total=indices.numel(), desc=f"scoring {what}", unit="img", leave=False)
+        try:
+            for start in range(0, indices.numel(), self.batch_size):
+                stop = start + self.batch_size
+                inputs, _ = self.dataset.get(source[start:stop], pin_memory=self._pin)
+                yield device_indices[start:stop], inputs.to(self.device, dtype=dtype, non_blocking=True)
+                if bar is not None:
+                    bar.update(min(stop, indices.numel()) - start)
+        finally:
+            if bar is not None:
+                bar.close()
 
-    def logits(self, module: nn.Module, indices: Tensor) -> Tensor:
-        """The network's float32 logits on ``indices`` (``len(indices) x C``, on the device)."""
+    def logits(self, module: nn.Module, indices: Tensor, *, what: str | None = None) -> Tensor:
+        """The network's float32 logits on ``indices`` (``len(indices) x C``, on the device).
+
+        Args:
+            module: The network.
+            indices: ``k`` example indices.
+            what: Name of the network for a full-set pass's log line and progress bar.
+        """
         module = self._prepare(module)
         with torch.inference_mode(), self._autocast():
-            return torch.cat([module(x).float() for _, x in self._batches(indices, parameter_dtype(module))])
+            return torch.cat([module(x).float() for _, x in self._batches(indices, parameter_dtype(module), what)])
+
+    def wrong(self, module: nn.Module, indices: Tensor, *, what: str | None = None) -> Tensor:
+        """Which of ``indices`` the network misclassifies: ``k`` bools, on the CPU.
+
+        Args:
+            module: The network.
+            indices: ``k`` example indices.
+            what: Name of the network for a full-set pass's log line and progress bar.
+        """
+        module = self._prepare(module)
+        parts = []
+        with torch.inference_mode(), self._autocast():
+            for idx, x in self._batches(indices, parameter_dtype(module), what):
+                parts.append(module(x).argmax(dim=1) != self.labels[idx])
+        return torch.cat(parts).cpu() if parts else torch.zeros(0, dtype=torch.bool)
 
     def _count_wrong(self, module: nn.Module, indices: Tensor) -> int:
         module = self._prepare(module)
@@ -230,6 +271,26 @@ class SubsampleEvaluator:
             for idx, x in self._batches(indices, parameter_dtype(module)):
                 wrong += (module(x).argmax(dim=1) != self.labels[idx]).sum()
         return int(wrong)
+
+    def final_indices(self, samples: int | None = None) -> Tensor:
+        """The examples the final stage scores: all of them, or a fixed seeded subset of ``samples``.
+
+        The subset depends only on the seed and ``samples`` (not on the subsamples drawn), so
+        a run, its resume and its extensions score the same examples.
+
+        Raises:
+            UserInputError: ``samples`` outside ``1..len(dataset)``.
+        """
+        n = len(self.dataset)
+        if samples is None or samples == n:
+            return torch.arange(n)
+        if not 1 <= samples <= n:
+            raise SettingError(
+                f"final_samples {samples} is outside 1..{n}: the validation set has {n} examples; choose a smaller one",
+                setting="final_samples",
+            )
+        seed = int(np.random.SeedSequence([self.seed, FINAL_STREAM]).generate_state(1, np.uint64)[0]) >> 1
+        return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:samples].sort().values
 
     # ------------------------------------------------------------------ estimates
 
@@ -246,7 +307,7 @@ class SubsampleEvaluator:
         """Top-1 error on the whole validation set (does not advance the subsample sequence)."""
         return self._count_wrong(module, torch.arange(len(self.dataset))) / len(self.dataset)
 
-    def reference_logits(self, reference: nn.Module, indices: Tensor) -> Tensor:
+    def reference_logits(self, reference: nn.Module, indices: Tensor, *, what: str | None = None) -> Tensor:
         """Logits of ``reference`` on ``indices``, each example computed once and cached."""
         cache = self._reference_logits.get(reference)
         device_indices = indices.to(self.device)
@@ -256,7 +317,7 @@ class SubsampleEvaluator:
         else:
             missing = indices
         if missing.numel():
-            computed = self.logits(reference, missing)
+            computed = self.logits(reference, missing, what=what)
             if cache is None:
                 logits = torch.zeros((len(self.dataset), computed.shape[1]), device=self.device)
                 known = torch.zeros(len(self.dataset), dtype=torch.bool, device=self.device)
@@ -280,10 +341,21 @@ class SubsampleEvaluator:
         if m is not None and m < 2:
             raise SettingError(f"objective distill needs samples of at least 2, got {m}", setting="samples")
         indices = self.sample(m) if m is not None else torch.arange(len(self.dataset))
+        per_example, wrong = self.distances(module, reference, indices)
         m = indices.numel()
-        target = self.reference_logits(reference, indices)
-        logits = self.logits(module, indices)
-        per_example = (logits.double() - target.double()).pow(2).mean(dim=1)
-        wrong = (logits.argmax(dim=1) != self.labels[indices.to(self.device)]).sum()
         distance, variance = per_example.mean(), per_example.var(correction=1) / m
-        return DistillEstimate(float(distance), max(float(variance), DISTILL_VARIANCE_FLOOR), m, int(wrong) / m)
+        return DistillEstimate(float(distance), max(float(variance), DISTILL_VARIANCE_FLOOR), m, int(wrong.sum()) / m)
+
+    def distances(
+        self, module: nn.Module, reference: nn.Module, indices: Tensor, *, what: str | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Per-example squared logit distance to ``reference`` and misclassification of ``module``.
+
+        Returns:
+            ``(distance, wrong)``: ``k`` float64 ``mean_c (z_ic - z0_ic)^2`` and ``k`` bools, on the CPU.
+        """
+        target = self.reference_logits(reference, indices, what=None if what is None else "the original network")
+        logits = self.logits(module, indices, what=what)
+        per_example = (logits.double() - target.double()).pow(2).mean(dim=1)
+        wrong = logits.argmax(dim=1) != self.labels[indices.to(self.device)]
+        return per_example.cpu(), wrong.cpu()

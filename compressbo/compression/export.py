@@ -69,7 +69,12 @@ def save_compressed(directory_or_path: str | os.PathLike, spec: NetworkSpec, com
         "state_dict": weights_path.name,
         "state_dict_sha256": file_sha256(weights_path),
         "layers": [
-            {"name": r.name, "method": r.method, "ranks": list(r.ranks) if isinstance(r.ranks, tuple) else r.ranks}
+            {
+                "name": r.name,
+                "method": r.method,
+                "ranks": list(r.ranks) if isinstance(r.ranks, tuple) else r.ranks,
+                "kept": r.kept,
+            }
             for r in compressed.layers
         ],
         "ratio": compressed.ratio,
@@ -119,8 +124,9 @@ def load_compressed(path: str | os.PathLike, *, trust_code: bool = False) -> nn.
     """Rebuild a network written by :func:`save_compressed` (eval mode).
 
     The architecture is built from the embedded spec, each compressed layer is replaced by an
-    empty factorized module of the saved ranks, and the state dict (``weights_only=True``)
-    fills every parameter, so outputs match the saved network exactly.
+    empty factorized module of the saved ranks (layers saved as ``kept`` stay the original's),
+    and the state dict (``weights_only=True``) fills every parameter, so outputs match the
+    saved network exactly.
 
     Args:
         path: The ``.json`` file, its ``.pth`` or the directory holding ``compressed.json``.
@@ -136,11 +142,13 @@ def load_compressed(path: str | os.PathLike, *, trust_code: bool = False) -> nn.
     json_path = export_paths(path)[1]
     try:
         spec = spec_from_dict(document["spec"], str(json_path))
-        layers = [(layer["name"], layer["method"], layer["ranks"]) for layer in document["layers"]]
+        layers = [(layer["name"], layer["method"], layer["ranks"], layer.get("kept", False)) for layer in document["layers"]]
     except (KeyError, TypeError) as error:
         raise WeightsError(f"{json_path} is incomplete ({type(error).__name__}: {error}); export the model again") from None
     network = build_network(spec, weights="random", trust_code=trust_code)
-    for name, method, ranks in layers:
+    for name, method, ranks, kept in layers:
+        if kept:
+            continue  # the original layer, unchanged: its parameters are in the state dict as they are
         original = network.get_submodule(name)
         ranks = tuple(ranks) if isinstance(ranks, list) else ranks
         ranks = check_ranks(original, method, ranks)

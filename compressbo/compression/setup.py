@@ -18,7 +18,8 @@ from torch import nn
 from compressbo.compression.build import build_network, preprocessing, weights_sha256
 from compressbo.compression.compressor import Compressor
 from compressbo.compression.config import ProblemConfig, RuntimeConfig, samples_range
-from compressbo.compression.data import load_validation
+from compressbo.compression.batching import default_batch_size
+from compressbo.compression.data import expected_class_folders, load_validation
 from compressbo.compression.evaluator import SubsampleEvaluator
 from compressbo.compression.objective import CompressionObjective
 from compressbo.compression.spec import NetworkSpec, load_spec
@@ -55,7 +56,8 @@ class CompressionSetup:
         evaluator: The subsampled evaluator on the validation set.
         bounds: ``2 x d`` box of ``theta`` (the spec's, or ``config.bounds`` for every layer).
         fingerprints: What the run is built from, for ``--resume`` to check: ``{"spec": SHA-256
-            of the spec file, "weights": SHA-256 of the weights file or None}``.
+            of the spec file, "weights": SHA-256 of the weights file or None, "data": the
+            validation set's fingerprint}``.
     """
 
     config: ProblemConfig
@@ -67,7 +69,15 @@ class CompressionSetup:
     fingerprints: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @classmethod
-    def load(cls, config: ProblemConfig, runtime: RuntimeConfig, seed: int = 0, *, trust_code: bool = True) -> CompressionSetup:
+    def load(
+        cls,
+        config: ProblemConfig,
+        runtime: RuntimeConfig,
+        seed: int = 0,
+        *,
+        trust_code: bool = True,
+        data_fingerprint: dict[str, Any] | None = None,
+    ) -> CompressionSetup:
         """Load spec, data, weights and factors (bad input raises a :class:`UserInputError`).
 
         Args:
@@ -77,6 +87,8 @@ class CompressionSetup:
             trust_code: Import the spec's builder even if it is not on the allowlist: the
                 caller named the spec (``config.model``) itself. ``--resume`` passes
                 ``False`` unless ``--trust-code``, since there config.json names it.
+            data_fingerprint: A run's recorded data fingerprint: the data must still be it
+                (checked before anything else is loaded).
         """
         config.validate()
         runtime.validate()
@@ -87,22 +99,34 @@ class CompressionSetup:
             transform=preprocessing(spec, config.weights),
             download=config.download,
             seed=DATA_SEED,
+            classes=expected_class_folders(spec),
+            fingerprint=data_fingerprint,
         )
         evaluator = SubsampleEvaluator(
             dataset, device=runtime.device, batch_size=runtime.batch_size, amp=runtime.amp, seed=seed
         )
+        if config.final_samples is not None and config.final_samples > len(dataset):
+            raise SettingError(
+                f"final_samples {config.final_samples} asks for more than the {len(dataset)} validation examples; "
+                "choose a smaller number",
+                setting="final_samples",
+            )
         if max(samples_range(config.samples)) > len(dataset):
             raise SettingError(
                 f"samples {config.samples} asks for more than the {len(dataset)} validation examples; "
                 "choose a smaller m",
                 setting="samples",
             )
-        weights = _resolve_weights(config, spec)
+        weights = resolve_weights(config, spec)
         network = build_network(spec, weights, trust_code=trust_code)
-        fingerprints = {"spec": spec.sha256, "weights": weights_sha256(spec, weights)}
-        compressor = Compressor(network, spec, scheme=config.scheme, method=config.method)
+        fingerprints = {"spec": spec.sha256, "weights": weights_sha256(spec, weights), "data": dataset.fingerprint()}
+        compressor = Compressor(network, spec, scheme=config.scheme, method=config.method, threads=runtime.threads)
         # once, so the layers every compressed network shares with it are already there
         network.to(evaluator.device)
+        if runtime.batch_size is None:  # by the network's activation memory on this device
+            choice = default_batch_size(network, spec.input_size, evaluator.device, amp=runtime.amp)
+            evaluator.batch_size = choice.batch_size
+            logger.info(choice.describe(evaluator.device))
         bounds = compressor.bounds
         if config.bounds is not None:
             bounds = torch.tensor(config.bounds, dtype=torch.float64).reshape(2, 1).expand(2, compressor.dim).clone()
@@ -120,12 +144,13 @@ class CompressionSetup:
             self.evaluator,
             gamma=self.config.gamma,
             objective=self.config.objective,
+            cost=self.config.cost,
             samples=samples if samples is not None else samples_range(self.config.samples)[0],
             reference=self.network,
         )
 
 
-def _resolve_weights(config: ProblemConfig, spec: NetworkSpec) -> str | None:
+def resolve_weights(config: ProblemConfig, spec: NetworkSpec) -> str | None:
     """``config.weights`` or the spec's; ``"train"`` becomes FC3 trained on first use and cached."""
     weights = config.weights or spec.weights
     if weights == "train":

@@ -157,13 +157,7 @@ def pretrained_fc3_weights(
         folder.mkdir(parents=True, exist_ok=True)
         lock = FileLock(folder / f".{path.name}.lock", blocking=True)  # another process may be training it
     except OSError as error:
-        warnings.warn(
-            f"cannot write the FC3 weights cache {folder} ({error.strerror or error}); training FC3 "
-            "for this run only. Set COMPRESSBO_CACHE to a writable folder.",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-        return _train_and_save(_private_folder() / path.name, spec_name, dataset, seed, epochs)
+        return _train_uncached(folder, error, path.name, spec_name, dataset, seed, epochs)
     try:
         cached = _verified(path, quiet=True)  # the other process finished it meanwhile
         if cached is not None:
@@ -171,15 +165,22 @@ def pretrained_fc3_weights(
         try:
             return _train_and_save(path, spec_name, dataset, seed, epochs)
         except OSError as error:
-            warnings.warn(
-                f"cannot write the FC3 weights cache {path} ({error.strerror or error}); training "
-                "FC3 for this run only. Set COMPRESSBO_CACHE to a writable folder.",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-            return _train_and_save(_private_folder() / path.name, spec_name, dataset, seed, epochs)
+            return _train_uncached(path, error, path.name, spec_name, dataset, seed, epochs)
     finally:
         lock.release()
+
+
+def _train_uncached(
+    unwritable: Path, error: OSError, name: str, spec_name: str, dataset: str, seed: int, epochs: int
+) -> PretrainedWeights:
+    """Warn that the cache at ``unwritable`` cannot be written, then train into a private folder."""
+    warnings.warn(
+        f"cannot write the FC3 weights cache {unwritable} ({error.strerror or error}); training FC3 "
+        "for this run only. Set COMPRESSBO_CACHE to a writable folder.",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+    return _train_and_save(_private_folder() / name, spec_name, dataset, seed, epochs)
 
 
 # FC3's state dict: names, shapes and dtype a cached file must hold

@@ -15,15 +15,17 @@ continue, and re-raises ``KeyboardInterrupt``.
 ``runs.json`` layout (JSON, never pickle)::
 
     {"format": "compressbo.compare/3", "complete": bool,
-     "problem": {"name", "dim", "bounds", "optimal_value", "score_label", "settings"},
+     "problem": {"name", "dim", "bounds", "optimal_value", "score_label", "settings",
+                 "warp" (problems with a default GP warping, e.g. compression)},
      "settings": {"acquisitions", "seeds", "iterations", "n_init", "optimizer_options",
                   "score_every", "known_optimum"},
      "setup_seconds": seconds the parent took to build the problem,
-     "runs": [{"acquisition", "seed", "n_init", "setup_seconds", "acquisition_options",
+     "runs": [{"acquisition" (the variant, e.g. "cei@log"), "warp" (the GP's input warping), "surrogate", "seed", "n_init", "setup_seconds", "acquisition_options",
                "optimal_value", "observed_gradients",
                "initial_design": [record, ...],       # the initial Sobol points
                "initial_recommendation": {"recommended", "score"},
                "steps": [record, ...],                # the BO iterations
+               "best_observed_scores", "best_evaluated_scores" (``compressbo.experiments.scores``),
                "final_metrics": {...} (problems with ``metrics``, e.g. compression)}]}
 
 Every record is :class:`compressbo.bo.loop.Loop`'s, the schema of ``compress``'s
@@ -57,11 +59,13 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from compressbo.exceptions import ReportedInterrupt, RunDirError, SettingError
+from compressbo.exceptions import ReportedInterrupt, RunDirError, SettingError, UserInputError
 from compressbo._lifecycle import exit_with_parent
 from compressbo.files import check_output_directory, lock_directory, unlock_directory, write_json_atomic
 from compressbo.experiments.problems import Problem, ProblemFamily
 from compressbo.experiments.report import RUNS_FILE, write_report
+from compressbo.experiments.scores import extra_scores
+from compressbo.experiments.variants import Variant, parse_variant
 
 FORMAT = "compressbo.compare/3"
 
@@ -97,7 +101,9 @@ def run_comparison(
             :class:`~compressbo.experiments.problems.ProblemFamily`, or a picklable zero-argument
             callable that builds one (called once in the parent and once per worker, so
             expensive problems are built once per process).
-        acquisitions: Names from ``compressbo.bo.acquisition.ACQUISITION_NAMES``.
+        acquisitions: Variants ``NAME[@WARP]`` (:mod:`compressbo.experiments.variants`): names
+            from ``compressbo.bo.acquisition.ACQUISITION_NAMES``, optionally with the GP's input
+            warping (``cei@log``); without one, the problem's default warping.
         seeds: Seeds to run, or a count ``n`` meaning seeds ``0 .. n-1``.
         iterations: BO iterations per run, after the initial design.
         out_dir: Directory for ``runs.json``, the plots and ``summary.md``: new or empty, or
@@ -127,12 +133,9 @@ def run_comparison(
     from compressbo.bo.acquisition import ACQUISITION_NAMES, acquisition_spec
 
     acquisitions = list(dict.fromkeys(acquisitions))
-    unknown = [name for name in acquisitions if name not in ACQUISITION_NAMES]
-    if unknown or not acquisitions:
-        raise SettingError(
-            f"unknown acquisition {', '.join(map(repr, unknown)) or '(none given)'}; "
-            f"choose from {', '.join(ACQUISITION_NAMES)}"
-        )
+    if not acquisitions:
+        raise SettingError(f"unknown acquisition (none given); choose from {', '.join(ACQUISITION_NAMES)}", setting="acq")
+    variants = [parse_variant(name) for name in acquisitions]  # NAME or NAME@WARP
     seeds = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds):
         raise SettingError("give at least one seed, each once (e.g. seeds 10)", setting="seeds")
@@ -160,7 +163,8 @@ def run_comparison(
     started = time.perf_counter()
     problem_instance = _build(problem)
     setup_seconds = time.perf_counter() - started
-    needs_optimum = [name for name in acquisitions if acquisition_spec(name).known_optimum]
+    _check_variants(variants, problem_instance)
+    needs_optimum = [v.label for v in variants if acquisition_spec(v.acquisition).known_optimum]
     if needs_optimum and known_optimum is None and not _knows_optimum(problem_instance):
         raise SettingError(
             f"{', '.join(needs_optimum)} need the objective's known optimum value; pass "
@@ -178,6 +182,7 @@ def run_comparison(
             "optimal_value": problem_instance.optimal_value,
             "score_label": problem_instance.score_label,
             "settings": problem_instance.settings,
+            **({"warp": problem_instance.warp} if hasattr(problem_instance, "warp") else {}),
         },
         "settings": {
             "acquisitions": acquisitions,
@@ -272,7 +277,7 @@ def run_one(
 
     Args:
         problem: The problem to minimize, or a family (its member ``for_seed(seed)``).
-        acquisition: Acquisition name.
+        acquisition: Acquisition variant ``NAME[@WARP]`` (the run is recorded under it).
         seed: Seeds the optimizer (initial design, Monte Carlo acquisitions), torch's global
             generator and the problem's noise.
         iterations: BO iterations after the initial design.
@@ -292,6 +297,14 @@ def run_one(
 
     if isinstance(problem, ProblemFamily) and not isinstance(problem, Problem):
         problem = problem.for_seed(seed)
+    label, variant = acquisition, parse_variant(acquisition)
+    acquisition, warp = variant.acquisition, variant.resolved_warp(getattr(problem, "warp", "none"))
+    composite = variant.surrogate == "composite"
+    surrogate = (
+        {"surrogate": "composite", "known_cost": problem.known_cost, "cost_weight": problem.gamma}
+        if composite else {}
+    )  # fmt: skip
+
     acquisition_options = {}
     if acquisition_spec(acquisition).known_optimum:
         f_star = problem.optimal_value if known_optimum is None else known_optimum
@@ -308,13 +321,16 @@ def run_one(
         seed=seed,
         acquisition_options=acquisition_options,
         known_kernel=getattr(problem, "known_kernel", None),
+        warp=warp,
+        **surrogate,
         **(optimizer_options or {}),
     )
     n_init = optimizer.n_init
 
     def evaluate(x: Tensor, index: int) -> Evaluation:
-        y, yvar = problem.evaluate(x, noise)  # the noise stream of the seed, in order
-        return Evaluation(y, yvar, gradient=problem.true_gradient(x) if observe_gradient else None)
+        # the noise stream of the seed, in order; the error part too where the surrogate models it
+        y, yvar, modelled = problem.evaluate_parts(x, noise) if composite else (*problem.evaluate(x, noise), None)
+        return Evaluation(y, yvar, gradient=problem.true_gradient(x) if observe_gradient else None, modelled=modelled)
 
     def score(record: dict[str, Any]) -> None:
         iteration = record["iteration"] - n_init + 1  # BO iteration, 1-based; 0: the last initial point
@@ -328,7 +344,9 @@ def run_one(
     initial_design, steps = records[:n_init], records[n_init:]
     last_initial = initial_design[-1]
     run = {
-        "acquisition": acquisition,
+        "acquisition": label,
+        "warp": warp,
+        "surrogate": variant.surrogate,
         "seed": seed,
         "n_init": n_init,
         "acquisition_options": acquisition_options,
@@ -338,10 +356,26 @@ def run_one(
         "initial_recommendation": {"recommended": last_initial["recommended"], "score": last_initial["score"]},
         "steps": steps,
     }
+    run.update(extra_scores(problem, run))  # the authors' scoring rules, from the evaluations
     if hasattr(problem, "metrics"):
         final = (steps[-1] if steps else last_initial)["recommended"]["x"]
         run["final_metrics"] = problem.metrics(torch.tensor(final, dtype=torch.float64))
     return run
+
+
+def _check_variants(variants: Sequence[Variant], problem: Problem | ProblemFamily) -> None:
+    """Refuse (one line, before any run) a variant whose warping or surrogate cannot serve ``problem``."""
+    from compressbo.bo.optimizer import check_surrogate, check_warp
+
+    default = getattr(problem, "warp", "none")
+    for variant in variants:
+        try:
+            check_warp(variant.resolved_warp(default), problem.bounds, variant.acquisition,
+                       getattr(problem, "known_kernel", None))
+            check_surrogate(variant.surrogate, variant.acquisition, getattr(problem, "known_cost", None),
+                            getattr(problem, "gamma", 1.0), getattr(problem, "known_kernel", None))
+        except UserInputError as error:
+            raise type(error)(f"{variant.label} on {problem.name}: {error}", setting="acq") from None
 
 
 def _knows_optimum(problem: Problem | ProblemFamily) -> bool:
@@ -359,6 +393,8 @@ def _resumed(out_dir: Path, requested: dict[str, Any]) -> dict[str, Any]:
             f"resume: {out_dir}/{RUNS_FILE} has format {existing.get('format')!r}, not "
             f"{FORMAT!r}; start a new comparison"
         )
+    if "warp" in requested["problem"]:  # comparisons from before warping fitted on x itself
+        existing["problem"].setdefault("warp", "none")
     if existing["problem"] != requested["problem"]:
         raise SettingError(
             f"resume: {out_dir} compares on {existing['problem']['name']} with other "
@@ -366,7 +402,7 @@ def _resumed(out_dir: Path, requested: dict[str, Any]) -> dict[str, Any]:
         )
     old, new = existing["settings"], requested["settings"]
     for key in _FIXED_SETTINGS:
-        if old.get(key) != new.get(key):
+        if _with_defaults(key, old.get(key)) != _with_defaults(key, new.get(key)):
             raise SettingError(
                 f"resume: {out_dir} was run with {key} = {old.get(key)!r}, not "
                 f"{new.get(key)!r}; give the same value, or a new out directory"
@@ -375,6 +411,13 @@ def _resumed(out_dir: Path, requested: dict[str, Any]) -> dict[str, Any]:
     old["seeds"] = list(dict.fromkeys(old["seeds"] + new["seeds"]))
     existing["complete"] = False
     return existing
+
+
+def _with_defaults(key: str, value: Any) -> Any:
+    """A recorded setting with the defaults filled in that older comparisons did not record."""
+    if key == "optimizer_options" and isinstance(value, dict):
+        return {"kernel": "rbf", **value}  # comparisons before kernels ran BoTorch's default
+    return value
 
 
 def _run_pool(

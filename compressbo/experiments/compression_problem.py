@@ -31,12 +31,15 @@ from compressbo.compression.config import ProblemConfig, RuntimeConfig, samples_
 from compressbo.compression.setup import CompressionSetup
 from compressbo.exceptions import SettingError
 
-__all__ = ["CompressionProblem"]
+__all__ = ["DEFAULT_WARP", "CompressionProblem"]
 
 
 # the settings that define the objective; where the data lives, the device and the batch
 # size may change between the runs of one comparison
 PROBLEM_SETTINGS = fields_where(ProblemConfig, "defines_problem") + fields_where(RuntimeConfig, "defines_problem")
+# GP input warping of compression runs that name none: measured best on FC3's wide box
+# (docs/RESULTS.md, "Input warping"); synthetic problems keep "none"
+DEFAULT_WARP = "log"
 
 
 class CompressionProblem:
@@ -52,13 +55,19 @@ class CompressionProblem:
         config: What is minimized (``compressbo compress``'s problem settings); ``samples``
             must be one size ``m`` (no ``START:END`` schedule).
         runtime: Where it is evaluated (device, batch size, amp); default the CPU or GPU.
+        warp: The GP input warping of the comparison's variants that name none.
 
     Attributes:
         setup: The loaded :class:`~compressbo.compression.setup.CompressionSetup`.
         setup_seconds: Wall time the constructor took (loading, training or reading caches).
+        gamma: The weight of the error; ``known_cost``: the relaxed cost callable
+            (:meth:`compressbo.compression.compressor.Compressor.cost_function`), so variants
+            ``NAME+composite`` can add it to a GP of the error.
+        warp: The GP input warping of the comparison's variants that name none
+            (``warp``, default :data:`DEFAULT_WARP`).
     """
 
-    def __init__(self, config: ProblemConfig, runtime: RuntimeConfig | None = None) -> None:
+    def __init__(self, config: ProblemConfig, runtime: RuntimeConfig | None = None, *, warp: str | None = None) -> None:
         started = time.perf_counter()
         runtime = runtime if runtime is not None else RuntimeConfig()
         first, last = samples_range(config.samples)
@@ -76,9 +85,15 @@ class CompressionProblem:
         self.bounds = self.setup.bounds.to(torch.float64)
         self.optimal_value: float | None = None
         measure = "distance" if config.objective == "distill" else "error"
-        self.score_label = f"full-set ratio + {config.gamma:g} * {measure}"
+        cost = "ratio" if config.cost == "params" else f"{config.cost} ratio"
+        self.score_label = f"full-set {cost} + {config.gamma:g} * {measure}"
         values = {**vars(config), **vars(runtime)}
-        self.settings = json.loads(json.dumps({name: values[name] for name in PROBLEM_SETTINGS}))
+        self.settings = json.loads(json.dumps({name: values[name] for name in PROBLEM_SETTINGS if name != "cost"}))
+        self.warp = DEFAULT_WARP if warp is None else warp  # default of its variants
+        if config.cost != "params":  # recorded when not the default, so earlier comparisons resume
+            self.settings["cost"] = config.cost
+        self.gamma = config.gamma
+        self.known_cost = self.setup.compressor.cost_function(config.cost)  # relaxed, differentiable
         self._metrics: dict[str, dict[str, float]] = {}
         self.setup_seconds = time.perf_counter() - started
 
@@ -95,17 +110,23 @@ class CompressionProblem:
         Returns:
             ``(ratio + gamma * error, gamma^2 * var(error))`` on the subsample.
         """
+        y, yvar, _ = self.evaluate_parts(x, generator)
+        return y, yvar
+
+    def evaluate_parts(self, x: Tensor, generator: torch.Generator) -> tuple[float, float, tuple[float, float]]:
+        """:meth:`evaluate`, with the noisy part too: ``(y, yvar, (error or distance, its variance))``."""
         seed = int(torch.randint(2**62, (), generator=generator))
         self.setup.evaluator.load_state_dict({"seed": seed, "draws": 0})
         observation = self.objective(x)
-        return observation.y, observation.yvar
+        return observation.y, observation.yvar, observation.modelled()
 
     def metrics(self, x: Tensor) -> dict[str, float]:
-        """Whole-validation-set ``ratio``, ``error`` (and ``distance``) and ``score`` of ``x``."""
+        """Whole-validation-set ``ratio``, ``cost``, ``error`` (and ``distance``) and ``score`` of ``x``."""
         key = json.dumps(self.setup.compressor.ranks(x))
         if key not in self._metrics:
             full = self.objective.full_metrics(x)
-            self._metrics[key] = {name: full[name] for name in ("ratio", "error", "distance", "score") if name in full}
+            names = ("ratio", "cost", "error", "distance", "score")
+            self._metrics[key] = {name: full[name] for name in names if name in full}
         return dict(self._metrics[key])
 
     def score(self, x: Tensor) -> float:

@@ -22,6 +22,12 @@ deviation never exceeds 10% of the function's range over the box. The range
 smaller. The observation variance handed to the GP is ``sigma(x)^2``, never the realized
 noise.
 
+Noise models (``NOISE_MODELS``, chosen by a spec ``KIND[:FRACTION]``, ``parse_noise``):
+
+- ``hetero`` (default, ``FRACTION`` 0.1): the ramp above, ``sigma_max = FRACTION * range``;
+- ``homo:FRACTION`` (``FRACTION`` 0.05 when omitted, as in the corrected-EI authors' code):
+  homoscedastic, ``sigma(x) = FRACTION * range`` everywhere.
+
 Boxes (BoTorch's defaults): Hartmann ``[0, 1]^d``, Griewank ``[-600, 600]^d``, Levy
 ``[-10, 10]^d``, Powell ``[-4, 5]^d``. On Griewank's large box the quadratic bowl dominates
 the cosine ripples, so short runs measure how fast a method finds the bowl's floor.
@@ -66,6 +72,46 @@ PROBLEM_NAMES = tuple(DEFAULT_DIMS)
 _TEST_FUNCTIONS = {"hartmann": Hartmann, "griewank": Griewank, "levy": Levy, "powell": Powell}
 
 
+def ramp_profile(unit: Tensor) -> Tensor:
+    """Heteroscedastic profile ``0.1 + 0.9 * mean_i u_i`` of points ``u`` (``batch x d``) in the unit cube."""
+    return 0.1 + 0.9 * unit.mean(dim=-1)
+
+
+def flat_profile(unit: Tensor) -> Tensor:
+    """Homoscedastic profile: ``1`` at every point ``u`` (``batch x d``)."""
+    return torch.ones(unit.shape[:-1], dtype=unit.dtype)
+
+
+# kind -> (profile of sigma / sigma_max over the unit cube, default fraction of the range)
+NOISE_MODELS = {"hetero": (ramp_profile, NOISE_FRACTION), "homo": (flat_profile, 0.05)}
+DEFAULT_NOISE = "hetero"
+
+
+def parse_noise(spec: str) -> tuple[str, float]:
+    """``(kind, fraction)`` of a noise spec ``KIND[:FRACTION]`` such as ``hetero`` or ``homo:0.05``.
+
+    Raises:
+        SettingError: Unknown kind, or a fraction that is not a number in ``(0, 1]``.
+    """
+    kind, _, fraction_text = spec.strip().lower().partition(":")
+    if kind not in NOISE_MODELS:
+        raise SettingError(
+            f"unknown noise model {spec!r}; give hetero[:FRACTION] or homo[:FRACTION] "
+            "(e.g. homo:0.05, noise std 5% of the range)",
+            setting="noise",
+        )
+    try:
+        fraction = float(fraction_text) if fraction_text else NOISE_MODELS[kind][1]
+    except ValueError:
+        fraction = math.nan
+    if not 0 < fraction <= 1:
+        raise SettingError(
+            f"noise {spec!r}: the fraction of the range must be a number in (0, 1], e.g. {kind}:0.05",
+            setting="noise",
+        )
+    return kind, fraction
+
+
 @runtime_checkable
 class Problem(Protocol):
     """What a comparison needs from an objective to minimize.
@@ -106,13 +152,15 @@ class NoisySyntheticProblem:
         True
     """
 
-    def __init__(self, function: str, dim: int | None = None) -> None:
+    def __init__(self, function: str, dim: int | None = None, noise: str = DEFAULT_NOISE) -> None:
         """Build the problem and calibrate its noise level.
 
         Args:
             function: One of ``PROBLEM_NAMES``.
             dim: Input dimension; ``DEFAULT_DIMS[function]`` when ``None``. Hartmann takes 3
                 or 6, Powell a multiple of 4, the others any ``d >= 1``.
+            noise: A noise spec ``KIND[:FRACTION]`` (``hetero``, ``homo:0.05``; see
+                ``NOISE_MODELS``).
         """
         if function not in _TEST_FUNCTIONS:
             raise SettingError(
@@ -120,6 +168,7 @@ class NoisySyntheticProblem:
             )
         dim = DEFAULT_DIMS[function] if dim is None else dim
         _check_dim(function, dim)
+        self.noise_kind, self.noise_fraction = parse_noise(noise)
         self.function = function
         self.dim = dim
         self.name = f"{function}{dim}"
@@ -127,12 +176,16 @@ class NoisySyntheticProblem:
         self.bounds = self.test_function.bounds.to(torch.float64)
         self.optimal_value = _optimal_value(self.test_function)
         self.function_range = _estimate_range(self.test_function, self.optimal_value)
-        self.noise_std_max = NOISE_FRACTION * self.function_range
+        self.noise_std_max = self.noise_fraction * self.function_range
         self.score_label = "simple regret f(x) - f*"
-        self.settings = {"noise_fraction": NOISE_FRACTION}
+        # the heteroscedastic default keeps the settings comparisons recorded before noise models
+        self.settings = {"noise_fraction": self.noise_fraction}
+        if self.noise_kind != DEFAULT_NOISE:
+            self.settings["noise"] = self.noise_kind
 
     def __repr__(self) -> str:
-        return f"NoisySyntheticProblem({self.function!r}, dim={self.dim})"
+        noise = f"{self.noise_kind}:{self.noise_fraction:g}"
+        return f"NoisySyntheticProblem({self.function!r}, dim={self.dim}, noise={noise!r})"
 
     def true_value(self, X: Tensor) -> Tensor:
         """Noise-free objective.
@@ -160,11 +213,12 @@ class NoisySyntheticProblem:
             X: ``batch x d`` (or ``d``) points in the box.
 
         Returns:
-            ``batch`` (or scalar) tensor, between ``0.1 * noise_std_max`` and ``noise_std_max``.
+            ``batch`` (or scalar) tensor: between ``0.1 * noise_std_max`` and ``noise_std_max``
+            (``hetero``), or ``noise_std_max`` everywhere (``homo``).
         """
         lower, upper = self.bounds
         unit = ((X.to(torch.float64) - lower) / (upper - lower)).clamp(0.0, 1.0)
-        return self.noise_std_max * (0.1 + 0.9 * unit.mean(dim=-1))
+        return self.noise_std_max * NOISE_MODELS[self.noise_kind][0](unit)
 
     def evaluate(self, x: Tensor, generator: torch.Generator) -> tuple[float, float]:
         """One noisy observation ``y = f(x) + sigma(x) * eps``, ``eps ~ N(0, 1)``.
@@ -340,6 +394,7 @@ class GPSampleFamily:
         self.optimal_value = None
         self.score_label = "simple regret f(x) - f*"
         self.settings = _gp_sample_settings(lengthscale, outputscale, noise_std, GP_SAMPLE_FEATURES)
+        self.known_kernel = {"lengthscale": lengthscale, "outputscale": outputscale}  # its members'
         self._members: dict[int, GPSampleProblem] = {}
 
     def __repr__(self) -> str:
@@ -373,12 +428,13 @@ def is_synthetic(name: str) -> bool:
     return bool(match) and match.group(1) in _TEST_FUNCTIONS
 
 
-def make_problem(name: str, dim: int | None = None) -> NoisySyntheticProblem:
+def make_problem(name: str, dim: int | None = None, noise: str = DEFAULT_NOISE) -> NoisySyntheticProblem:
     """Build a synthetic problem from a name such as ``"levy"`` or ``"hartmann3"``.
 
     Args:
         name: A function in ``PROBLEM_NAMES``, optionally followed by its dimension.
         dim: Dimension, when ``name`` carries none (or the same one).
+        noise: Noise spec ``KIND[:FRACTION]`` (see ``parse_noise``).
 
     Returns:
         The noisy problem.
@@ -400,7 +456,7 @@ def make_problem(name: str, dim: int | None = None) -> NoisySyntheticProblem:
                 f"problem {name!r} has dimension {named_dim} but dim is {dim}; give one of them", setting="dim"
             )
         dim = named_dim
-    return NoisySyntheticProblem(function, dim)
+    return NoisySyntheticProblem(function, dim, noise)
 
 
 def _check_dim(function: str, dim: int) -> None:

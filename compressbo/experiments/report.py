@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +18,13 @@ import numpy as np
 
 from compressbo.exceptions import RunDirError
 from compressbo.files import atomic_write, write_text_atomic
+from compressbo.experiments.scores import SCORE_DESCRIPTIONS, SCORE_FIELDS
 
 RUNS_FILE = "runs.json"
 PLOT_FILE = "convergence.png"
 RECOMMENDATIONS_FILE = "recommendations.png"
 SUMMARY_FILE = "summary.md"
-REFERENCES = ("cei", "logcei")
+REFERENCES = ("cei", "logcei", "cei@none")  # cei@none: today's GP, when variants compare warpings
 TIE_RTOL = 1e-9  # final scores this close count as ties
 
 
@@ -41,11 +43,14 @@ def load_comparison(directory: str | Path) -> dict[str, Any]:
         ) from None
     except (OSError, json.JSONDecodeError) as error:
         raise RunDirError(f"cannot read {path}: {error}") from None
-    if not isinstance(comparison, dict) or not str(comparison.get("format", "")).startswith(
-        "compressbo.compare/"
+    if not isinstance(comparison, dict) or not (
+        str(comparison.get("format", "")).startswith("compressbo.compare/") or comparison.get("format") in FORMAT_2
     ):
         raise RunDirError(f"{path} is not a compressbo comparison (no 'format' field)")
     return upgraded(comparison)
+
+
+FORMAT_2 = ("compressbo.compare/2", "compressbo.experiments.compare/2")  # its two names, before and after the subpackages
 
 
 def upgraded(comparison: dict[str, Any]) -> dict[str, Any]:
@@ -56,7 +61,7 @@ def upgraded(comparison: dict[str, Any]) -> dict[str, Any]:
     """
     from compressbo.bo.loop import normalize_record
 
-    if comparison.get("format") != "compressbo.compare/2":
+    if comparison.get("format") not in FORMAT_2:
         return comparison
     for run in comparison.get("runs", []):
         n_init = len(run.get("initial_design", []))
@@ -89,8 +94,23 @@ def write_report(comparison: dict[str, Any], directory: str | Path) -> list[str]
     return written
 
 
-def score_curves(comparison: dict[str, Any]) -> dict[str, np.ndarray]:
-    """Score of the recommended point per run and iteration.
+def run_curve(run: dict[str, Any], rule: str = "recommendation") -> list[float | None] | None:
+    """One run's scores under ``rule`` (a ``SCORE_FIELDS`` name), column 0 after the initial
+    design; ``None`` where the run did not record that rule."""
+    field = SCORE_FIELDS[rule]
+    if field is None:
+        return [run["initial_recommendation"]["score"]] + [step["score"] for step in run["steps"]]
+    return run.get(field)
+
+
+def available_rules(comparison: dict[str, Any]) -> list[str]:
+    """The scoring rules every finished run of ``comparison`` recorded, in ``SCORE_FIELDS`` order."""
+    runs = comparison["runs"]
+    return [rule for rule in SCORE_FIELDS if runs and all(run_curve(r, rule) is not None for r in runs)]
+
+
+def score_curves(comparison: dict[str, Any], rule: str = "recommendation") -> dict[str, np.ndarray]:
+    """Score per run and iteration under ``rule`` (default: of the recommended point).
 
     Returns:
         For each acquisition with finished runs (in the comparison's order), a
@@ -101,9 +121,9 @@ def score_curves(comparison: dict[str, Any]) -> dict[str, np.ndarray]:
     curves = {}
     for name in comparison["settings"]["acquisitions"]:
         rows = [
-            [run["initial_recommendation"]["score"]] + [step["score"] for step in run["steps"]]
+            run_curve(run, rule)
             for run in comparison["runs"]
-            if run["acquisition"] == name
+            if run["acquisition"] == name and run_curve(run, rule) is not None
         ]
         if rows:
             length = max(map(len, rows))
@@ -112,12 +132,13 @@ def score_curves(comparison: dict[str, Any]) -> dict[str, np.ndarray]:
     return curves
 
 
-def final_scores(comparison: dict[str, Any]) -> dict[str, dict[int, float]]:
-    """Final score of each finished run: ``{acquisition: {seed: score}}``."""
+def final_scores(comparison: dict[str, Any], rule: str = "recommendation") -> dict[str, dict[int, float]]:
+    """Final score of each finished run under ``rule``: ``{acquisition: {seed: score}}``."""
     scores: dict[str, dict[int, float]] = {}
     for run in comparison["runs"]:
-        last = run["steps"][-1] if run["steps"] else run["initial_recommendation"]
-        scores.setdefault(run["acquisition"], {})[run["seed"]] = last["score"]
+        curve = run_curve(run, rule)
+        if curve is not None:
+            scores.setdefault(run["acquisition"], {})[run["seed"]] = curve[-1]
     return scores
 
 
@@ -233,6 +254,8 @@ def summary_markdown(comparison: dict[str, Any]) -> str:
         f"p is {_smallest_p(n_pairs):.3g}.",
         "",
     ]
+    for rule in available_rules(comparison)[1:]:
+        lines += _rule_table(comparison, rule, names, references)
     metrics = final_metrics(comparison)
     if metrics:
         lines += [
@@ -250,19 +273,66 @@ def summary_markdown(comparison: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot_convergence(comparison: dict[str, Any], path: str | Path) -> None:
-    """Median and interquartile band of the recommended point's score vs BO iteration.
+def _rule_table(
+    comparison: dict[str, Any], rule: str, names: list[str], references: list[str]
+) -> list[str]:
+    """Markdown lines: final-score quantiles and paired tests under the scoring rule ``rule``."""
+    scores = final_scores(comparison, rule)
+    header = ["acquisition", "runs", "median", "q25", "q75"]
+    for reference in references:
+        header += [f"{_label(reference)} wins/losses", f"p ({_label(reference)} vs)"]
+    lines = [
+        f"Score `{rule}`: {SCORE_DESCRIPTIONS[rule]}, {comparison['problem']['score_label']}, "
+        "after the last iteration:",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for name in names:
+        if name not in scores:
+            continue
+        values = np.array(list(scores[name].values()))
+        q25, median, q75 = np.quantile(values, [0.25, 0.5, 0.75])
+        row = [_label(name), str(len(values)), _number(median), _number(q25), _number(q75)]
+        for reference in references:
+            if name == reference or reference not in scores:
+                row += ["-", "-"]
+                continue
+            p, n, wins, losses = paired_wilcoxon(scores[reference], scores[name])
+            row += [f"{wins}/{losses}", "-" if p is None else f"{p:.3g} (n={n})"]
+        lines.append("| " + " | ".join(row) + " |")
+    return lines + [""]
 
-    The y axis is logarithmic when every plotted score is positive, symmetric-log otherwise.
+
+def plot_convergence(comparison: dict[str, Any], path: str | Path) -> None:
+    """Median and interquartile band of the score vs BO iteration, one panel per rule.
+
+    The first panel scores the recommended point; a second one, where the runs recorded it,
+    the best true value among evaluated points (else the lowest observation's score). The y
+    axis is logarithmic when every plotted score is positive, symmetric-log otherwise.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    rules = available_rules(comparison)
+    extra = [rule for rule in ("best_evaluated", "best_observed") if rule in rules][:1]
+    panels = ["recommendation", *extra]
+    figure, axes = plt.subplots(
+        1, len(panels), figsize=(7.0 * len(panels), 4.2), dpi=100, squeeze=False
+    )
+    for axis, rule in zip(axes[0], panels):
+        _plot_panel(comparison, axis, rule, plt)
+    figure.tight_layout()
+    save_figure(figure, path)
+
+
+def _plot_panel(comparison: dict[str, Any], axis: Any, rule: str, plt: Any) -> None:
+    """One convergence panel: the median and quartiles of the scores under ``rule``."""
     from matplotlib.ticker import MaxNLocator
 
-    curves = score_curves(comparison)
-    figure, axis = plt.subplots(figsize=(7.0, 4.2), dpi=100)
+    curves = score_curves(comparison, rule)
     colors = plt.get_cmap("tab10").colors
     all_scores = []
     for index, (name, curve) in enumerate(curves.items()):
@@ -281,14 +351,12 @@ def plot_convergence(comparison: dict[str, Any], path: str | Path) -> None:
     problem = comparison["problem"]
     axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.set_xlabel("BO iteration (0 = after the initial design)")
-    axis.set_ylabel(problem["score_label"])
+    axis.set_ylabel(problem["score_label"] + ("" if rule == "recommendation" else f" ({rule.replace('_', ' ')})"))
     seeds = len(comparison["settings"]["seeds"])
     axis.set_title(f"{problem['name']}: median and quartiles over {seeds} seeds")
     axis.grid(True, which="major", alpha=0.3)
     if curves:
         axis.legend(ncol=2 if len(curves) > 5 else 1, fontsize="small", frameon=False)
-    figure.tight_layout()
-    save_figure(figure, path)
 
 
 def plot_recommendations(comparison: dict[str, Any], path: str | Path) -> None:
@@ -336,9 +404,11 @@ def save_figure(figure: Any, path: str | Path) -> None:
 
 
 def _label(name: str) -> str:
+    """``LogCEI``, ``CEI``; a variant ``cei@log+composite`` as ``CEI@log+composite``."""
     from compressbo.bo.acquisition import acquisition_label
 
-    return acquisition_label(name)
+    base = re.split(r"[@+]", name, maxsplit=1)[0]
+    return acquisition_label(base) + name[len(base):]
 
 
 def _number(value: float) -> str:

@@ -59,7 +59,7 @@ def test_compare_on_a_compression_problem_then_report(
     assert comparison["problem"]["score_label"] == "full-set ratio + 2 * error"
     assert comparison["problem"]["bounds"] == [[0.02] * 3, [0.5] * 3]
     assert comparison["settings"]["known_optimum"] == 0.05
-    assert comparison["settings"]["optimizer_options"] == {"num_restarts": 2, "raw_samples": 32}
+    assert comparison["settings"]["optimizer_options"] == {"num_restarts": 2, "raw_samples": 32, "kernel": "rbf"}
     erm = comparison["runs"][1]
     assert erm["acquisition"] == "erm" and erm["acquisition_options"] == {"f_star": 0.05}
     assert [step["score"] is None for step in erm["steps"]] == [True, False, False]
@@ -105,6 +105,10 @@ def test_compare_on_a_compression_problem_then_report(
         ([], "the following arguments are required: COMMAND"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
         (["report", "does/not/exist"], "does/not/exist/runs.json not found"),
+        (["compare", "--problem", "levy", "--noise", "pink", "--out", "x"], "unknown noise model 'pink'"),
+        (["compare", "--problem", "gpsample", "--noise", "homo", "--out", "x"], "gpsample takes --noise-std; drop --noise"),
+        (["compare", "--problem", "levy", "--kernel", "periodic", "--out", "x"],
+         "unknown kernel 'periodic'; choose one of rbf, matern52 (set by --kernel)"),
     ],
 )  # fmt: skip
 def test_bad_input_is_one_line_and_exit_code_2(
@@ -144,5 +148,6 @@ def test_console_entry_point_prints_no_traceback(tmp_path: Path) -> None:
     assert result.stderr.splitlines() == [
         "compressbo: error: unknown acquisition 'bogus'; choose from "
         + ", ".join(ACQUISITION_NAMES)
+        + " (set by --acq)"
     ]
     assert result.stdout == ""

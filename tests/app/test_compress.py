@@ -161,6 +161,7 @@ def test_resume_after_a_crash_between_history_and_state(env):
         (["--samples", "10:x"], "START:END"),
         (["--samples", "10:1000"], "--samples 10:1000 asks for more than the 540"),
         (["--resume", "nowhere-run"], "no config.json"),
+        (["--kernel", "periodic"], "unknown kernel 'periodic'; choose one of rbf, matern52 (set by --kernel)"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(env, capsys, argv, message):
@@ -224,7 +225,7 @@ def test_resume_may_change_device_and_batch_size_but_nothing_else(env, monkeypat
     with pytest.raises(SystemExit) as info:
         main(["compress", "--resume", str(out), "--gamma", "2"])
     err = capsys.readouterr().err
-    assert info.value.code == 2 and "only --iterations, --device and --batch-size may change" in err
+    assert info.value.code == 2 and "only --final-samples, --iterations, --device, --batch-size and --threads may change" in err
 
 
 def _jpeg_folder(root, classes=("n01440764", "n01443537"), per_class=3):
@@ -239,12 +240,21 @@ def _jpeg_folder(root, classes=("n01440764", "n01443537"), per_class=3):
     return root
 
 
+def _with_classes(env, model, count):
+    """The shipped spec ``model`` naming ``count`` classes (an ImageNet spec expects all 1,000)."""
+    from compressbo.compression.spec import load_spec
+
+    path = env / f"{model}-{count}.toml"
+    path.write_text(load_spec(model).path.read_text() + f"\nbuilder_kwargs = {{ num_classes = {count} }}\n")
+    return str(path)
+
+
 @pytest.mark.parametrize("model", ["vgg16", "resnet50"])
 def test_imagenet_specs_compress_a_tiny_folder_with_random_weights(env, caplog, model):
     torch.manual_seed(0)
     data = _jpeg_folder(env / "imagenet")
     out = env / "run"
-    argv = ["compress", "--model", model, "--weights", "random", "--data-dir", str(data), "--init", "2",
+    argv = ["compress", "--model", _with_classes(env, model, 2), "--weights", "random", "--data-dir", str(data), "--init", "2",
             "--iterations", "1", "--samples", "4", "--batch-size", "3", "--num-restarts", "2",
             "--raw-samples", "16", "--out", str(out)]
     with caplog.at_level("WARNING"):
@@ -256,9 +266,10 @@ def test_imagenet_specs_compress_a_tiny_folder_with_random_weights(env, caplog, 
     assert best["samples"] == 6 and len(best["layers"]) == {"vgg16": 13, "resnet50": 16}[model]
     assert all(layer["method"] == "tucker2" and len(layer["ranks"]) == 2 for layer in best["layers"])
     assert 0 < best["flops_ratio"] < 1.5 and 0 < best["model_ratio"] <= 1.2
-    refinement = best["refinement"]  # HOOI on the Tucker-2 layers, kept only if the full set agrees
-    assert refinement["method"] == "hooi" and refinement["kept"] == (refinement["score_after"] < refinement["score_before"])
-    assert best["score"] == min(refinement["score_before"], refinement["score_after"])
+    refinement = best["refinement"]  # HOOI on the Tucker-2 layers, kept only if significantly better
+    better = refinement["score_after"] < refinement["score_before"]
+    assert refinement["method"] == "hooi" and refinement["kept"] == (better and refinement["p_value"] < 0.05)
+    assert best["score"] == (refinement["score_after"] if refinement["kept"] else refinement["score_before"])
     assert "refined by HOOI" in (out / "report.md").read_text()
 
 
@@ -372,3 +383,181 @@ def test_resume_refuses_a_state_that_is_not_the_historys(env, capsys):
     err = capsys.readouterr().err.strip()
     assert info.value.code == 2 and "\n" not in err and "not the first ones of history.jsonl" in err
     assert (first / "history.jsonl").read_text() == history  # nothing lost, nothing appended
+
+
+def test_kernel_is_recorded_and_kept_by_resume(env):
+    out = env / "run"
+    assert main(["compress", "--init", "3", "--iterations", "1", "--kernel", "matern52", *FAST, "--out", str(out)]) == 0
+    assert json.loads((out / "config.json").read_text())["settings"]["kernel"] == "matern52"
+    assert json.loads((out / "optimizer_state.json").read_text())["optimizer"]["kernel"] == "matern52"
+    assert main(["compress", "--resume", str(out), "--iterations", "2", "--quiet"]) == 0
+    assert json.loads((out / "config.json").read_text())["settings"]["kernel"] == "matern52"
+    assert json.loads((out / "optimizer_state.json").read_text())["optimizer"]["kernel"] == "matern52"
+    assert len(_history(out)) == 3 + 2
+
+
+# ------------------------------------------------------------------ ImageNet-layout data: checks and fingerprints
+
+
+@pytest.fixture
+def tiny(env):
+    from tests.app.tiny_imagenet import write_folder, write_spec
+
+    return write_spec(env / "tiny.toml"), write_folder(env / "imagenet")
+
+
+TINY = ["--weights", "random", "--init", "2", "--iterations", "0", "--samples", "6", "--batch-size", "4",
+        "--num-restarts", "2", "--raw-samples", "16", "--quiet"]
+
+
+def test_a_run_records_its_data_and_resume_refuses_other_data(env, tiny, capsys):
+    spec, data = tiny
+    out = env / "run"
+    assert main(["compress", "--model", str(spec), "--data-dir", str(data), *TINY, "--out", str(out)]) == 0
+    fingerprint = json.loads((out / "config.json").read_text())["fingerprints"]["data"]
+    assert fingerprint["classes"] == ["n01440764", "n01443537", "n01484850"] and fingerprint["files"] == 12
+    assert main(["compress", "--resume", str(out), "--iterations", "1", "--quiet", "--trust-code"]) == 0  # the same data: fine
+    assert json.loads((out / "config.json").read_text())["fingerprints"]["data"] == fingerprint
+    files = {name: (out / name).read_text() for name in ("config.json", "history.jsonl", "best.json")}
+    removed = data / "val" / "n01443537"
+    for path in removed.iterdir():
+        path.unlink()
+    removed.rmdir()
+    with pytest.raises(SystemExit) as info:
+        main(["compress", "--resume", str(out), "--iterations", "2", "--trust-code"])
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 2 and "\n" not in err and "Traceback" not in err
+    assert "not the data this run was made with (class(es) n01443537 missing; 8 files instead of 12)" in err
+    assert {name: (out / name).read_text() for name in files} == files  # nothing written
+
+
+def test_a_corrupt_image_or_a_wrong_folder_fails_before_the_search(env, tiny, capsys):
+    spec, data = tiny
+    (data / "val" / "n01484850" / "ILSVRC2012_val_00000001.png").write_bytes(b"\x89PNG broken")
+    with pytest.raises(SystemExit) as info:
+        main(["compress", "--model", str(spec), "--data-dir", str(data), *TINY, "--out", str(env / "run")])
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 2 and "\n" not in err and "cannot read validation image" in err
+    assert "n01484850/ILSVRC2012_val_00000001.png" in err and not (env / "run").exists()
+    with pytest.raises(SystemExit) as info:  # an ImageNet spec needs the 1,000 wnid folders
+        main(["compress", "--model", "resnet50", "--data-dir", str(data), *TINY, "--out", str(env / "run")])
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 2 and "holds 3 class folders but the network expects 1,000 (997 missing;" in err
+
+
+def test_the_original_network_is_scored_once_across_a_run_and_its_extension(env, tiny, caplog):
+    import logging
+
+    spec, data = tiny
+    out = env / "run"
+    with caplog.at_level(logging.INFO, logger="compressbo"):
+        assert main(["compress", "--model", str(spec), "--data-dir", str(data), *TINY, "--out", str(out)]) == 0
+        assert main(["compress", "--resume", str(out), "--iterations", "1", "--quiet", "--trust-code"]) == 0
+    lines = [r.getMessage() for r in caplog.records]
+    assert sum(line == "scoring the original network on 12 validation examples" for line in lines) == 1
+    assert sum(line == "scoring the recommended network on 12 validation examples" for line in lines) == 2
+    assert sum("(cached in original_metrics.json)" in line for line in lines) == 1
+    cached = json.loads((out / "original_metrics.json").read_text())
+    best = json.loads((out / "best.json").read_text())
+    assert best["original_error"] == cached["error"] == cached["wrong"] / 12 and best["evaluations"] == 3
+    refinement = best["refinement"]
+    assert refinement["improved"] + refinement["worsened"] <= 12 and 0 < refinement["p_value"] <= 1
+    assert "Paired test (exact one-sided paired sign test" in (out / "report.md").read_text()
+
+
+def test_final_samples_scores_a_fixed_seeded_subset(env, tiny, capsys):
+    spec, data = tiny
+    runs = []
+    for name in ("a", "b"):
+        out = env / name
+        argv = ["compress", "--model", str(spec), "--data-dir", str(data), *TINY, "--final-samples", "5", "--out", str(out)]
+        assert main(argv) == 0
+        runs.append(json.loads((out / "best.json").read_text()))
+    assert runs[0]["samples"] == 5 and runs[0]["final_samples"] == 5 and runs[0]["validation_size"] == 12
+    assert runs[0]["error"] == runs[1]["error"] and runs[0]["original_error"] == runs[1]["original_error"]
+    assert json.loads((env / "a" / "original_metrics.json").read_text())["key"]["examples"] == 5
+    assert "5: a fixed seeded subset of the 12 validation examples (--final-samples)" in (env / "a" / "report.md").read_text()
+    with pytest.raises(SystemExit) as info:
+        main(["compress", "--model", str(spec), "--data-dir", str(data), *TINY, "--final-samples", "13", "--out", str(env / "c")])
+    assert info.value.code == 2 and "--final-samples 13 asks for more than the 12" in capsys.readouterr().err
+def test_warp_is_recorded_in_config_and_state_and_kept_by_resume(env, capsys):
+    out = env / "run"
+    assert main(["compress", "--init", "3", "--iterations", "1", *FAST, "--out", str(out)]) == 0
+    settings = json.loads((out / "config.json").read_text())["settings"]
+    assert settings["warp"] == "log"  # the default of compression runs, recorded as used
+    assert json.loads((out / "optimizer_state.json").read_text())["optimizer"]["warp"] == "log"
+    with pytest.raises(SystemExit) as info:
+        main(["compress", "--resume", str(out), "--warp", "none", "--iterations", "2"])
+    assert info.value.code == 2 and "drop --warp" in capsys.readouterr().err
+    learned = env / "learned"
+    assert main(["compress", "--init", "3", "--iterations", "1", "--warp", "learned", *FAST, "--out", str(learned)]) == 0
+    assert main(["compress", "--resume", str(learned), "--iterations", "2", "--quiet"]) == 0
+    assert json.loads((learned / "config.json").read_text())["settings"]["warp"] == "learned"
+    assert json.loads((learned / "optimizer_state.json").read_text())["optimizer"]["warp"] == "learned"
+
+
+def test_a_run_from_before_warping_resumes_with_the_gp_on_theta(env):
+    out = env / "run"
+    assert main(["compress", "--init", "3", "--iterations", "1", "--warp", "none", *FAST, "--out", str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    del config["settings"]["warp"]
+    (out / "config.json").write_text(json.dumps(config))
+    state = json.loads((out / "optimizer_state.json").read_text())
+    del state["optimizer"]["warp"]
+    del state["run"]["settings"]["warp"]
+    (out / "optimizer_state.json").write_text(json.dumps(state))
+    assert main(["compress", "--resume", str(out), "--iterations", "2", "--quiet"]) == 0
+    assert json.loads((out / "optimizer_state.json").read_text())["optimizer"]["warp"] == "none"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--warp", "cubic"], "unknown warp 'cubic'; choose one of none, log, learned (set by --warp)"),
+        (["--acq", "eign", "--warp", "log"], "acquisition eign takes --warp none, not log"),
+    ],
+)
+def test_bad_warp_exits_2_with_one_line(env, capsys, argv, message):
+    with pytest.raises(SystemExit) as info:
+        main(["compress", *argv, "--out", str(env / "bad"), *FAST])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (env / "bad").exists()
+
+
+def test_flops_cost_is_the_objectives_known_term(env):
+    out = env / "run"
+    assert main(["compress", "--init", "3", "--iterations", "1", "--cost", "flops", *FAST, "--out", str(out)]) == 0
+    best = json.loads((out / "best.json").read_text())
+    macs = [(layer["macs_after"], layer["macs_before"]) for layer in best["layers"]]
+    assert best["cost_metric"] == "flops"
+    assert best["cost"] == pytest.approx(sum(a for a, _ in macs) / sum(b for _, b in macs), rel=1e-12)
+    assert best["score"] == pytest.approx(best["cost"] + best["error"], rel=1e-12)
+    assert best["cost"] != best["ratio"]  # FC3's biases: MACs are not parameters
+    for record in _history(out):
+        assert record["y"] == pytest.approx(record["cost"] + record["error"], rel=1e-12)
+    assert "FLOPs ratio of the compressed layers" in (out / "report.md").read_text()
+    with pytest.raises(SystemExit) as info:
+        main(["compress", "--cost", "macs", "--out", str(env / "bad"), *FAST])
+    assert info.value.code == 2 and not (env / "bad").exists()
+
+
+def test_composite_surrogate_fits_the_error_and_resumes(env, monkeypatch, capsys):
+    out = env / "run"
+    argv = ["compress", "--init", "3", "--iterations", "2", "--surrogate", "composite", "--bounds", "0.005", "1"]
+    original = _interrupt_after(monkeypatch, 4)
+    assert main([*argv, *FAST, "--out", str(out)]) == 130
+    monkeypatch.setattr("compressbo.compression.objective.CompressionObjective.__call__", original)
+    state = json.loads((out / "optimizer_state.json").read_text())["optimizer"]
+    assert state["surrogate"] == "composite" and all(row is not None for row in state["modelled"])
+    assert main(["compress", "--resume", str(out), "--quiet"]) == 0
+    history = _history(out)
+    assert len(history) == 5 and [r["iteration"] for r in history] == list(range(5))
+    for record in history:  # the recorded y stays cost + gamma * error, with the error's variance
+        assert record["y"] == pytest.approx(record["cost"] + record["error"], rel=1e-12)
+        assert record["yvar"] == pytest.approx(record["variance"], rel=1e-12)
+    assert json.loads((out / "config.json").read_text())["settings"]["surrogate"] == "composite"
+    with pytest.raises(SystemExit) as info:
+        main(["compress", "--acq", "kg", "--surrogate", "composite", "--out", str(env / "bad"), *FAST])
+    assert info.value.code == 2 and "needs --surrogate sum" in capsys.readouterr().err

@@ -174,3 +174,54 @@ def test_outcome_scale_is_the_standardized_std_or_the_prior_std():
     assert gp.outcome_scale(fit_gp(X, Y, Yvar, BOUNDS)) == pytest.approx(Y.std().item())
     known = gp.known_rbf_gp(X, Y.unsqueeze(-1), Yvar.unsqueeze(-1), BOUNDS, 1.0, 0.25)
     assert gp.outcome_scale(known) == pytest.approx(0.5)
+
+
+def test_matern52_kernel_is_ard_matern_in_a_scale_kernel_with_gamma_priors():
+    from gpytorch.kernels import MaternKernel, RBFKernel, ScaleKernel
+    from gpytorch.priors import GammaPrior, LogNormalPrior
+
+    X, Y, Yvar, f = quadratic_data()
+    model = fit_gp(X, Y, Yvar, BOUNDS, kernel="matern52")
+    covar = model.covar_module
+    assert isinstance(covar, ScaleKernel) and isinstance(covar.base_kernel, MaternKernel)
+    assert covar.base_kernel.nu == 2.5
+    assert covar.base_kernel.ard_num_dims == 2
+    assert covar.base_kernel.lengthscale.shape == (1, 2)
+    lengthscale_prior = covar.base_kernel.lengthscale_prior
+    outputscale_prior = covar.outputscale_prior
+    assert isinstance(lengthscale_prior, GammaPrior) and isinstance(outputscale_prior, GammaPrior)
+    assert (lengthscale_prior.concentration.item(), lengthscale_prior.rate.item()) == (3.0, 6.0)
+    assert (outputscale_prior.concentration.item(), outputscale_prior.rate.item()) == pytest.approx((2.0, 0.15))
+    assert covar.outputscale.dtype == torch.float64
+    assert gp.kernel_name(model) == "matern52"
+    with torch.no_grad():
+        mean = model.posterior(X).mean.squeeze(-1)
+    assert (mean - f).pow(2).mean() < (Y - f).pow(2).mean()  # fitted, it denoises
+    # the default stays BoTorch's: ARD RBF with the dimension-scaled log-normal prior
+    default = fit_gp(X, Y, Yvar, BOUNDS)
+    assert isinstance(default.covar_module, RBFKernel)
+    assert isinstance(default.covar_module.lengthscale_prior, LogNormalPrior)
+    assert gp.kernel_name(default) == "rbf"
+
+
+def test_the_rbf_kernel_is_botorchs_own_default():
+    X, Y, Yvar, _ = quadratic_data()
+    ours = fit_gp(X, Y, Yvar, BOUNDS, kernel="rbf")
+    theirs = SingleTaskGP(
+        X, Y.unsqueeze(-1), Yvar.unsqueeze(-1).clamp_min(gp.VARIANCE_FLOOR * Y.var().item()),
+        input_transform=Normalize(d=2, bounds=BOUNDS), outcome_transform=Standardize(m=1),
+    )  # fmt: skip
+    from botorch.fit import fit_gpytorch_mll
+    from gpytorch.mlls import ExactMarginalLogLikelihood
+
+    fit_gpytorch_mll(ExactMarginalLogLikelihood(theirs.likelihood, theirs))
+    assert type(ours.covar_module) is type(theirs.covar_module)
+    assert torch.allclose(ours.covar_module.lengthscale, theirs.covar_module.lengthscale, rtol=1e-6)
+
+
+def test_unknown_kernel_is_one_clear_error():
+    from compressbo.exceptions import SettingError
+
+    X, Y, Yvar, _ = quadratic_data()
+    with pytest.raises(SettingError, match="unknown kernel 'matern'; choose one of rbf, matern52"):
+        fit_gp(X, Y, Yvar, BOUNDS, kernel="matern")

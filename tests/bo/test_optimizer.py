@@ -211,3 +211,35 @@ def test_short_noisy_optimization_of_a_quadratic_gets_close():
     assert ((best.x - OPTIMUM) / scale).abs().max() < 0.08
     assert abs(best.mean - quadratic(best.x)) < 0.2
     assert 0 < best.std < 0.2
+
+
+def test_kernel_is_kept_in_the_state_and_used_by_every_fit():
+    from gpytorch.kernels import MaternKernel
+
+    from compressbo.exceptions import SettingError
+
+    optimizer = Optimizer(BOUNDS, acquisition="cei", seed=3, kernel="matern52", **FAST)
+    run(optimizer, 6)
+    optimizer.recommend()
+    assert isinstance(optimizer._model.covar_module.base_kernel, MaternKernel)
+    state = json.loads(json.dumps(optimizer.state_dict()))
+    assert state["kernel"] == "matern52"
+    restored = Optimizer.from_state_dict(state)
+    assert restored.kernel == "matern52"
+    assert torch.equal(restored.ask(), optimizer.ask())
+    # a state written before kernels existed restores with the default
+    del state["kernel"]
+    assert Optimizer.from_state_dict(state).kernel == "rbf"
+    with pytest.raises(SettingError, match="unknown kernel"):
+        Optimizer(BOUNDS, kernel="periodic")
+
+
+def test_known_optimum_gp_uses_the_optimizers_kernel():
+    from gpytorch.kernels import MaternKernel
+
+    from compressbo.bo.models.known_optimum import fit_transformed_gp
+
+    optimizer = Optimizer(BOUNDS, acquisition="cei", seed=3, kernel="matern52", **FAST)
+    run(optimizer, 6)
+    g_model = fit_transformed_gp(optimizer._fitted_model(), f_star=0.0)
+    assert isinstance(g_model.covar_module.base_kernel, MaternKernel)

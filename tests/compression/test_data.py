@@ -9,10 +9,15 @@ from sklearn.datasets import load_digits
 from torchvision.transforms import v2
 
 from compressbo.compression.data import (
+    IMAGENET_CLASSES,
     MNIST_MEAN,
     MNIST_STD,
+    ClassFolders,
     ImageFolderSet,
     TensorSet,
+    check_fingerprint,
+    check_images,
+    expected_class_folders,
     load_digits_split,
     load_imagenet_val,
     load_mnist,
@@ -20,7 +25,7 @@ from compressbo.compression.data import (
     load_validation,
     read_idx,
 )
-from compressbo.exceptions import UserInputError
+from compressbo.exceptions import DataError, UserInputError
 
 
 def write_idx(path, array: np.ndarray, compress: bool = False) -> None:
@@ -184,7 +189,7 @@ def test_an_unreadable_image_is_a_one_line_error_naming_it(tmp_path):
     write_jpeg_folder(tmp_path, per_class=2)
     broken = sorted((tmp_path / "val").glob("*/*.JPEG"))[1]
     broken.write_bytes(b"not a jpeg")
-    data = load_imagenet_val(tmp_path, transform=SMALL_TRANSFORM)
+    data = load_imagenet_val(tmp_path, transform=SMALL_TRANSFORM, check=False)  # damaged after the check
     with pytest.raises(UserInputError, match=f"cannot read validation image {broken}.*replace or remove"):
         data.get(torch.arange(4))
 
@@ -212,3 +217,123 @@ def test_unknown_dataset_and_imagenet_training_are_rejected():
         load_validation("cifar")
     with pytest.raises(UserInputError, match="trains only FC3"):
         load_train("imagenet", "/tmp")
+
+
+# ------------------------------------------------------------------ ImageNet folder checks and fingerprints
+
+
+def write_mixed_folder(root, classes=("n00000001", "n00000002", "n00000003")):
+    """One class folder per name with a JPEG, a PNG, a grayscale and a CMYK image each."""
+    rng = np.random.default_rng(1)
+    for wnid in classes:
+        folder = root / "val" / wnid
+        folder.mkdir(parents=True)
+        rgb = Image.fromarray(rng.integers(0, 256, size=(30, 40, 3), dtype=np.uint8))
+        rgb.save(folder / "a.JPEG", quality=90)
+        rgb.save(folder / "b.png")
+        rgb.convert("L").save(folder / "c.jpg")
+        rgb.convert("CMYK").save(folder / "d.jpeg")
+    return root
+
+
+def test_jpeg_png_grayscale_and_cmyk_images_all_become_rgb_tensors(tmp_path):
+    write_mixed_folder(tmp_path)
+    data = load_imagenet_val(tmp_path, transform=SMALL_TRANSFORM, classes=ClassFolders(3))
+    assert len(data) == 12 and data.labels.tolist() == [0] * 4 + [1] * 4 + [2] * 4
+    x, _ = data.get(torch.arange(12))
+    assert x.shape == (12, 3, 16, 16) and torch.isfinite(x).all()
+    assert torch.equal(x[2, 0], x[2, 1]) and torch.equal(x[2, 1], x[2, 2])  # grayscale: three equal channels
+
+
+def test_hidden_folders_and_files_are_ignored(tmp_path):
+    write_mixed_folder(tmp_path)
+    visible = load_imagenet_val(tmp_path, transform=SMALL_TRANSFORM).fingerprint()
+    hidden = tmp_path / "val" / ".ipynb_checkpoints"
+    hidden.mkdir()
+    Image.new("RGB", (8, 8)).save(hidden / "x.png")
+    (tmp_path / "val" / "n00000001" / ".cache").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "val" / "n00000001" / ".cache" / "y.png")
+    (tmp_path / "val" / "n00000002" / ".DS_Store").write_bytes(b"\0\1")
+    data = load_imagenet_val(tmp_path, transform=SMALL_TRANSFORM, classes=ClassFolders(3))
+    assert len(data) == 12 and data.labels.tolist()[:4] == [0] * 4  # no hidden class 0 shifting the labels
+    assert data.fingerprint() == visible
+
+
+def test_a_train_only_root_is_refused(tmp_path):
+    write_mixed_folder(tmp_path, classes=("n00000001",))
+    (tmp_path / "val").rename(tmp_path / "train")
+    with pytest.raises(DataError, match=r"holds train/ but no val/.*evaluates on the validation images") as info:
+        load_imagenet_val(tmp_path, transform=SMALL_TRANSFORM)
+    assert "\n" not in str(info.value) and info.value.setting == "data_dir"
+
+
+def test_a_class_count_other_than_the_specs_is_refused(tmp_path):
+    write_mixed_folder(tmp_path, classes=("n00000001", "n00000002"))
+    with pytest.raises(DataError, match=r"holds 2 class folders but the network expects 3 \(1 missing;"):
+        load_imagenet_val(tmp_path, transform=SMALL_TRANSFORM, classes=ClassFolders(3))
+    with pytest.raises(DataError, match=r"expects 1 \(1 too many;"):
+        load_imagenet_val(tmp_path, transform=SMALL_TRANSFORM, classes=ClassFolders(1))
+    (tmp_path / "val" / "n00000003").mkdir()  # an empty class folder
+    with pytest.raises(DataError, match=r"n00000003 holds no image"):
+        load_imagenet_val(tmp_path, transform=SMALL_TRANSFORM, classes=ClassFolders(3))
+
+
+def test_imagenet_specs_expect_the_1000_wnid_folders(tmp_path):
+    from compressbo.compression.spec import load_spec, spec_from_dict
+
+    assert expected_class_folders(load_spec("vgg16")) == ClassFolders(IMAGENET_CLASSES, wnids=True)
+    assert expected_class_folders(load_spec("fc3")) is None
+    three = spec_from_dict({**load_spec("resnet50").to_dict(), "builder_kwargs": {"num_classes": 3}})
+    assert expected_class_folders(three) == ClassFolders(3, wnids=False)
+
+    tiny = Image.new("RGB", (4, 4))
+    for i in range(IMAGENET_CLASSES):
+        (tmp_path / "val" / f"n{i:08d}").mkdir(parents=True)
+        tiny.save(tmp_path / "val" / f"n{i:08d}" / "x.png")
+    layout = ClassFolders(IMAGENET_CLASSES, wnids=True)
+    data = load_imagenet_val(tmp_path, transform=SMALL_TRANSFORM, classes=layout)
+    assert len(data) == 1000 and data.labels.tolist() == list(range(1000))
+    (tmp_path / "val" / "n00000500" / "x.png").rename(tmp_path / "x.png")
+    (tmp_path / "val" / "n00000500").rmdir()
+    with pytest.raises(DataError, match=r"holds 999 class folders but the network expects 1,000 \(1 missing;.*shift"):
+        load_imagenet_val(tmp_path, transform=SMALL_TRANSFORM, classes=layout)
+    (tmp_path / "val" / "images").mkdir()
+    (tmp_path / "x.png").rename(tmp_path / "val" / "images" / "x.png")
+    with pytest.raises(DataError, match=r"folder\(s\) images that are not ImageNet class folders"):
+        load_imagenet_val(tmp_path, transform=SMALL_TRANSFORM, classes=layout)
+
+
+def test_a_corrupt_image_is_reported_when_the_pool_is_built(tmp_path):
+    write_mixed_folder(tmp_path)
+    broken = tmp_path / "val" / "n00000002" / "b.png"
+    broken.write_bytes(broken.read_bytes()[:60])  # a truncated PNG: its header reads, its chunks do not
+    (tmp_path / "val" / "n00000003" / "a.JPEG").write_bytes(b"not a jpeg")
+    with pytest.raises(DataError, match=rf"cannot read validation image {broken} \(.*\) \(1 more unreadable files\); replace or remove"):
+        load_imagenet_val(tmp_path, transform=SMALL_TRANSFORM)
+    broken.unlink()
+    with pytest.raises(DataError, match=r"n00000003/a.JPEG \(UnidentifiedImageError"):
+        check_images(sorted(str(p) for p in (tmp_path / "val").glob("*/*")))
+
+
+def test_the_fingerprint_follows_classes_names_and_sizes(tmp_path):
+    write_mixed_folder(tmp_path)
+    first = load_imagenet_val(tmp_path, transform=SMALL_TRANSFORM).fingerprint()
+    assert first["classes"] == ["n00000001", "n00000002", "n00000003"] and first["files"] == 12
+    assert load_imagenet_val(tmp_path / "val", transform=SMALL_TRANSFORM).fingerprint() == first
+    check_fingerprint(first, first, "here")
+    check_fingerprint(None, first, "here")  # a run that recorded none
+    image = tmp_path / "val" / "n00000001" / "b.png"
+    image.write_bytes(image.read_bytes() + b"\0")  # same names, one size changed
+    changed = load_imagenet_val(tmp_path, transform=SMALL_TRANSFORM, check=False).fingerprint()
+    assert changed["files"] == 12 and changed["sha256"] != first["sha256"]
+    with pytest.raises(DataError, match="same number of files, with other names or sizes"):
+        check_fingerprint(first, changed, "here")
+    for path in (tmp_path / "val" / "n00000002").iterdir():
+        path.unlink()
+    (tmp_path / "val" / "n00000002").rmdir()
+    with pytest.raises(DataError, match=r"not the data this run was made with \(class\(es\) n00000002 missing; 8 files instead of 12\)"):
+        load_imagenet_val(tmp_path, transform=SMALL_TRANSFORM, fingerprint=first)
+    digits = load_validation("digits")
+    assert digits.fingerprint() == load_validation("digits").fingerprint() and digits.fingerprint()["files"] == 540
+    with pytest.raises(DataError, match="not the data this run was made with"):
+        load_validation("digits", fingerprint={**digits.fingerprint(), "sha256": "0" * 64})

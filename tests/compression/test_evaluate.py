@@ -341,3 +341,44 @@ def test_objective_rejects_bad_settings():
         CompressionObjective(compressor, evaluator, samples=10, objective="distill")
     with pytest.raises(UserInputError, match="gamma"):
         CompressionObjective(compressor, evaluator, samples=10, gamma=-1)
+
+
+def test_final_indices_are_a_fixed_seeded_subset():
+    evaluator = SubsampleEvaluator(oracle_set(400, 40), device="cpu", seed=3)
+    assert torch.equal(evaluator.final_indices(), torch.arange(400)) and torch.equal(evaluator.final_indices(400), torch.arange(400))
+    subset = evaluator.final_indices(50)
+    evaluator.error(identity_classifier(), 100)  # drawing subsamples does not move it
+    assert torch.equal(evaluator.final_indices(50), subset) and subset.unique().numel() == 50
+    assert torch.equal(subset, subset.sort().values) and evaluator.draws == 1
+    assert not torch.equal(SubsampleEvaluator(oracle_set(400, 40), device="cpu", seed=4).final_indices(50), subset)
+    with pytest.raises(UserInputError, match="final_samples 401 is outside 1..400"):
+        evaluator.final_indices(401)
+
+
+def test_sign_test_is_the_exact_mcnemar_test_on_discordant_examples():
+    from scipy import stats
+
+    from compressbo.compression.objective import sign_test
+
+    before = torch.tensor([1, 1, 1, 1, 1, 0, 0, 0, 1, 0], dtype=torch.float64)
+    after = torch.tensor([0, 0, 0, 0, 0, 0, 0, 0, 1, 0], dtype=torch.float64)
+    assert sign_test(before, after) == {"improved": 5, "worsened": 0, "p_value": pytest.approx(1 / 32)}
+    one_better = sign_test(torch.tensor([1.0, 0, 0]), torch.tensor([0.0, 0, 0]))
+    assert one_better["improved"] == 1 and one_better["p_value"] == 0.5  # one image is not evidence
+    assert sign_test(before, before)["p_value"] == 1.0
+    mixed = sign_test(torch.tensor([1.0] * 8 + [0.0] * 2), torch.tensor([0.0] * 8 + [1.0] * 2))
+    assert mixed["p_value"] == pytest.approx(stats.binomtest(8, 10, 0.5, alternative="greater").pvalue)
+
+
+def test_score_gives_per_example_losses_of_the_full_metrics():
+    data = oracle_set(400, 40)
+    original = identity_classifier()
+    objective = CompressionObjective(RankCompressor(original), SubsampleEvaluator(data, device="cpu"), samples=50,
+                                     reference=original)
+    compressed = objective.compressor.compress([0.5])
+    indices = objective.evaluator.final_indices(100)
+    scored = objective.score(compressed, indices)
+    assert scored.losses.shape == (100,) and scored.metrics["error"] == scored.losses.mean().item()
+    assert scored.metrics["samples"] == 100 and scored.metrics["original_error"] == objective.original_error(indices)
+    assert objective.full_metrics([0.5], compressed, indices=indices) == scored.metrics
+    assert objective.score(compressed, indices, original_error=0.25).metrics["original_error"] == 0.25

@@ -339,6 +339,43 @@ def test_full_ranks_reproduce_vgg16_and_resnet50(vgg16, resnet50) -> None:
             torch.testing.assert_close(full.module(x), network(x), rtol=1e-3, atol=1e-4)
 
 
+def test_theta_one_keeps_the_original_layers_exactly(fc3, vgg16, resnet50) -> None:
+    """The top of the box leaves every layer unchanged: same module, exact outputs, ratios exactly 1."""
+    spec, network = fc3
+    cases = [(spec, network, Compressor(network, spec, cache_dir=False), torch.randn(3, 1, 28, 28)),
+             *((*case, torch.randn(1, 3, 64, 64)) for case in (vgg16, resnet50))]
+    for spec, network, compressor, x in cases:
+        compressed = compressor.compress(torch.ones(compressor.dim))
+        assert compressed.ratio == compressed.model_ratio == compressed.flops_ratio == 1.0
+        assert all(r.kept and r.ranks == r.full_ranks and r.ratio == 1.0 and r.macs_after == r.macs_before
+                   for r in compressed.layers)
+        for layer in spec.layers:  # the original module type, viewing the original's storage
+            kept, original = compressed.module.get_submodule(layer.name), network.get_submodule(layer.name)
+            assert type(kept) is type(original) and kept.weight.data_ptr() == original.weight.data_ptr()
+        with torch.no_grad():
+            assert torch.equal(compressed.module(x), network(x))
+
+
+def test_only_the_layers_at_the_top_are_kept(fc3, tmp_path: Path) -> None:
+    spec, network = fc3
+    compressor = Compressor(network, spec, cache_dir=False)
+    compressed = compressor.compress([0.3, 1.0, 0.999])
+    assert [r.kept for r in compressed.layers] == [False, True, False]
+    assert isinstance(compressed.module.fc1, nn.Sequential) and isinstance(compressed.module.fc2, nn.Linear)
+    assert compressed.layers[2].ranks == 9 and compressed.layers[2].ratio < 1  # just below the top: factorized, smaller
+    save_compressed(tmp_path / "out", spec, compressed)  # a kept layer round-trips as itself
+    loaded = load_compressed(tmp_path / "out")
+    x = torch.randn(2, 1, 28, 28)
+    assert isinstance(loaded.fc2, nn.Linear) and torch.equal(loaded(x), compressed.module(x))
+    # "plain": fc2 at rank 500 of 1000 x 1000 is as large as the layer, fc3 at its full rank larger: both kept
+    plain = Compressor(network, spec, scheme="plain", cache_dir=False).compress([0.5, 0.4, 1.0])
+    assert [r.kept for r in plain.layers] == [False, False, True] and plain.layers[2].params_after == 10010
+    halves = Compressor(network, spec, scheme="plain", cache_dir=False).compress([0.5, 0.5, 0.5])
+    assert [r.kept for r in halves.layers] == [False, True, False]
+    refined = compressor.build(compressed.ranks, refine=True)
+    assert isinstance(refined.module.fc2, nn.Linear)
+
+
 def test_cached_networks_second_compressor_does_not_decompose(vgg16, factor_dir) -> None:
     spec, network, first = vgg16
     second = Compressor(network, spec, cache_dir=factor_dir)

@@ -12,6 +12,7 @@ from scipy.stats import wilcoxon
 
 from compressbo.experiments.compare import run_comparison, run_one
 from compressbo.app.job import CompressConfig
+from compressbo.compression.config import ProblemConfig
 from compressbo.experiments.compression_problem import CompressionProblem
 from compressbo.exceptions import UserInputError
 from compressbo.bo.optimizer import Optimizer
@@ -130,7 +131,8 @@ def test_summary_reports_quantiles_times_and_paired_tests(parallel_dir: Path) ->
     assert summary.startswith("# Comparison on hartmann3\n")
     assert "| acquisition | runs | median | q25 | q75 | step time (s) |" in summary
     assert "CEI wins/losses | p (CEI vs) | LogCEI wins/losses | p (LogCEI vs) |" in summary
-    rows = {line.split(" | ")[0].strip("| "): line for line in summary.splitlines()
+    main_table = summary.split("Score `")[0]  # the tables of the other scoring rules follow it
+    rows = {line.split(" | ")[0].strip("| "): line for line in main_table.splitlines()
             if line.startswith("| ") and "acquisition" not in line}  # fmt: skip
     assert set(rows) == {"EI", "CEI", "LogCEI"}
     final = {
@@ -241,7 +243,7 @@ def test_compression_scores_use_the_whole_validation_set(
     compression_dir: Path, fc3_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("COMPRESSBO_CACHE", str(fc3_cache))
-    problem = CompressionProblem(CompressConfig(samples=100))
+    problem = CompressionProblem(ProblemConfig(samples=100))
     run = _runs(compression_dir)[1]
     for step in run["steps"]:
         x = torch.tensor(step["recommended"]["x"], dtype=torch.float64)
@@ -266,7 +268,7 @@ def test_known_optimum_acquisitions_need_an_optimum(
     fc3_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("COMPRESSBO_CACHE", str(fc3_cache))
-    problem = CompressionProblem(CompressConfig(samples=100))
+    problem = CompressionProblem(ProblemConfig(samples=100))
     with pytest.raises(UserInputError, match="erm, cbm need the objective's known optimum value; pass known_optimum"):
         run_comparison(problem, ["ei", "erm", "cbm"], 1, 1, tmp_path / "a", progress=False)
     assert not (tmp_path / "a" / "runs.json").exists()
@@ -459,3 +461,47 @@ def test_pool_keeps_the_runs_that_finish_after_ctrl_c() -> None:
 def _design(run: dict) -> list[tuple]:
     """The initial design's points and observations (not its timings)."""
     return [(entry["x"], entry["y"], entry["yvar"]) for entry in run["initial_design"]]
+def test_warp_variants_run_side_by_side_on_the_same_initial_design(tmp_path: Path) -> None:
+    """cei@none and cei@learned share seeds and initial designs; each run records its warp."""
+    kwargs = dict(n_init=4, workers=1, progress=False, optimizer_options=FAST)
+    comparison = run_comparison(make_problem("levy4"), ["cei", "cei@learned"], [0], 2, tmp_path, **kwargs)
+    runs = {run["acquisition"]: run for run in comparison["runs"]}
+    assert runs["cei"]["warp"] == "none"  # synthetic problems keep the GP on x
+    assert runs["cei@learned"]["warp"] == "learned"
+    assert _design(runs["cei"]) == _design(runs["cei@learned"])
+    assert runs["cei"]["steps"][0]["x"] != runs["cei@learned"]["steps"][0]["x"]
+    assert "CEI@learned" in (tmp_path / "summary.md").read_text()
+    with pytest.raises(UserInputError, match="cei@log on levy4: warp 'log' needs a box with positive lower bounds"):
+        run_comparison(make_problem("levy4"), ["cei@log"], [0], 2, tmp_path / "log", **kwargs)
+    with pytest.raises(UserInputError, match="unknown warp 'cubic' in 'cei@cubic'"):
+        run_comparison(make_problem("levy4"), ["cei@cubic"], [0], 2, tmp_path / "cubic", **kwargs)
+
+
+def test_compression_default_warp_is_part_of_what_resume_checks(fc3_cache: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("COMPRESSBO_CACHE", str(fc3_cache))
+    kwargs = dict(n_init=3, workers=1, progress=False, optimizer_options=FAST)
+    comparison = run_comparison(
+        CompressionProblem(ProblemConfig(samples=100), warp="none"), ["cei", "cei@log"], [0], 1, tmp_path, **kwargs
+    )
+    assert comparison["problem"]["warp"] == "none"
+    assert [run["warp"] for run in comparison["runs"]] == ["none", "log"]
+    with pytest.raises(UserInputError, match="with other problem settings"):
+        run_comparison(CompressionProblem(ProblemConfig(samples=100)), ["cei"], [0, 1], 1, tmp_path, resume=True, **kwargs)
+
+
+def test_composite_variants_model_the_error_and_add_the_known_cost(fc3_cache: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("COMPRESSBO_CACHE", str(fc3_cache))
+    kwargs = dict(n_init=3, workers=1, progress=False, optimizer_options=FAST)
+    problem = CompressionProblem(ProblemConfig(samples=100, bounds=(0.005, 1.0)))
+    comparison = run_comparison(problem, ["cei@log", "cei@log+composite"], [0], 2, tmp_path, **kwargs)
+    runs = {run["acquisition"]: run for run in comparison["runs"]}
+    assert runs["cei@log+composite"]["surrogate"] == "composite" and runs["cei@log"]["surrogate"] == "sum"
+    assert _design(runs["cei@log"]) == _design(runs["cei@log+composite"])
+    for step in runs["cei@log+composite"]["steps"]:  # y is still the recorded objective
+        metrics = problem.objective(torch.tensor(step["x"]), m=100)
+        assert step["y"] >= metrics.cost  # cost + gamma * error, error >= 0
+    assert "CEI@log+composite" in (tmp_path / "summary.md").read_text()
+    with pytest.raises(UserInputError, match="needs the objective's known cost"):
+        run_comparison(make_problem("levy4"), ["cei+composite"], [0], 2, tmp_path / "levy", **kwargs)
+    with pytest.raises(UserInputError, match="unknown surrogate 'product'"):
+        run_comparison(problem, ["cei+product"], [0], 2, tmp_path / "product", **kwargs)

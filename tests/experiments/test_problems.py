@@ -171,3 +171,35 @@ def test_synthetic_names_are_recognized() -> None:
     assert not is_synthetic("fc3") and not is_synthetic("gpsample") and not is_synthetic("x/y.toml")
     with pytest.raises(UserInputError, match="lengthscale > 0"):
         GPSampleFamily(dim=2, lengthscale=0.0)
+
+
+@pytest.mark.parametrize("name, fraction", [("hartmann3", 0.05), ("levy4", 0.1)])
+def test_homoscedastic_noise_std_is_the_fraction_of_the_range(name: str, fraction: float) -> None:
+    problem = make_problem(name, noise=f"homo:{fraction}")
+    X = _points(problem, 64)
+    expected = fraction * problem.function_range
+    assert torch.allclose(problem.noise_std(X), torch.full((64,), expected, dtype=torch.float64))
+    for x in X[:2]:  # Monte Carlo: the realized noise has that std; the GP gets its square
+        generator = torch.Generator().manual_seed(1)
+        draws = [problem.evaluate(x, generator) for _ in range(4000)]
+        residual = torch.tensor([y for y, _ in draws], dtype=torch.float64) - float(problem.true_value(x))
+        assert float(residual.std()) == pytest.approx(expected, rel=0.05)
+        assert abs(float(residual.mean())) < 4 * expected / len(draws) ** 0.5
+        assert all(yvar == pytest.approx(expected**2, rel=1e-12) for _, yvar in draws)
+    assert problem.settings == {"noise_fraction": fraction, "noise": "homo"}
+
+
+def test_noise_specs_default_and_bad_ones() -> None:
+    from compressbo.exceptions import SettingError
+    from compressbo.experiments.problems import parse_noise
+
+    assert parse_noise("hetero") == ("hetero", NOISE_FRACTION)
+    assert parse_noise("homo") == ("homo", 0.05)
+    assert parse_noise("HOMO:0.2") == ("homo", 0.2)
+    # the default keeps the settings comparisons recorded before noise models
+    assert make_problem("levy4").settings == make_problem("levy4", noise="hetero:0.1").settings == {"noise_fraction": 0.1}
+    for spec, message in [("pink", "unknown noise model 'pink'"), ("homo:x", "fraction of the range"),
+                          ("homo:0", "fraction of the range"), ("hetero:2", "fraction of the range")]:  # fmt: skip
+        with pytest.raises(SettingError, match=message) as info:
+            make_problem("levy4", noise=spec)
+        assert "\n" not in str(info.value)

@@ -89,6 +89,10 @@ class AcquisitionSpec:
             expected improvement or value of information), so stopping once it falls
             below ``kappa`` is meaningful. Not so for UCB (a negated bound), PI (at least
             about 1/2 near the incumbent), ERM, CBM and random.
+        composite: It works on any model with a Gaussian posterior, such as the composite
+            surrogate ``compressbo.bo.models.composite.CompositeModel`` (not so for NEI
+            and KG, which fantasize a GP, EI-GN, which differentiates one, and ERM / CBM,
+            which refit one).
     """
 
     build: Callable[..., AcquisitionFunction] | None
@@ -98,6 +102,7 @@ class AcquisitionSpec:
     known_optimum: bool = False
     gradient_enhanced: bool = False
     vanishes_when_done: bool = True
+    composite: bool = True
 
     @property
     def model_free(self) -> bool:
@@ -113,7 +118,7 @@ def _best_mean(model: Model, X_observed: Tensor) -> Tensor:
 
 def _negate(model: Model) -> ScalarizedPosteriorTransform:
     """Posterior transform turning BoTorch's maximizing MC acquisitions to minimization."""
-    weights = torch.tensor([-1.0], dtype=model.train_targets.dtype)
+    weights = torch.tensor([-1.0], dtype=torch.float64)  # every model of the engine is float64
     return ScalarizedPosteriorTransform(weights=weights)
 
 
@@ -230,12 +235,12 @@ ACQUISITIONS: dict[str, AcquisitionSpec] = {
     "pi": AcquisitionSpec(_pi, "PI", vanishes_when_done=False),
     "cpi": AcquisitionSpec(_cpi, "CPI"),
     "ucb": AcquisitionSpec(_ucb, "UCB", vanishes_when_done=False),
-    "nei": AcquisitionSpec(_nei, "NEI"),
+    "nei": AcquisitionSpec(_nei, "NEI", composite=False),
     "qlognei": AcquisitionSpec(_qlognei, "qLogNEI", log=True, monte_carlo=True),
-    "kg": AcquisitionSpec(_kg, "KG", monte_carlo=True),
-    "eign": AcquisitionSpec(_eign, "EI-GN", gradient_enhanced=True),
-    "erm": AcquisitionSpec(_erm, "ERM", known_optimum=True, vanishes_when_done=False),
-    "cbm": AcquisitionSpec(_cbm, "CBM", known_optimum=True, vanishes_when_done=False),
+    "kg": AcquisitionSpec(_kg, "KG", monte_carlo=True, composite=False),
+    "eign": AcquisitionSpec(_eign, "EI-GN", gradient_enhanced=True, composite=False),
+    "erm": AcquisitionSpec(_erm, "ERM", known_optimum=True, vanishes_when_done=False, composite=False),
+    "cbm": AcquisitionSpec(_cbm, "CBM", known_optimum=True, vanishes_when_done=False, composite=False),
     "random": AcquisitionSpec(None, "Random", vanishes_when_done=False),
 }
 ACQUISITION_NAMES: tuple[str, ...] = tuple(ACQUISITIONS)

@@ -16,6 +16,17 @@ Robustness:
   retried once with the larger floor ``RETRY_VARIANCE_FLOOR``; if that fails too the
   GP keeps its default (prior-mode) hyperparameters. Both steps emit a
   ``GPFitWarning``; fitting never raises for numerical reasons.
+
+Kernels (``KERNELS``, by name; the GP works on inputs normalized to ``[0, 1]^d``):
+
+- ``"rbf"`` (default): BoTorch's current default, an ARD ``RBFKernel`` with the
+  dimension-scaled log-normal lengthscale prior of Hvarfner et al. (2024), no
+  outputscale (``botorch.models.utils.gpytorch_modules.get_covar_module_with_dim_scaled_prior``).
+- ``"matern52"``: the kernel of the corrected-EI paper (Zhou, Ma & Blaschko, 2023) and of
+  its authors' code, BoTorch's default before version 0.12: ``ScaleKernel(MaternKernel(nu=2.5,
+  ard_num_dims=d, lengthscale_prior=GammaPrior(3.0, 6.0)), outputscale_prior=GammaPrior(2.0,
+  0.15))``. Gamma(concentration, rate): the lengthscale prior has mean 0.5 and mode 1/3 (in
+  the unit cube), the outputscale prior mean 13.3 and mode 6.7 (on standardized outcomes).
 """
 
 from __future__ import annotations
@@ -28,19 +39,61 @@ from botorch.fit import fit_gpytorch_mll
 from botorch.models import SingleTaskGP
 from botorch.models.transforms.input import Normalize
 from botorch.models.transforms.outcome import Standardize
-from gpytorch.kernels import RBFKernel, ScaleKernel
+from botorch.models.utils.gpytorch_modules import get_covar_module_with_dim_scaled_prior
+from gpytorch.kernels import Kernel, MaternKernel, RBFKernel, ScaleKernel
 from gpytorch.means import ZeroMean
 from gpytorch.mlls import ExactMarginalLogLikelihood
+from gpytorch.priors import GammaPrior
 from linear_operator.utils.errors import NotPSDError
 from torch import Tensor
 
-from compressbo.exceptions import OptimizerInputError
+from compressbo.bo.models.warping import make_input_transform, validate_warp
+from compressbo.exceptions import OptimizerInputError, SettingError
 
 VARIANCE_FLOOR = 1e-5
 RETRY_VARIANCE_FLOOR = 1e-3
 BELIEVER_VARIANCE = VARIANCE_FLOOR  # standardized noise of kriging-believer observations
 _MIN_STD = 1e-8  # Standardize's own threshold below which outcomes are not scaled
 FIT_ERRORS = (NotPSDError, ModelFittingError, RuntimeError, ValueError)
+# Priors of the "matern52" kernel: GammaPrior(concentration, rate), BoTorch < 0.12 defaults.
+MATERN_LENGTHSCALE_PRIOR = (3.0, 6.0)
+MATERN_OUTPUTSCALE_PRIOR = (2.0, 0.15)
+
+
+def rbf_kernel(d: int) -> Kernel:
+    """BoTorch's current default covariance: ARD RBF with dimension-scaled log-normal priors."""
+    return get_covar_module_with_dim_scaled_prior(ard_num_dims=d)
+
+
+def matern52_kernel(d: int) -> Kernel:
+    """ARD Matern-5/2 in a ScaleKernel with Gamma priors (the corrected-EI paper's kernel)."""
+    return ScaleKernel(
+        MaternKernel(
+            nu=2.5, ard_num_dims=d, lengthscale_prior=GammaPrior(*MATERN_LENGTHSCALE_PRIOR)
+        ),
+        outputscale_prior=GammaPrior(*MATERN_OUTPUTSCALE_PRIOR),
+    )
+
+
+KERNELS = {"rbf": rbf_kernel, "matern52": matern52_kernel}  # name -> builder(d)
+KERNEL_NAMES = tuple(KERNELS)
+DEFAULT_KERNEL = "rbf"
+
+
+def check_kernel(kernel: str) -> str:
+    """``kernel`` if it names one of ``KERNELS``, else a one-line ``SettingError``."""
+    if kernel not in KERNELS:
+        raise SettingError(
+            f"unknown kernel {kernel!r}; choose one of {', '.join(KERNEL_NAMES)}", setting="kernel"
+        )
+    return kernel
+
+
+def kernel_name(model: SingleTaskGP) -> str:
+    """The ``KERNELS`` name of a fitted GP's covariance (``"matern52"`` or ``"rbf"``)."""
+    covar = model.covar_module
+    base = covar.base_kernel if isinstance(covar, ScaleKernel) else covar
+    return "matern52" if isinstance(base, MaternKernel) and base.nu == 2.5 else "rbf"
 
 
 class GPFitWarning(RuntimeWarning):
@@ -53,6 +106,8 @@ def fit_gp(
     train_Yvar: Tensor,
     bounds: Tensor,
     known_kernel: dict[str, float] | None = None,
+    kernel: str = DEFAULT_KERNEL,
+    warp: str = "none",
 ) -> SingleTaskGP:
     r"""Fit a fixed-noise GP to noisy observations with known variances.
 
@@ -65,22 +120,36 @@ def fit_gp(
             ``f ~ GP(0, s2 exp(-||x - x'||^2 / (2 l^2)))`` in the objective's units. The
             GP then uses exactly that kernel (zero mean, no outcome transform, nothing
             fitted); see :func:`known_rbf_gp`.
+        kernel: A name in ``KERNELS`` (``"rbf"`` or ``"matern52"``, see the module
+            docstring); ignored with ``known_kernel``.
+        warp: The scale the GP sees its inputs on, a name from
+            ``compressbo.bo.models.warping.WARP_NAMES``: ``none`` (normalized to the box),
+            ``log`` (log-scale, normalized to the box's log bounds) or ``learned``
+            (Kumaraswamy warping fitted with the GP). Only ``none`` with ``known_kernel``.
 
     Returns:
-        A fitted float64 ``SingleTaskGP`` in eval mode, with a ``Normalize(d, bounds)``
-        input transform and a ``Standardize(m=1)`` outcome transform (none with
+        A fitted float64 ``SingleTaskGP`` in eval mode, with the warping's input transform
+        (for ``none`` a ``Normalize(d, bounds)``) and a ``Standardize(m=1)`` outcome transform (none with
         ``known_kernel``).
 
     Raises:
         UserInputError: Shapes disagree, values are not finite, a variance is negative
             or the bounds are not a ``2 x d`` box with ``lower < upper``.
+        OptimizerInputError: ``kernel`` is not a name in ``KERNELS``.
     """
+    check_kernel(kernel)
     X, Y, Yvar, bounds = validated_training_data(train_X, train_Y, train_Yvar, bounds)
+    validate_warp(warp, bounds)
     if known_kernel is not None:
+        if warp != "none":
+            raise SettingError(
+                f"a known kernel is a prior on x itself; it takes warp 'none', not {warp!r}.",
+                setting="warp",
+            )
         return known_rbf_gp(X, Y, Yvar, bounds, **known_kernel)
     scale = outcome_variance(Y)
     for floor in (VARIANCE_FLOOR, RETRY_VARIANCE_FLOOR):
-        model = _build_gp(X, Y, Yvar.clamp_min(floor * scale), bounds)
+        model = _build_gp(X, Y, Yvar.clamp_min(floor * scale), bounds, kernel, warp)
         try:
             fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
             return model.eval()
@@ -96,7 +165,7 @@ def fit_gp(
         GPFitWarning,
         stacklevel=2,
     )
-    return _build_gp(X, Y, Yvar.clamp_min(RETRY_VARIANCE_FLOOR * scale), bounds).eval()
+    return _build_gp(X, Y, Yvar.clamp_min(RETRY_VARIANCE_FLOOR * scale), bounds, kernel, warp).eval()
 
 
 def known_rbf_gp(
@@ -200,7 +269,10 @@ def condition_on_pending(
 
 def outcome_scale(model: SingleTaskGP) -> float:
     """The objective's scale under ``model``: the std its ``Standardize`` divides by, else
-    the prior std ``sqrt(outputscale)`` of a ``ScaleKernel``, else 1."""
+    the prior std ``sqrt(outputscale)`` of a ``ScaleKernel``, else 1; a model that knows
+    its own (a composite surrogate) says so by ``model.outcome_scale()``."""
+    if callable(getattr(model, "outcome_scale", None)):
+        return float(model.outcome_scale())
     transform = getattr(model, "outcome_transform", None)
     if transform is not None and hasattr(transform, "stdvs"):
         return transform.stdvs.item()
@@ -234,18 +306,21 @@ def training_data(model: SingleTaskGP) -> tuple[Tensor, Tensor, Tensor]:
 
 
 def search_bounds(model: SingleTaskGP) -> Tensor:
-    """The ``2 x d`` search box of a model fitted by :func:`fit_gp` (its ``Normalize`` transform)."""
+    """The ``2 x d`` search box of a model fitted by :func:`fit_gp` (its input transform's)."""
     transform = model.input_transform
+    if hasattr(transform, "search_box"):  # every warping of compressbo.bo.models.warping
+        return transform.search_box.detach().clone()
     lower = transform.offset.reshape(-1)
     return torch.stack([lower, lower + transform.coefficient.reshape(-1)]).detach()
 
 
-def _build_gp(X: Tensor, Y: Tensor, Yvar: Tensor, bounds: Tensor) -> SingleTaskGP:
+def _build_gp(X: Tensor, Y: Tensor, Yvar: Tensor, bounds: Tensor, kernel: str, warp: str = "none") -> SingleTaskGP:
     return SingleTaskGP(
         train_X=X,
         train_Y=Y,
         train_Yvar=Yvar,
-        input_transform=Normalize(d=X.shape[-1], bounds=bounds),
+        covar_module=KERNELS[kernel](X.shape[-1]),
+        input_transform=make_input_transform(warp, bounds),
         outcome_transform=Standardize(m=1),
     )
 

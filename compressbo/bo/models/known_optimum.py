@@ -31,7 +31,8 @@ from botorch.exceptions.warnings import InputDataWarning
 from botorch.models import SingleTaskGP
 from torch import Tensor
 
-from compressbo.bo.models.gp import fit_gp, search_bounds, training_data
+from compressbo.bo.models.gp import fit_gp, kernel_name, search_bounds, training_data
+from compressbo.bo.models.warping import warp_of
 
 
 MIN_VARIANCE = 1e-12  # variance floor of the analytic acquisitions, as BoTorch's analytic EI
@@ -66,14 +67,15 @@ def fit_transformed_gp(model: SingleTaskGP, f_star: float) -> SingleTaskGP:
         f_star: The known (or believed) minimum value.
 
     Returns:
-        A fitted ``SingleTaskGP`` on ``g`` with the same box and transforms.
+        A fitted ``SingleTaskGP`` on ``g`` with the same box, warping, transforms and kernel
+        (``compressbo.bo.models.gp.kernel_name`` of ``model``).
     """
     X, Y, Yvar = training_data(model)
     g, g_var = transformed_observations(Y, Yvar, f_star)
     with warnings.catch_warnings():
         # g is constant (all 0) when f* is above every observation; compress warns about that
         warnings.simplefilter("ignore", InputDataWarning)
-        return fit_gp(X, g, g_var, search_bounds(model))
+        return fit_gp(X, g, g_var, search_bounds(model), kernel=kernel_name(model), warp=warp_of(model))
 
 
 def transformed_moments(

@@ -28,7 +28,10 @@ from .ranks import (
     factorized_params,
     full_macs,
     full_params,
+    keeps_original,
+    layer_ranks,
     max_ranks,
+    rank_breakpoints,
     ranks_for_theta,
 )
 from .svd import SVDFactors, factorize_linear, svd_factors
@@ -58,7 +61,10 @@ __all__ = [
     "factorized_params",
     "full_macs",
     "full_params",
+    "keeps_original",
+    "layer_ranks",
     "max_ranks",
+    "rank_breakpoints",
     "ranks_for_theta",
     "refine_tucker2",
     "svd_factors",

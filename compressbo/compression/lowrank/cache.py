@@ -29,9 +29,9 @@ from torch import Tensor, nn
 
 from compressbo.files import FileLock, one_line, torch_save_atomic, user_cache_dir
 
-from ._params import compute_dtype, single_threaded
+from ._params import compute_dtype, single_threaded, torch_threads
 from .factorize import Factors, build_factorized, check_ranks, decompose
-from .ranks import LayerGeometry, Ranks, factorized_params, full_params, max_ranks, ranks_for_theta
+from .ranks import LayerGeometry, Ranks, factorized_params, full_params, keeps_original, layer_ranks, max_ranks
 from .svd import SVDFactors
 from .tucker import TuckerFactors, refine_tucker2
 
@@ -60,9 +60,10 @@ class LayerFactors:
         object.__setattr__(self, "geometry", LayerGeometry.of(self.layer))
 
     @classmethod
-    def compute(cls, layer: nn.Module, method: str) -> LayerFactors:
-        """Decompose ``layer`` (the expensive step)."""
-        return cls(layer, method, decompose(layer, method))
+    def compute(cls, layer: nn.Module, method: str, threads: int = 1) -> LayerFactors:
+        """Decompose ``layer`` (the expensive step) on ``threads`` torch threads."""
+        with torch_threads(threads):
+            return cls(layer, method, decompose(layer, method))
 
     @property
     def max_ranks(self) -> Ranks:
@@ -77,10 +78,15 @@ class LayerFactors:
         return factorized_params(self.geometry, self.method, ranks)
 
     def ranks(self, theta: float, scheme: str = "params") -> Ranks:
-        """Ranks for the layer's continuous parameter ``theta`` (see :mod:`.ranks`)."""
-        return ranks_for_theta(theta, self.geometry, self.method, scheme)
+        """Ranks for the layer's continuous parameter ``theta`` (:func:`~.ranks.layer_ranks`:
+        the full ranks where the layer stays unchanged)."""
+        return layer_ranks(theta, self.geometry, self.method, scheme)
 
-    def build(self, ranks: Ranks, *, refine: bool = False) -> nn.Sequential:
+    def keeps_original(self, ranks: Ranks) -> bool:
+        """Whether ``ranks`` give a factorization no smaller than the layer: the layer is kept as is."""
+        return keeps_original(self.geometry, self.method, ranks)
+
+    def build(self, ranks: Ranks, *, refine: bool = False, threads: int = 1) -> nn.Sequential:
         """The replacement module at ``ranks`` (truncation of the cached factors, one thread).
 
         Args:
@@ -88,10 +94,12 @@ class LayerFactors:
             refine: Refine Tucker-2 factors by HOOI (:func:`~.tucker.refine_tucker2`; seconds,
                 for a final model). SVD and vertical/horizontal factors are already optimal
                 for their structure (Eckart-Young), so for them this changes nothing.
+            threads: Torch threads of the HOOI refinement (the truncation always uses one).
         """
         ranks = check_ranks(self.layer, self.method, ranks)
         if refine and self.method == "tucker2":
-            refined = refine_tucker2(self.layer.weight, self.factors, ranks)
+            with torch_threads(threads):
+                refined = refine_tucker2(self.layer.weight, self.factors, ranks)
             return build_factorized(self.layer, self.method, refined, ranks)
         with single_threaded():
             return build_factorized(self.layer, self.method, self.factors, ranks)
@@ -135,12 +143,12 @@ class FactorCache:
             return None
         return self.directory / f"{method}-{weight_key(layer.weight, method)}.pt"
 
-    def get(self, layer: nn.Module, method: str) -> LayerFactors:
-        """``layer``'s factors: read from disk when present and intact, else computed (and written)."""
+    def get(self, layer: nn.Module, method: str, *, threads: int = 1) -> LayerFactors:
+        """``layer``'s factors: read from disk when present and intact, else computed on ``threads`` threads (and written)."""
         path = self.path(layer, method)
         if path is None:
             self.computed += 1
-            return LayerFactors.compute(layer, method)
+            return LayerFactors.compute(layer, method, threads)
         factors = _read(path, layer, method)
         if factors is not None:
             self.loaded += 1
@@ -150,7 +158,7 @@ class FactorCache:
             if factors is not None:
                 self.loaded += 1
                 return LayerFactors(layer, method, factors)
-            layer_factors = LayerFactors.compute(layer, method)
+            layer_factors = LayerFactors.compute(layer, method, threads)
             self.computed += 1
             try:
                 _write(path, layer, method, layer_factors.factors)

@@ -13,6 +13,16 @@ Two schemes map a layer's continuous ``theta`` to ranks:
 - ``"plain"``: ``rank = max(1, floor(theta * r_max))`` per mode, as in the paper's code.
 
 Ranks are always clamped to ``[1, full rank]``.
+
+**The top of the box leaves a layer unchanged.** A factorization whose parameter count is
+at least the original layer's saves nothing and only adds approximation error (Tucker-2 at
+``theta = 1`` keeps ranks ``57 x 64`` of a ``64 x 64`` 3x3 convolution, relative kernel error
+0.33 on random weights). :func:`keeps_original` says when ranks are such a factorization, and
+:func:`layer_ranks` (what the compressor uses) maps ``theta >= 1`` and every ``theta`` whose
+ranks keep the original to the full ranks, which :class:`~compressbo.compression.compressor.Compressor`
+builds as the original module itself: ratio 1, FLOPs ratio 1, no approximation error. The
+search box stays the continuous ``[lo, 1]``; only its top face (and, under ``"plain"``, the
+thetas whose factorization is no smaller than the layer) is the unchanged layer.
 """
 
 from __future__ import annotations
@@ -35,7 +45,10 @@ __all__ = [
     "factorized_params",
     "full_macs",
     "full_params",
+    "keeps_original",
+    "layer_ranks",
     "max_ranks",
+    "rank_breakpoints",
     "ranks_for_theta",
 ]
 
@@ -223,3 +236,77 @@ def _tucker2_ranks_for_budget(geometry: LayerGeometry, budget: float) -> tuple[i
     params = factorized_params(geometry, "tucker2", (r_out, r_in))  # non-decreasing along the path
     index = max(0, int(np.searchsorted(params, budget, side="right")) - 1)
     return int(r_out[index]), int(r_in[index])
+
+
+def keeps_original(geometry: LayerGeometry, method: str, ranks: Ranks) -> bool:
+    """Whether the factorization at ``ranks`` is no smaller than the layer (then the layer is kept as is).
+
+    Full ranks always are: e.g. ``svd`` at ``r = min(T, S)`` has ``r (S + T) >= S T`` weights.
+    """
+    return factorized_params(geometry, method, ranks) >= full_params(geometry)
+
+
+def layer_ranks(theta: float, geometry: LayerGeometry, method: str, scheme: str = "params") -> Ranks:
+    """:func:`ranks_for_theta`, but the full ranks where the layer is to stay unchanged.
+
+    The full ranks (:func:`max_ranks`) are returned for ``theta >= 1`` and wherever
+    :func:`ranks_for_theta`'s ranks give a factorization no smaller than the layer
+    (:func:`keeps_original`); a compressor builds them as the original layer, exactly.
+
+    Args:
+        theta: The layer's continuous parameter.
+        geometry: The original layer's geometry.
+        method: ``"svd"``, ``"tucker2"`` or ``"vh"``.
+        scheme: ``"params"`` or ``"plain"``.
+    """
+    ranks = ranks_for_theta(theta, geometry, method, scheme)
+    if theta >= 1.0 or keeps_original(geometry, method, ranks):
+        return max_ranks(geometry, method)
+    return ranks
+def rank_breakpoints(geometry: LayerGeometry, method: str, scheme: str = "params") -> tuple[list[float], list[Ranks]]:
+    """The ``theta`` values in ``(0, 1]`` at which :func:`ranks_for_theta` steps up, and the ranks there.
+
+    ``ranks_for_theta`` is a step function of ``theta``: constant on ``[t_k, t_{k+1})`` (and at
+    the first ranks below ``t_0``, at the last above ``t_K``). The breakpoints are
+
+    - ``params`` scheme: ``t_k = factorized_params(ranks_k) / full_params`` for every rank
+      (Tucker-2: every pair on its ``R_out / R_in = T / S`` path) whose count fits in the layer;
+    - ``plain`` scheme: ``t_k = r / r_max`` per mode (Tucker-2: the union of both modes').
+
+    Args:
+        geometry: The original layer's geometry.
+        method: ``"svd"``, ``"tucker2"`` or ``"vh"``.
+        scheme: ``"params"`` or ``"plain"``.
+
+    Returns:
+        ``(thetas, ranks)``: ascending breakpoints (``K + 1`` floats, ``thetas[0]`` may exceed
+        the box's lower bound) and ``ranks_for_theta(thetas[k])`` at each, all distinct.
+    """
+    full = max_ranks(geometry, method)
+    if scheme == "plain":
+        if method == "tucker2":
+            keys = sorted({i / full[0] for i in range(1, full[0] + 1)} | {j / full[1] for j in range(1, full[1] + 1)})
+        else:
+            keys = [r / full for r in range(1, full + 1)]
+        steps = [(float(t), ranks_for_theta(t, geometry, method, scheme)) for t in keys]
+        steps = [step for k, step in enumerate(steps) if k == 0 or step[1] != steps[k - 1][1]]  # first theta of each
+        thetas, ranks = [t for t, _ in steps], [r for _, r in steps]
+    elif scheme == "params":
+        size = full_params(geometry)
+        if method == "tucker2":
+            t, s = geometry.out_channels, geometry.in_channels
+            keys = np.unique(np.concatenate([np.arange(1, t + 1) * s, np.arange(1, s + 1) * t]))
+            r_out, r_in = np.clip(keys // s, 1, full[0]), np.clip(keys // t, 1, full[1])
+            counts = factorized_params(geometry, method, (r_out, r_in))  # non-decreasing
+            pairs = list(zip(r_out.tolist(), r_in.tolist()))
+        else:
+            counts = np.arange(1, full + 1) * (factorized_params(geometry, method, 1) - geometry.bias_params) + geometry.bias_params
+            pairs = list(range(1, full + 1))
+        # equal counts: ranks_for_theta keeps the last ranks of the path with that count
+        last = len(counts) - 1 - np.unique(np.asarray(counts)[::-1], return_index=True)[1]
+        keep = [int(i) for i in sorted(last) if counts[i] <= size] or [0]  # rank 1 always (clamped)
+        thetas = [float(counts[i]) / size for i in keep]
+        ranks = [pairs[i] for i in keep]
+    else:
+        raise ValueError(f"unknown rank scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
+    return thetas, ranks

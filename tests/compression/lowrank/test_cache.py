@@ -61,3 +61,35 @@ def test_no_disk_cache_and_default_location(tmp_path: Path, monkeypatch) -> None
     assert cache.path(_conv(), "vh") is None and isinstance(cache.get(_conv(), "vh"), LayerFactors)
     monkeypatch.setenv("COMPRESSBO_CACHE", str(tmp_path))
     assert default_cache_dir() == tmp_path / "factors"
+
+
+def test_decomposition_and_refinement_run_on_the_threads_asked_for(monkeypatch) -> None:
+    import compressbo.compression.lowrank.cache as cache_module
+    from compressbo.compression.lowrank import _params
+
+    seen = []
+    real_decompose, real_refine = cache_module.decompose, cache_module.refine_tucker2
+
+    def decompose(*args):
+        seen.append(("decompose", torch.get_num_threads()))
+        return real_decompose(*args)
+
+    def refine(*args):
+        seen.append(("refine", torch.get_num_threads()))
+        return real_refine(*args)
+
+    monkeypatch.setattr(cache_module, "decompose", decompose)
+    monkeypatch.setattr(cache_module, "refine_tucker2", refine)
+    before = torch.get_num_threads()
+    factors = FactorCache(False).get(_conv(), "tucker2", threads=2)
+    factors.build((4, 4), refine=True, threads=3)
+    factors.build((4, 4))
+    assert seen == [("decompose", 2), ("refine", 3)] and torch.get_num_threads() == before
+
+    assert _params.resolve_threads(3) == 3
+    assert 1 <= _params.resolve_threads(None) <= min(torch.get_num_threads(), _params.machine_threads())
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="positive integer"):
+            _params.resolve_threads(bad)
+    monkeypatch.setattr(_params.os, "getloadavg", lambda: (50.0, 0.0, 0.0))
+    assert _params.machine_threads() == 1  # a loaded machine: one thread, never oversubscribed

@@ -14,6 +14,8 @@ from compressbo.compression.lowrank import (
     factorized_params,
     full_macs,
     full_params,
+    keeps_original,
+    layer_ranks,
     max_ranks,
     ranks_for_theta,
 )
@@ -85,6 +87,24 @@ def test_plain_scheme_is_floor_of_theta_times_full_rank() -> None:
     assert ranks_for_theta(0.001, geometry, "tucker2", "plain") == (1, 1)
     assert ranks_for_theta(1.0, geometry, "vh", "plain") == max_ranks(geometry, "vh") == 192
     assert ranks_for_theta(0.3, LayerGeometry(1000, 784), "svd", "plain") == math.floor(0.3 * 784)
+
+
+@pytest.mark.parametrize("scheme", ["params", "plain"])
+@pytest.mark.parametrize("method", ["svd", "tucker2", "vh"])
+def test_layer_ranks_give_the_full_ranks_exactly_where_the_layer_is_kept(method: str, scheme: str) -> None:
+    for geometry in GEOMETRIES[method]:
+        full = max_ranks(geometry, method)
+        assert keeps_original(geometry, method, full)  # a full-rank factorization is never smaller
+        assert layer_ranks(1.0, geometry, method, scheme) == full
+        for theta in THETAS[:-1]:
+            ranks, plain = layer_ranks(theta, geometry, method, scheme), ranks_for_theta(theta, geometry, method, scheme)
+            if keeps_original(geometry, method, plain):
+                assert ranks == full
+            else:
+                assert ranks == plain and factorized_params(geometry, method, ranks) < full_params(geometry)
+    # Tucker-2 at theta = 1 under "params" would keep 57 x 57 of a 64 x 64 conv (all its weights' worth)
+    geometry = LayerGeometry(64, 64, (3, 3))
+    assert ranks_for_theta(1.0, geometry, "tucker2") != (64, 64) and layer_ranks(1.0, geometry, "tucker2") == (64, 64)
 
 
 def test_full_ranks() -> None:
