@@ -131,11 +131,18 @@ def _parallel(args: argparse.Namespace):
     if args.workers is not None and args.workers < 1:
         raise SettingError(f"--workers must be at least 1, not {args.workers}")
     if args.ray is not None:
-        from compressbo.app.executors import import_ray
-
-        import_ray()  # a missing Ray is one line, before anything is loaded
-        return Parallel(args.workers, args.ray)
+        return Parallel(args.workers, _ray_address(args.ray))
     return None if args.workers is None else Parallel(args.workers)
+
+
+def _ray_address(address: str | None) -> str | None:
+    """``--ray [ADDRESS]`` as given (``""``: a local Ray), after checking that Ray is installed."""
+    if address is None:
+        return None
+    from compressbo._ray import import_ray
+
+    import_ray()  # a missing Ray is one line, before anything is loaded
+    return address
 
 
 def _compression_problem_settings() -> tuple[str, ...]:
@@ -174,6 +181,7 @@ def _add_compare_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--iterations", type=int, default=30, help="BO iterations per run (30)")
     parser.add_argument("--init", type=int, help="initial Sobol points (optimizer default)")
     parser.add_argument("--workers", type=int, help="worker processes (CPU count)")
+    parser.add_argument("--ray", nargs="?", const="", metavar="ADDRESS", help="run the runs as Ray tasks, many at once across the cluster; ADDRESS as ray.init takes it (auto: a running cluster), none for a local Ray")
     parser.add_argument("--score-every", type=int, default=1, metavar="N", help="score the recommendation every N iterations and after the last (1)")
     _add_settings(parser, ["known_optimum"])  # synthetic problems and GP samples know their own
     _add_settings(
@@ -264,6 +272,7 @@ def _run_compare(args: argparse.Namespace) -> int:
         score_every=args.score_every,
         known_optimum=args.known_optimum,
         resume=args.resume,
+        ray=_ray_address(args.ray),
     )
     if not args.quiet:
         print(f"wrote {args.out}/runs.json, summary.md and the plots")

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 import torch
 
+from compressbo._ray import connect, import_ray
 from compressbo.bo.loop import Evaluation, Objective, Proposal
 from compressbo.exceptions import SettingError
 
@@ -292,17 +293,6 @@ class ProcessPoolExecutor:
 # ---------------------------------------------------------------------- Ray
 
 
-def import_ray() -> Any:
-    """The ``ray`` module, or a :class:`SettingError` saying which extra to install."""
-    try:
-        import ray
-    except ImportError:
-        raise SettingError(
-            'ray is not installed; install it with: pip install "compressbo[ray]"', setting="ray"
-        ) from None
-    return ray
-
-
 class _RayWorker:
     """A Ray actor's body: build the objective once from the shared factory, then evaluate."""
 
@@ -332,9 +322,7 @@ class RayExecutor:
     """
 
     def __init__(self, factory: WorkerFactory, size: int | None = None, *, address: str | None = None, threads: int | None = None) -> None:
-        ray = self.ray = import_ray()
-        if not ray.is_initialized():
-            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        ray = self.ray = connect(address)
         gpus = int(ray.cluster_resources().get("GPU", 0))
         self.size = size if size is not None else max(gpus, 1)
         if self.size < 1:

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
 import queue
 import shlex
 import sys
@@ -93,6 +94,7 @@ def run_comparison(
     score_every: int = 1,
     known_optimum: float | None = None,
     resume: bool = False,
+    ray: str | None = None,
 ) -> dict[str, Any]:
     """Run every acquisition on every seed and write ``runs.json`` and the report.
 
@@ -119,6 +121,10 @@ def run_comparison(
             default: the problem's own ``optimal_value`` (per seed for a family).
         resume: Continue the comparison in ``out_dir``: keep its finished runs and run the
             missing (acquisition, seed) pairs, including acquisitions and seeds added now.
+        ray: Run the runs as Ray tasks (one CPU each, as many at once as the cluster has
+            CPUs) instead of on the process pool: ``""`` starts a local Ray, any other value
+            is the address ``ray.init`` takes (``auto``: a running cluster); ``workers`` is then
+            ignored. Resume and Ctrl-C behave as with the pool.
 
     Returns:
         The comparison as written to ``runs.json``.
@@ -243,7 +249,9 @@ def run_comparison(
             unit="it",
             dynamic_ncols=True,
         ) as bar:
-            if min(workers, len(tasks)) <= 1:
+            if ray is not None:
+                _run_ray(problem, tasks, ray, kwargs, record, bar)
+            elif min(workers, len(tasks)) <= 1:
                 for name, seed in tasks:
                     run = run_one(problem_instance, name, seed, on_step=bar.update, **kwargs)
                     record({**run, "setup_seconds": setup_seconds})
@@ -454,6 +462,57 @@ def _run_pool(
     finally:
         _record_finished(pending, record)  # on failure: runs that finished meanwhile are kept
     _drain(ticks, bar)
+
+
+def _run_ray(
+    problem: ProblemSource,
+    tasks: list[tuple[str, int]],
+    address: str,
+    kwargs: dict[str, Any],
+    record: Callable[[dict[str, Any]], None],
+    bar: tqdm,
+) -> None:
+    """Run ``tasks`` as Ray tasks (one CPU each), recording each run as it finishes.
+
+    The problem goes into Ray's object store once; each Ray worker process builds it once
+    (:func:`_ray_problem`). On an error or Ctrl-C the runs still in flight are cancelled and
+    the finished ones are kept.
+    """
+    from compressbo._ray import connect
+
+    ray = connect(address or None)
+    remote = ray.remote(num_cpus=1, max_retries=0)(_run_as_ray_task)
+    problem_ref = ray.put(problem)
+    pending = {remote.remote(problem_ref, name, seed, kwargs): (name, seed) for name, seed in tasks}
+    try:
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            run = ray.get(done[0])
+            pending.pop(done[0])
+            record(run)
+            bar.update(kwargs["iterations"])  # one tick per BO iteration, as the pool's
+    finally:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+
+
+_RAY_PROBLEMS: dict[bytes, tuple[Problem | ProblemFamily, float]] = {}
+
+
+def _ray_problem(problem: ProblemSource) -> tuple[Problem | ProblemFamily, float]:
+    """``problem`` built once per Ray worker process, with the seconds it took."""
+    key = pickle.dumps(problem)
+    if key not in _RAY_PROBLEMS:
+        started = time.perf_counter()
+        built = _build(problem)
+        _RAY_PROBLEMS[key] = (built, time.perf_counter() - started)
+    return _RAY_PROBLEMS[key]
+
+
+def _run_as_ray_task(problem: ProblemSource, acquisition: str, seed: int, kwargs: dict[str, Any]) -> dict[str, Any]:
+    torch.set_num_threads(1)
+    built, setup_seconds = _ray_problem(problem)
+    return {**run_one(built, acquisition, seed, **kwargs), "setup_seconds": setup_seconds}
 
 
 def _record_finished(futures: set[Future], record: Callable[[dict[str, Any]], None]) -> None:
