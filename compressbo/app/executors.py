@@ -110,17 +110,25 @@ def _evaluate(objective: Objective, x: list[float], index: int) -> tuple[Evaluat
 
 
 def worker_devices(device: str, workers: int) -> list[str]:
-    """Device of each worker: the visible GPUs round-robin for ``cuda``/``auto``, else ``device``.
+    """Device of each worker, round-robin: over a list ``cuda:0,cuda:2``, over the visible GPUs
+    for ``cuda`` / ``auto`` on a GPU machine, else ``device`` (``cpu``) for every worker.
+
+    Several workers may share one GPU (``--workers 4`` on two GPUs: two each), for networks
+    too small to fill it.
 
     Args:
-        device: The run's device setting (``auto``, ``cpu``, ``cuda``, ``cuda:N``).
+        device: The run's device setting (``auto``, ``cpu``, ``cuda``, ``cuda:N``, or a list).
         workers: Number of workers.
     """
-    if device in ("auto", "cuda") and torch.cuda.is_available():
-        count = torch.cuda.device_count()
-        return [f"cuda:{i % count}" for i in range(workers)]
-    resolved = "cpu" if device == "auto" else device
-    return [resolved] * workers
+    from compressbo.compression.evaluator import resolve_devices
+
+    if "," in device:
+        names = [str(d) for d in resolve_devices(device)]
+    elif device in ("auto", "cuda") and torch.cuda.is_available():
+        names = [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    else:
+        names = ["cpu" if device == "auto" else device]
+    return [names[i % len(names)] for i in range(workers)]
 
 
 def threads_per_worker(workers: int) -> int:

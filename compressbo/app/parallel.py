@@ -105,6 +105,10 @@ class CompressionWorker:
         last_m: ``m`` of the last one.
         budget: The run's number of evaluations (the schedule's length).
         trust_code: Import a spec builder that is not on the allowlist.
+        prebuilt: The driver's weights and factors
+            (:class:`~compressbo.compression.setup.Prebuilt`): workers on other machines neither
+            read the weights nor decompose (Ray ships them through its object store);
+            ``None``: each worker reads them, the factors from the cache the driver filled.
     """
 
     problem: dict[str, Any]
@@ -114,6 +118,7 @@ class CompressionWorker:
     last_m: int
     budget: int
     trust_code: bool = False
+    prebuilt: Any = None
 
     def __call__(self, worker: int, device: str) -> Callable[[torch.Tensor, int], Evaluation]:
         from compressbo.compression.config import ProblemConfig, RuntimeConfig
@@ -123,7 +128,9 @@ class CompressionWorker:
         if problem.bounds is not None:
             problem.bounds = tuple(problem.bounds)
         runtime = RuntimeConfig(**{**self.runtime, "device": device})
-        setup = CompressionSetup.load(problem, runtime, seed=self.seed, trust_code=self.trust_code)
+        setup = CompressionSetup.load(
+            problem, runtime, seed=self.seed, trust_code=self.trust_code, prebuilt=self.prebuilt
+        )
         objective = setup.objective(linear_schedule(self.first_m, self.last_m, self.budget))
         return _ObjectiveAdapter(objective)
 
@@ -177,7 +184,8 @@ class Parallel:
             budget=job.budget,
             trust_code=job.trust_code,
         )
-        if self.ray is not None:
+        if self.ray is not None:  # the factors and weights go to every node once, in the factory
+            factory = dataclasses.replace(factory, prebuilt=job.setup.prebuilt())
             return RayExecutor(factory, self.workers, address=self.ray or None)
         size = self.workers or 1
         return ProcessPoolExecutor(factory, size, devices=worker_devices(job.config.device, size))

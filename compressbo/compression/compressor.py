@@ -18,6 +18,7 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -129,6 +130,9 @@ class Compressor:
             ``None`` for :func:`~compressbo.compression.lowrank._params.resolve_threads` (the
             machine's free cores, never more than this process's torch threads). Building
             compressed networks in the search always runs on one thread.
+        factors: Every layer's full decomposition, in the spec's order (``[f.factors for f in
+            other.factors]`` of a compressor of the same network, e.g. shipped from a parallel
+            run's driver to its workers): taken as they are, without the cache or a decomposition.
 
     Both the decomposition and the refinement show a progress bar advancing per layer (on a
     terminal, when compressbo logs at INFO).
@@ -147,6 +151,7 @@ class Compressor:
         method: str | None = None,
         cache_dir: str | os.PathLike | None | bool = None,
         threads: int | None = None,
+        factors: Sequence[Any] | None = None,
     ) -> None:
         try:
             self.threads = resolve_threads(threads)
@@ -156,7 +161,11 @@ class Compressor:
         self.scheme = check_scheme(scheme or self.spec.scheme)
         self.network = network
         modules = check_layers(network, self.spec)
-        cache = FactorCache(cache_dir)
+        if factors is not None:  # decomposed elsewhere (a parallel run's driver): no cache, no decomposition
+            if len(factors) != len(modules):
+                raise SpecError(f"{self.spec.name}: {len(factors)} layers' factors given for {len(modules)} layers")
+            factors = list(factors)
+        cache = FactorCache(cache_dir if factors is None else False)
         self.factors: list[LayerFactors] = []
         self.decomposed: list[str] = []
         self.loaded: list[str] = []
@@ -165,6 +174,11 @@ class Compressor:
             for layer, module in zip(self.spec.layers, modules):
                 bar.set_postfix_str(f"{layer.name} {layer.method}", refresh=False)
                 computed = cache.computed
+                if factors is not None:
+                    self.factors.append(LayerFactors(module, layer.method, factors.pop(0)))
+                    self.loaded.append(layer.name)
+                    bar.update(1)
+                    continue
                 self.factors.append(cache.get(module, layer.method, threads=self.threads))
                 (self.decomposed if cache.computed > computed else self.loaded).append(layer.name)
                 bar.update(1)

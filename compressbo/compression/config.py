@@ -86,7 +86,10 @@ class ProblemConfig:
 class RuntimeConfig:
     """Where and how evaluations run; results do not depend on it (except ``amp``'s rounding)."""
 
-    device: str = setting("auto", "auto, cpu, cuda or cuda:N (auto)", resumable=True)
+    device: str = setting(
+        "auto", "auto, cpu, cuda or cuda:N; a list cuda:0,cuda:2 spreads parallel workers over those GPUs (auto)",
+        resumable=True,
+    )
     batch_size: int | None = setting(None, "evaluation batch size (chosen for the device)", resumable=True, type=int)
     amp: bool = setting(False, "evaluate under autocast", defines_problem=True, action="store_true")
     threads: int | None = setting(

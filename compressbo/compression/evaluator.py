@@ -50,13 +50,30 @@ RESIDENT_BYTES = 2 * 2**30  # tensor pools up to this size live on the GPU for t
 FINAL_STREAM = 2**32 + 0xF1  # seed-sequence word of the final stage's subset (draw i uses [seed, i], i < 2^32)
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` -> ``cuda`` if a GPU is available, else ``cpu`` (silently); checks ``cuda[:N]``.
+def resolve_devices(device: str | torch.device = "auto") -> list[torch.device]:
+    """Every device of a comma-separated list (``cuda:0,cuda:2``), each as :func:`resolve_device`.
+
+    Parallel workers are spread over the list; the run's own process uses its first device.
 
     Raises:
         SettingError: An unknown device, or CUDA requested where there is none.
     """
-    name = str(device)
+    return [_resolve_one(name.strip()) for name in str(device).split(",")]
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` -> ``cuda`` if a GPU is available, else ``cpu`` (silently); checks ``cuda[:N]``.
+
+    A comma-separated list (``cuda:0,cuda:2``, the devices of parallel workers) is checked
+    whole and resolves to its first device.
+
+    Raises:
+        SettingError: An unknown device, or CUDA requested where there is none.
+    """
+    return resolve_devices(device)[0]
+
+
+def _resolve_one(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     try:

@@ -25,7 +25,7 @@ from compressbo.compression.objective import CompressionObjective
 from compressbo.compression.spec import NetworkSpec, load_spec
 from compressbo.exceptions import SettingError
 
-__all__ = ["DATA_SEED", "CompressionSetup", "linear_schedule"]
+__all__ = ["DATA_SEED", "CompressionSetup", "Prebuilt", "linear_schedule"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +77,7 @@ class CompressionSetup:
         *,
         trust_code: bool = True,
         data_fingerprint: dict[str, Any] | None = None,
+        prebuilt: Prebuilt | None = None,
     ) -> CompressionSetup:
         """Load spec, data, weights and factors (bad input raises a :class:`UserInputError`).
 
@@ -89,6 +90,9 @@ class CompressionSetup:
                 ``False`` unless ``--trust-code``, since there config.json names it.
             data_fingerprint: A run's recorded data fingerprint: the data must still be it
                 (checked before anything else is loaded).
+            prebuilt: The network's weights and factors from another setup of the same problem
+                (:meth:`prebuilt`, e.g. a parallel run's driver): neither the weights file nor
+                the factor cache is read and nothing is decomposed; the data is loaded here.
         """
         config.validate()
         runtime.validate()
@@ -117,10 +121,19 @@ class CompressionSetup:
                 "choose a smaller m",
                 setting="samples",
             )
-        weights = resolve_weights(config, spec)
-        network = build_network(spec, weights, trust_code=trust_code)
-        fingerprints = {"spec": spec.sha256, "weights": weights_sha256(spec, weights), "data": dataset.fingerprint()}
-        compressor = Compressor(network, spec, scheme=config.scheme, method=config.method, threads=runtime.threads)
+        if prebuilt is None:
+            weights = resolve_weights(config, spec)
+            network = build_network(spec, weights, trust_code=trust_code)
+            weights_fingerprint = weights_sha256(spec, weights)
+        else:
+            network = build_network(spec, "random", trust_code=trust_code)
+            network.load_state_dict(prebuilt.state_dict)
+            weights_fingerprint = prebuilt.weights_fingerprint
+        fingerprints = {"spec": spec.sha256, "weights": weights_fingerprint, "data": dataset.fingerprint()}
+        compressor = Compressor(
+            network, spec, scheme=config.scheme, method=config.method, threads=runtime.threads,
+            factors=None if prebuilt is None else prebuilt.factors,
+        )
         # once, so the layers every compressed network shares with it are already there
         network.to(evaluator.device)
         if runtime.batch_size is None:  # by the network's activation memory on this device
@@ -131,6 +144,12 @@ class CompressionSetup:
         if config.bounds is not None:
             bounds = torch.tensor(config.bounds, dtype=torch.float64).reshape(2, 1).expand(2, compressor.dim).clone()
         return cls(config, spec, network, compressor, evaluator, bounds, fingerprints)
+
+    def prebuilt(self) -> Prebuilt:
+        """This setup's weights and factors (on the CPU), to build the same setup elsewhere."""
+        state = {name: tensor.detach().cpu() for name, tensor in self.network.state_dict().items()}
+        factors = [_to_cpu(layer.factors) for layer in self.compressor.factors]
+        return Prebuilt(state, factors, self.fingerprints.get("weights"))
 
     def objective(self, samples: int | Callable[[int], int] | None = None) -> CompressionObjective:
         """The objective ``ratio + gamma * error`` (or distill) with ``m`` from ``samples``.
@@ -148,6 +167,31 @@ class CompressionSetup:
             samples=samples if samples is not None else samples_range(self.config.samples)[0],
             reference=self.network,
         )
+
+
+@dataclass(frozen=True)
+class Prebuilt:
+    """What one process loaded and decomposed, for others to reuse (:meth:`CompressionSetup.prebuilt`).
+
+    Attributes:
+        state_dict: The network's weights (CPU tensors).
+        factors: Every compressed layer's full decomposition, in the spec's order (CPU tensors).
+        weights_fingerprint: The weights' fingerprint as the loading process computed it.
+    """
+
+    state_dict: dict[str, torch.Tensor]
+    factors: list[Any]
+    weights_fingerprint: Any = None
+
+
+def _to_cpu(factors: Any) -> Any:
+    """A decomposition (a dataclass of tensors) with every tensor on the CPU."""
+    moved = {
+        field.name: (value.detach().cpu() if isinstance(value, torch.Tensor) else value)
+        for field in dataclasses.fields(factors)
+        for value in [getattr(factors, field.name)]
+    }
+    return dataclasses.replace(factors, **moved)
 
 
 def resolve_weights(config: ProblemConfig, spec: NetworkSpec) -> str | None:

@@ -11,6 +11,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from compressbo.app.cli import main
 
@@ -165,3 +166,16 @@ def test_compare_on_ray_tasks_matches_the_sequential_comparison(tmp_path, local_
         return [(point["x"], point["y"]) for point in points], run["best_evaluated_scores"]
 
     assert [strip(r) for r in runs[0]] == [strip(r) for r in runs[1]]  # same runs, whichever process ran them
+
+
+def test_workers_are_spread_round_robin_over_the_listed_devices():
+    from compressbo.app.executors import worker_devices
+    from compressbo.exceptions import SettingError
+
+    assert worker_devices("cpu", 3) == ["cpu"] * 3
+    assert worker_devices("cpu,cpu", 3) == ["cpu"] * 3
+    if torch.cuda.device_count() >= 2:
+        assert worker_devices("cuda:1,cuda:0", 3) == ["cuda:1", "cuda:0", "cuda:1"]
+    else:
+        with pytest.raises(SettingError, match="no CUDA GPU|does not exist"):
+            worker_devices("cpu,cuda:1", 2)
