@@ -181,6 +181,7 @@ def _add_compare_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--iterations", type=int, default=30, help="BO iterations per run (30)")
     parser.add_argument("--init", type=int, help="initial Sobol points (optimizer default)")
     parser.add_argument("--workers", type=int, help="worker processes (CPU count)")
+    parser.add_argument("--in-flight", type=int, default=1, metavar="K", help="asynchronous BO in every run: K evaluations in flight, as K equally fast workers would run it (1: sequential)")
     parser.add_argument("--ray", nargs="?", const="", metavar="ADDRESS", help="run the runs as Ray tasks, many at once across the cluster; ADDRESS as ray.init takes it (auto: a running cluster), none for a local Ray")
     parser.add_argument("--score-every", type=int, default=1, metavar="N", help="score the recommendation every N iterations and after the last (1)")
     _add_settings(parser, ["known_optimum"])  # synthetic problems and GP samples know their own
@@ -273,6 +274,7 @@ def _run_compare(args: argparse.Namespace) -> int:
         known_optimum=args.known_optimum,
         resume=args.resume,
         ray=_ray_address(args.ray),
+        in_flight=args.in_flight,
     )
     if not args.quiet:
         print(f"wrote {args.out}/runs.json, summary.md and the plots")
@@ -374,7 +376,7 @@ def _message(error: CompressboError) -> str:
 
 
 # settings that are flags of a command but not fields of CompressConfig
-_EXTRA_FLAGS = {"workers", "score_every", "seeds", "out", "resume", "dim", "lengthscale", "outputscale", "noise_std"}
+_EXTRA_FLAGS = {"in_flight", "workers", "score_every", "seeds", "out", "resume", "dim", "lengthscale", "outputscale", "noise_std"}
 def _write_failure(err: OSError) -> str:
     """One line for a failed write or read: which file, why, and what to do."""
     where = f" {err.filename}" if err.filename else ""

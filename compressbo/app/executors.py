@@ -1,12 +1,12 @@
-"""Where evaluations run: in this process, in a pool of worker processes, or on Ray actors.
+"""Where evaluations run: in a pool of worker processes, or on Ray actors.
 
-An :class:`Executor` holds ``size`` workers; each worker builds its objective once (from a
+An :class:`~compressbo.bo.asynchronous.Executor` holds ``size`` workers; each worker builds its objective once (from a
 picklable :data:`WorkerFactory`) and then evaluates proposals ``(x, index)`` one at a time.
-The driver (:func:`compressbo.app.parallel.run_async`) submits a proposal to an idle worker
+The driver (:func:`compressbo.bo.asynchronous.run_async`) submits a proposal to an idle worker
 and waits for the next one to finish; a worker that dies mid-evaluation reports its
 proposal as ``lost`` and is started again, so the run goes on.
 
-* :class:`InProcessExecutor`: one worker, this process (today's sequential evaluation).
+* :class:`~compressbo.bo.asynchronous.InProcessExecutor` (in the engine): this process.
 * :class:`ProcessPoolExecutor`: ``N`` processes started with ``spawn`` on this machine.
 * :class:`RayExecutor`: ``N`` Ray actors (``num_gpus=1`` each where the cluster has GPUs);
   the factory is put once into Ray's object store and handed to every actor.
@@ -28,85 +28,19 @@ from typing import Any, Protocol
 import torch
 
 from compressbo._ray import connect, import_ray
-from compressbo.bo.loop import Evaluation, Objective, Proposal
+from compressbo.bo.asynchronous import Done, Executor, evaluate_safely
+from compressbo.bo.loop import Evaluation, Proposal
 from compressbo.exceptions import SettingError
 
 __all__ = [
-    "Done",
-    "Executor",
-    "InProcessExecutor",
     "ProcessPoolExecutor",
     "RayExecutor",
     "WorkerFactory",
     "import_ray",
 ]
 
-WorkerFactory = Callable[[int, str], Objective]
+WorkerFactory = Callable[[int, str], Callable[[torch.Tensor, int], Evaluation]]
 """``(worker id, device) -> objective``: picklable; called once in each worker."""
-
-
-@dataclass
-class Done:
-    """A finished (or lost) evaluation.
-
-    Attributes:
-        proposal: The proposal that was submitted.
-        evaluation: Its result; ``None`` when the evaluation failed or the worker died.
-        worker: The worker's id (0 .. size - 1).
-        device: The worker's device (``cpu``, ``cuda:1``).
-        host: The worker's host name.
-        started: Wall-clock start (``time.time()``).
-        finished: Wall-clock end.
-        error: The failure, one line (``None`` on success).
-        lost: Whether the worker died (its process or actor is gone).
-    """
-
-    proposal: Proposal
-    evaluation: Evaluation | None
-    worker: int
-    device: str
-    host: str
-    started: float
-    finished: float
-    error: str | None = None
-    lost: bool = False
-
-    def fields(self) -> dict[str, Any]:
-        """The record's fields for this evaluation: worker, device, host, start and end."""
-        return {"worker": self.worker, "device": self.device, "host": self.host,
-                "started": self.started, "finished": self.finished}  # fmt: skip
-
-
-class Executor(Protocol):
-    """Workers that evaluate proposals; :meth:`next_done` blocks until one finishes."""
-
-    size: int
-
-    def idle(self) -> int:
-        """Number of workers without a proposal."""
-        ...
-
-    def submit(self, proposal: Proposal) -> None:
-        """Give ``proposal`` to an idle worker."""
-        ...
-
-    def next_done(self) -> Done:
-        """Wait for the next finished (or lost) proposal; a lost worker is started again."""
-        ...
-
-    def close(self) -> None:
-        """Stop every worker (an evaluation in flight is abandoned)."""
-        ...
-
-
-def _evaluate(objective: Objective, x: list[float], index: int) -> tuple[Evaluation | None, str | None, float, float]:
-    """Run one evaluation; a Python error becomes one line instead of killing the worker."""
-    started = time.time()
-    try:
-        evaluation = objective(torch.tensor(x, dtype=torch.float64), index)
-        return evaluation, None, started, time.time()
-    except Exception as err:  # noqa: BLE001 - reported to the driver, which decides
-        return None, f"{type(err).__name__}: {err}".splitlines()[0], started, time.time()
 
 
 def worker_devices(device: str, workers: int) -> list[str]:
@@ -136,34 +70,6 @@ def threads_per_worker(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, workers))
 
 
-# ---------------------------------------------------------------------- in process
-
-
-class InProcessExecutor:
-    """One worker: the objective called in this process (the sequential evaluation)."""
-
-    def __init__(self, objective: Objective, device: str = "cpu") -> None:
-        self.size = 1
-        self.objective = objective
-        self.device = device
-        self._queued: Proposal | None = None
-
-    def idle(self) -> int:
-        return 0 if self._queued is not None else 1
-
-    def submit(self, proposal: Proposal) -> None:
-        self._queued = proposal
-
-    def next_done(self) -> Done:
-        proposal, self._queued = self._queued, None
-        assert proposal is not None, "next_done() without a submitted proposal"
-        evaluation, error, started, finished = _evaluate(self.objective, proposal.x.tolist(), proposal.index)
-        return Done(proposal, evaluation, 0, self.device, socket.gethostname(), started, finished, error)
-
-    def close(self) -> None:
-        self._queued = None
-
-
 # ---------------------------------------------------------------------- process pool
 
 
@@ -181,7 +87,7 @@ def _pool_worker(factory: WorkerFactory, worker: int, device: str, threads: int,
         if message is None:
             return
         index, x = message
-        conn.send(("done", index, *_evaluate(objective, x, index)))
+        conn.send(("done", index, *evaluate_safely(objective, x, index)))
 
 
 @dataclass
@@ -315,7 +221,7 @@ class _RayWorker:
         return self.device, socket.gethostname(), os.getpid()
 
     def evaluate(self, index: int, x: list[float]) -> tuple[Evaluation | None, str | None, float, float]:
-        return _evaluate(self.objective, x, index)
+        return evaluate_safely(self.objective, x, index)
 
 
 class RayExecutor:

@@ -246,7 +246,7 @@ class CompressionJob:
 
         with bar:
             if self.parallel is not None:
-                from compressbo.app.parallel import run_async
+                from compressbo.bo.asynchronous import run_async
 
                 run_async(self.loop, self.parallel.executor(self), on_record=show)
             else:

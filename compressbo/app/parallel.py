@@ -1,92 +1,26 @@
-"""Asynchronous BO: keep every worker of an :class:`~compressbo.app.executors.Executor` busy.
+"""A compress job's evaluations on several workers (the asynchronous loop is :mod:`compressbo.bo.asynchronous`).
 
-:func:`run_async` drives one :class:`~compressbo.bo.loop.Loop`: whenever a worker is idle it
-asks for the next point (the points in flight are the optimizer's pending points, so a
-proposal never duplicates one; the initial Sobol design is dealt out the same way), and
-whenever one finishes it tells the result and records it, in completion order, with the
-worker, its device and host and the start and end times. A point whose worker died goes
-back to the queue with the same index (so the same subsample); a point that fails
-:data:`MAX_ATTEMPTS` times stops the run with an :class:`~compressbo.exceptions.EvaluationError`.
-
-:class:`CompressionWorker` is the picklable factory of the compression objective that each
-worker builds once (spec, weights, factors from the cache, validation data, evaluator).
+:class:`Parallel` says where (``--workers N``: processes on this machine; ``--ray``: Ray
+actors) and builds the executor; :class:`CompressionWorker` is the picklable factory of the
+compression objective that each worker builds once (spec, weights, factors, validation data,
+evaluator); :func:`evaluate_compression` is the one conversion of an observation into the
+loop's :class:`~compressbo.bo.loop.Evaluation`, shared by the job and its workers.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
-from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from compressbo.app.executors import Executor, ProcessPoolExecutor, RayExecutor, worker_devices
-from compressbo.bo.loop import Evaluation, Loop, Proposal, Record
-from compressbo.exceptions import EvaluationError
+from compressbo.app.executors import ProcessPoolExecutor, RayExecutor, worker_devices
+from compressbo.bo.asynchronous import Executor
+from compressbo.bo.loop import Evaluation
 
-__all__ = ["MAX_ATTEMPTS", "CompressionWorker", "Parallel", "evaluate_compression", "run_async"]
-
-logger = logging.getLogger(__name__)
-
-MAX_ATTEMPTS = 3
-"""Evaluations of one point that may fail before the run stops."""
-
-
-def run_async(
-    loop: Loop,
-    executor: Executor,
-    *,
-    on_record: Callable[[Record], None] | None = None,
-    max_attempts: int = MAX_ATTEMPTS,
-) -> list[Record]:
-    """Run ``loop`` to its end on ``executor``'s workers; returns the new records (completion order).
-
-    Args:
-        loop: The loop (its ``on_ask`` / ``on_record`` hooks save the run as usual).
-        executor: The workers; closed when the run ends, fails or is interrupted.
-        on_record: Called with each record after the loop's own hook (e.g. a progress bar).
-        max_attempts: Failures of one point (lost worker or error) that stop the run.
-
-    Raises:
-        EvaluationError: A point failed ``max_attempts`` times; everything finished is saved.
-    """
-    retry: deque[Proposal] = deque()
-    failures: Counter[int] = Counter()
-    running = 0
-    records: list[Record] = []
-    try:
-        while True:
-            while executor.idle() > 0:
-                proposal = retry.popleft() if retry else loop.propose()
-                if proposal is None:
-                    break
-                executor.submit(proposal)
-                running += 1
-            if running == 0:
-                return records
-            done = executor.next_done()
-            running -= 1
-            if done.evaluation is not None:
-                record = loop.complete(done.proposal, done.evaluation, **done.fields())
-                records.append(record)
-                if on_record is not None:
-                    on_record(record)
-                continue
-            index = done.proposal.index
-            failures[index] += 1
-            if failures[index] >= max_attempts:
-                raise EvaluationError(
-                    f"evaluation {index} at x = {[round(v, 6) for v in done.proposal.x.tolist()]} failed "
-                    f"{failures[index]} times; last: {done.error}"
-                )
-            logger.warning("evaluation %d on worker %d (%s, %s) failed: %s; evaluating it again",
-                           index, done.worker, done.device, done.host, done.error)  # fmt: skip
-            retry.appendleft(done.proposal)
-    finally:
-        executor.close()
+__all__ = ["CompressionWorker", "Parallel", "evaluate_compression"]
 
 
 @dataclass

@@ -18,7 +18,7 @@ continue, and re-raises ``KeyboardInterrupt``.
      "problem": {"name", "dim", "bounds", "optimal_value", "score_label", "settings",
                  "warp" (problems with a default GP warping, e.g. compression)},
      "settings": {"acquisitions", "seeds", "iterations", "n_init", "optimizer_options",
-                  "score_every", "known_optimum"},
+                  "score_every", "known_optimum", "in_flight"},
      "setup_seconds": seconds the parent took to build the problem,
      "runs": [{"acquisition" (the variant, e.g. "cei@log"), "warp" (the GP's input warping), "surrogate", "seed", "n_init", "setup_seconds", "acquisition_options",
                "optimal_value", "observed_gradients",
@@ -77,7 +77,7 @@ _WORKER_PROBLEM: Problem | ProblemFamily | None = None
 _WORKER_SETUP_SECONDS: float | None = None
 _WORKER_TICKS: Any = None
 # Settings a resumed comparison must share with the one it continues.
-_FIXED_SETTINGS = ("iterations", "n_init", "optimizer_options", "score_every", "known_optimum")
+_FIXED_SETTINGS = ("iterations", "n_init", "optimizer_options", "score_every", "known_optimum", "in_flight")
 
 
 def run_comparison(
@@ -95,6 +95,7 @@ def run_comparison(
     known_optimum: float | None = None,
     resume: bool = False,
     ray: str | None = None,
+    in_flight: int = 1,
 ) -> dict[str, Any]:
     """Run every acquisition on every seed and write ``runs.json`` and the report.
 
@@ -125,6 +126,10 @@ def run_comparison(
             CPUs) instead of on the process pool: ``""`` starts a local Ray, any other value
             is the address ``ray.init`` takes (``auto``: a running cluster); ``workers`` is then
             ignored. Resume and Ctrl-C behave as with the pool.
+        in_flight: Evaluations each run keeps in flight: ``k > 1`` runs asynchronous BO as
+            ``k`` equally fast workers would (each ask sees the other ``k - 1`` points as
+            pending; :class:`~compressbo.bo.asynchronous.InProcessExecutor`), to measure what
+            asynchrony costs at the same number of evaluations.
 
     Returns:
         The comparison as written to ``runs.json``.
@@ -151,6 +156,8 @@ def run_comparison(
         raise SettingError(f"the initial design needs at least 1 point, not {n_init}", setting="init")
     if score_every < 1:
         raise SettingError(f"score_every must be at least 1, not {score_every}", setting="score_every")
+    if in_flight < 1:
+        raise SettingError(f"in_flight must be at least 1, not {in_flight}", setting="in_flight")
     workers = (os.cpu_count() or 1) if workers is None else workers
     if workers < 1:
         raise SettingError(f"workers must be at least 1, not {workers}", setting="workers")
@@ -198,6 +205,7 @@ def run_comparison(
             "optimizer_options": options,
             "score_every": score_every,
             "known_optimum": known_optimum,
+            "in_flight": in_flight,
         },
         "setup_seconds": setup_seconds,
         "runs": [],
@@ -240,6 +248,7 @@ def run_comparison(
         "optimizer_options": options,
         "score_every": score_every,
         "known_optimum": known_optimum,
+        "in_flight": in_flight,
     }
     try:
         with tqdm(
@@ -280,6 +289,7 @@ def run_one(
     score_every: int = 1,
     known_optimum: float | None = None,
     on_step: Callable[[], None] | None = None,
+    in_flight: int = 1,
 ) -> dict[str, Any]:
     """One BO run: initial design, then ``iterations`` ask/evaluate/tell steps.
 
@@ -295,11 +305,14 @@ def run_one(
         known_optimum: ``f_star`` of known-optimum acquisitions (default: the problem's
             ``optimal_value``).
         on_step: Called after every BO iteration (progress ticks).
+        in_flight: Evaluations in flight (asynchronous BO as that many equally fast workers
+            would run it; ``1``: sequential).
 
     Returns:
         The run's history, JSON-ready (see the module docstring).
     """
     from compressbo.bo.acquisition import acquisition_spec
+    from compressbo.bo.asynchronous import InProcessExecutor, run_async
     from compressbo.bo.loop import Evaluation, Loop
     from compressbo.bo.optimizer import Optimizer
 
@@ -348,7 +361,8 @@ def run_one(
         if iteration > 0 and on_step is not None:
             on_step()
 
-    records = Loop(optimizer, evaluate, budget=n_init + iterations, on_record=score).run()
+    loop = Loop(optimizer, evaluate, budget=n_init + iterations, on_record=score)
+    records = loop.run() if in_flight == 1 else run_async(loop, InProcessExecutor(evaluate, size=in_flight))
     initial_design, steps = records[:n_init], records[n_init:]
     last_initial = initial_design[-1]
     run = {
@@ -425,6 +439,8 @@ def _with_defaults(key: str, value: Any) -> Any:
     """A recorded setting with the defaults filled in that older comparisons did not record."""
     if key == "optimizer_options" and isinstance(value, dict):
         return {"kernel": "rbf", **value}  # comparisons before kernels ran BoTorch's default
+    if key == "in_flight" and value is None:
+        return 1  # comparisons before asynchronous runs were sequential
     return value
 
 

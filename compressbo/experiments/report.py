@@ -218,6 +218,11 @@ def summary_markdown(comparison: dict[str, Any]) -> str:
         )
     if settings.get("known_optimum") is not None:
         lines.append(f"- Known optimum given to ERM/CBM: {settings['known_optimum']:g}.")
+    if (settings.get("in_flight") or 1) > 1:
+        lines.append(
+            f"- Asynchronous: {settings['in_flight']} evaluations in flight per run (each ask sees the others "
+            "as pending points; results in submission order, as from equally fast workers)."
+        )
     if settings.get("optimizer_options"):
         options = ", ".join(f"{k}={v}" for k, v in sorted(settings["optimizer_options"].items()))
         lines.append(f"- Optimizer options: {options}.")

@@ -121,7 +121,7 @@ def test_local_ray_spends_the_exact_budget_on_both_actors(env, local_ray):
 def test_a_killed_ray_actor_costs_only_its_evaluation(env, local_ray, caplog):
     """ray.kill on a busy actor mid-evaluation: its point is evaluated again, the budget is exact."""
     from compressbo.app.executors import RayExecutor
-    from compressbo.app.parallel import run_async
+    from compressbo.bo.asynchronous import run_async
     from compressbo.bo import Optimizer
     from compressbo.bo.loop import Loop
 

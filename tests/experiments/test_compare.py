@@ -505,3 +505,22 @@ def test_composite_variants_model_the_error_and_add_the_known_cost(fc3_cache: Pa
         run_comparison(make_problem("levy4"), ["cei+composite"], [0], 2, tmp_path / "levy", **kwargs)
     with pytest.raises(UserInputError, match="unknown surrogate 'product'"):
         run_comparison(problem, ["cei+product"], [0], 2, tmp_path / "product", **kwargs)
+
+
+def test_in_flight_runs_are_asynchronous_recorded_and_kept_by_resume(tmp_path: Path) -> None:
+    problem = make_problem("hartmann3")
+    out = tmp_path / "async"
+    comparison = run_comparison(
+        problem, ["cei"], 1, 4, out, n_init=N_INIT, workers=1, progress=False, optimizer_options=FAST, in_flight=3
+    )
+    run = comparison["runs"][0]
+    sequential = run_one(problem, "cei", 0, iterations=4, n_init=N_INIT, optimizer_options=FAST)
+    points = [r["x"] for r in [*run["initial_design"], *run["steps"]]]
+    assert len(points) == N_INIT + 4 and len({tuple(p) for p in points}) == len(points)
+    assert [r["x"] for r in run["initial_design"]] == [r["x"] for r in sequential["initial_design"]]
+    assert [r["x"] for r in run["steps"]] != [r["x"] for r in sequential["steps"]]  # asked with two pending
+    assert comparison["settings"]["in_flight"] == 3
+    assert "3 evaluations in flight per run" in (out / "summary.md").read_text()
+    with pytest.raises(UserInputError, match="in_flight = 3, not 1"):
+        run_comparison(problem, ["cei"], 2, 4, out, n_init=N_INIT, workers=1, progress=False,
+                       optimizer_options=FAST, resume=True)  # fmt: skip
