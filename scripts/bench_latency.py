@@ -37,9 +37,14 @@ def _layer_inputs(network: nn.Module, names: list[str], input_size: tuple[int, .
     """The input shape (without batch) of each named layer for one ``input_size`` input."""
     modules = dict(network.named_modules())
     shapes: dict[str, tuple[int, ...]] = {}
-    handles = [modules[name].register_forward_hook(
-        lambda module, inputs, output, name=name: shapes.setdefault(name, tuple(inputs[0].shape[1:])))
-        for name in names]  # fmt: skip
+
+    def hook(name: str):
+        def record(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+            shapes.setdefault(name, tuple(inputs[0].shape[1:]))  # returns None: a forward hook's return replaces the output
+
+        return record
+
+    handles = [modules[name].register_forward_hook(hook(name)) for name in names]
     with torch.inference_mode():
         network(torch.zeros(1, *input_size))
     for handle in handles:
