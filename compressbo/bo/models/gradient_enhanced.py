@@ -158,6 +158,10 @@ class GradientGP(ExactGP):
         """``d`` box widths ``w``: ``dz / dx = 1 / w``."""
         return self.bounds[1] - self.bounds[0]
 
+    def value_mean(self, X: Tensor) -> Tensor:
+        r"""The posterior mean of ``f`` at ``n x d`` points (``n``): ``joint_posterior(X).mean``."""
+        return self.joint_posterior(X).mean
+
     def joint_posterior(self, X: Tensor) -> ValueGradientPosterior:
         r"""The latent joint posterior of ``(f(x), grad f(x))``, differentiable in ``X``.
 
