@@ -28,14 +28,14 @@ from botorch.utils.transforms import t_batch_mode_transform
 from torch import Tensor
 
 from compressbo.exceptions import OptimizerInputError
-from compressbo.bo.models.known_optimum import MIN_VARIANCE
+from compressbo.bo.acquisition.analytic import POSTERIOR_VARIANCE_FLOOR
 
 
 # ----------------------------- the corrected improvement math -----------------------------
 
 
 def corrected_improvement_moments(
-    mean: Tensor, covariance: Tensor, min_var: float = MIN_VARIANCE
+    mean: Tensor, covariance: Tensor, min_var: float = POSTERIOR_VARIANCE_FLOOR
 ) -> tuple[Tensor, Tensor]:
     r"""Moments of ``D = f(x+) - f(x)`` from the joint posterior of ``(f(x), f(x+))``.
 

@@ -18,7 +18,7 @@ from botorch.utils.transforms import t_batch_mode_transform
 from torch import Tensor
 
 from compressbo.bo.models.derivative import JointPosteriorModel, ValueGradientPosterior, joint_model
-from compressbo.bo.models.known_optimum import MIN_VARIANCE
+from compressbo.bo.acquisition.analytic import POSTERIOR_VARIANCE_FLOOR
 
 __all__ = ["ExpectedImprovementGradientNorm", "JointPosteriorModel", "gradient_norm_moments"]
 
@@ -106,5 +106,5 @@ class ExpectedImprovementGradientNorm(AnalyticAcquisitionFunction):
             A ``batch_shape`` tensor of EI-GN values.
         """
         mean, variance = self.moments(X)
-        sigma = variance.clamp_min(MIN_VARIANCE).sqrt()
+        sigma = variance.clamp_min(POSTERIOR_VARIANCE_FLOOR).sqrt()
         return sigma * _ei_helper(-((mean - self.best_H) / sigma))

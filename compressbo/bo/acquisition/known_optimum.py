@@ -9,13 +9,14 @@ from botorch.models import SingleTaskGP
 from botorch.utils.transforms import t_batch_mode_transform
 from torch import Tensor
 
-from compressbo.bo.models.known_optimum import CBM_BETA, MIN_VARIANCE, transformed_moments
+from compressbo.bo.acquisition.analytic import POSTERIOR_STD_FLOOR
+from compressbo.bo.models.known_optimum import CBM_BETA, transformed_moments
 from compressbo.exceptions import SettingError
 
 
 def expected_regret(mean: Tensor, std: Tensor, f_star: float) -> Tensor:
     r"""``E[max(F - f*, 0)]`` for ``F ~ N(mean, std^2)`` (the Gaussian lemma)."""
-    sigma = std.clamp_min(MIN_VARIANCE**0.5)
+    sigma = std.clamp_min(POSTERIOR_STD_FLOOR)
     return sigma * _ei_helper((mean - f_star) / sigma)
 
 
