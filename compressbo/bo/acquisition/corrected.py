@@ -17,18 +17,13 @@ from __future__ import annotations
 
 
 import torch
-from botorch.acquisition.analytic import (
-    _ei_helper,
-    _log_ei_helper,
-    AnalyticAcquisitionFunction,
-)
+from botorch.acquisition.analytic import AnalyticAcquisitionFunction
 from botorch.models.model import Model
-from botorch.utils.probability.utils import ndtr as Phi
 from botorch.utils.transforms import t_batch_mode_transform
 from torch import Tensor
 
 from compressbo.exceptions import OptimizerInputError
-from compressbo.bo.acquisition.analytic import POSTERIOR_VARIANCE_FLOOR
+from compressbo.bo.acquisition.analytic import POSTERIOR_VARIANCE_FLOOR, ei_h, log_ei_h, normal_cdf
 
 
 # ----------------------------- the corrected improvement math -----------------------------
@@ -56,17 +51,17 @@ def corrected_improvement_moments(
 
 def corrected_expected_improvement(m: Tensor, st: Tensor) -> Tensor:
     r"""``E[max(D, 0)] = st * h(m / st)`` for ``D ~ N(m, st^2)``, ``st > 0``."""
-    return st * _ei_helper(m / st)
+    return st * ei_h(m / st)
 
 
 def log_corrected_expected_improvement(m: Tensor, st: Tensor) -> Tensor:
     r"""``log E[max(D, 0)]``, finite with finite gradients far into the tail."""
-    return _log_ei_helper(m / st) + st.log()
+    return log_ei_h(m / st) + st.log()
 
 
 def corrected_probability_of_improvement(m: Tensor, st: Tensor, xi: float = 0.0) -> Tensor:
     r"""``P(D > xi) = Phi((m - xi) / st)`` for ``D ~ N(m, st^2)``."""
-    return Phi((m - xi) / st)
+    return normal_cdf((m - xi) / st)
 
 
 # ------------------------------------ the classes ------------------------------------
@@ -126,7 +121,7 @@ class CorrectedExpectedImprovement(_CorrectedImprovement):
 class LogCorrectedExpectedImprovement(_CorrectedImprovement):
     r"""Logarithm of the corrected expected improvement, computed stably.
 
-    ``LogCEI(x) = log h(zt) + log st`` with BoTorch's ``_log_ei_helper``: finite
+    ``LogCEI(x) = log h(zt) + log st`` with the stable ``log h`` of ``analytic.log_ei_h``: finite
     values and gradients where CEI underflows to 0.
     """
 

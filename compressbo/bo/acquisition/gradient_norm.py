@@ -9,16 +9,13 @@ observed gradients the joint posterior comes from a gradient-enhanced GP
 from __future__ import annotations
 
 import torch
-from botorch.acquisition.analytic import (
-    _ei_helper,
-    AnalyticAcquisitionFunction,
-)
+from botorch.acquisition.analytic import AnalyticAcquisitionFunction
 from botorch.models.model import Model
 from botorch.utils.transforms import t_batch_mode_transform
 from torch import Tensor
 
 from compressbo.bo.models.derivative import JointPosteriorModel, ValueGradientPosterior, joint_model
-from compressbo.bo.acquisition.analytic import POSTERIOR_VARIANCE_FLOOR
+from compressbo.bo.acquisition.analytic import POSTERIOR_VARIANCE_FLOOR, ei_h
 
 __all__ = ["ExpectedImprovementGradientNorm", "JointPosteriorModel", "gradient_norm_moments"]
 
@@ -107,4 +104,4 @@ class ExpectedImprovementGradientNorm(AnalyticAcquisitionFunction):
         """
         mean, variance = self.moments(X)
         sigma = variance.clamp_min(POSTERIOR_VARIANCE_FLOOR).sqrt()
-        return sigma * _ei_helper(-((mean - self.best_H) / sigma))
+        return sigma * ei_h(-((mean - self.best_H) / sigma))

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 
 import torch
-from botorch.acquisition.analytic import _ei_helper, AnalyticAcquisitionFunction
+from botorch.acquisition.analytic import AnalyticAcquisitionFunction
 from botorch.models import SingleTaskGP
 from botorch.utils.transforms import t_batch_mode_transform
 from torch import Tensor
 
-from compressbo.bo.acquisition.analytic import POSTERIOR_STD_FLOOR
+from compressbo.bo.acquisition.analytic import POSTERIOR_STD_FLOOR, ei_h
 from compressbo.bo.models.known_optimum import CBM_BETA, transformed_moments
 from compressbo.exceptions import SettingError
 
@@ -17,7 +17,7 @@ from compressbo.exceptions import SettingError
 def expected_regret(mean: Tensor, std: Tensor, f_star: float) -> Tensor:
     r"""``E[max(F - f*, 0)]`` for ``F ~ N(mean, std^2)`` (the Gaussian lemma)."""
     sigma = std.clamp_min(POSTERIOR_STD_FLOOR)
-    return sigma * _ei_helper((mean - f_star) / sigma)
+    return sigma * ei_h((mean - f_star) / sigma)
 
 
 def confidence_bound_minimization(
