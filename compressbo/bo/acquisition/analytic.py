@@ -28,11 +28,15 @@ The observation-noise floors of the GP fit are another matter
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
 
 import torch
+from botorch.acquisition.analytic import AnalyticAcquisitionFunction
+from botorch.utils.transforms import t_batch_mode_transform
 from torch import Tensor
 
 __all__ = [
+    "MomentAcquisition",
     "POSTERIOR_STD_FLOOR",
     "POSTERIOR_VARIANCE_FLOOR",
     "ei_h",
@@ -120,3 +124,31 @@ def log_ei_h(z: Tensor) -> Tensor:
     w = torch.log(torch.special.erfcx(_NEG_SQRT_HALF * moderate) * moderate.abs()) + _LOG_SQRT_PI_DIV_2
     log_lower = log_normal_pdf(z) + torch.where(z > tail, _log1mexp(w), -2 * lower.abs().log())
     return torch.where(z > _LOG_H_SPLIT, ei_h(upper).log(), log_lower)
+
+
+class MomentAcquisition(AnalyticAcquisitionFunction):
+    """An analytic acquisition that is a closed form of two posterior moments per candidate.
+
+    Subclasses give :meth:`moments` (what the posterior says at ``X``) and :meth:`value`
+    (the closed form of them); evaluation is ``value(*moments(X))`` for ``q = 1``.
+    """
+
+    @abstractmethod
+    def moments(self, X: Tensor) -> tuple[Tensor, Tensor]:
+        r"""The two moments the acquisition needs at ``batch_shape x 1 x d`` inputs, each ``batch_shape``."""
+
+    @abstractmethod
+    def value(self, first: Tensor, second: Tensor) -> Tensor:
+        r"""The acquisition from :meth:`moments`' two ``batch_shape`` tensors."""
+
+    @t_batch_mode_transform(expected_q=1)
+    def forward(self, X: Tensor) -> Tensor:
+        r"""Evaluate the acquisition.
+
+        Args:
+            X: A ``batch_shape x 1 x d`` tensor of candidates.
+
+        Returns:
+            A ``batch_shape`` tensor of acquisition values (larger is better, for minimization).
+        """
+        return self.value(*self.moments(X))

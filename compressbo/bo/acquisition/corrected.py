@@ -17,13 +17,11 @@ from __future__ import annotations
 
 
 import torch
-from botorch.acquisition.analytic import AnalyticAcquisitionFunction
 from botorch.models.model import Model
-from botorch.utils.transforms import t_batch_mode_transform
 from torch import Tensor
 
 from compressbo.exceptions import OptimizerInputError
-from compressbo.bo.acquisition.analytic import POSTERIOR_VARIANCE_FLOOR, ei_h, log_ei_h, normal_cdf
+from compressbo.bo.acquisition.analytic import POSTERIOR_VARIANCE_FLOOR, MomentAcquisition, ei_h, log_ei_h, normal_cdf
 
 
 # ----------------------------- the corrected improvement math -----------------------------
@@ -67,8 +65,8 @@ def corrected_probability_of_improvement(m: Tensor, st: Tensor, xi: float = 0.0)
 # ------------------------------------ the classes ------------------------------------
 
 
-class _CorrectedImprovement(AnalyticAcquisitionFunction):
-    """Base class: improvement over the random incumbent value ``f(x+)``."""
+class _CorrectedImprovement(MomentAcquisition):
+    """Base class: improvement over the random incumbent value ``f(x+)``; ``value(m, st)`` per subclass."""
 
     def __init__(self, model: Model, X_incumbent: Tensor) -> None:
         r"""Set up an improvement over the incumbent's latent value ``f(x+)``.
@@ -80,7 +78,7 @@ class _CorrectedImprovement(AnalyticAcquisitionFunction):
         super().__init__(model=model)
         self.register_buffer("X_incumbent", X_incumbent.reshape(1, -1))
 
-    def _improvement_moments(self, X: Tensor) -> tuple[Tensor, Tensor]:
+    def moments(self, X: Tensor) -> tuple[Tensor, Tensor]:
         r"""``(m, st)`` of ``D = f(x+) - f(x)`` for ``batch_shape x 1 x d`` inputs.
 
         Each candidate is paired with ``x+`` into a ``batch_shape x 2 x d`` batch, so
@@ -105,17 +103,9 @@ class CorrectedExpectedImprovement(_CorrectedImprovement):
         >>> cei = CEI(test_X)  # test_X: b x 1 x d -> b
     """
 
-    @t_batch_mode_transform(expected_q=1)
-    def forward(self, X: Tensor) -> Tensor:
-        r"""Evaluate CEI.
-
-        Args:
-            X: A ``batch_shape x 1 x d`` tensor of candidates.
-
-        Returns:
-            A ``batch_shape`` tensor of CEI values.
-        """
-        return corrected_expected_improvement(*self._improvement_moments(X))
+    def value(self, m: Tensor, st: Tensor) -> Tensor:
+        r"""CEI: ``corrected_expected_improvement(m, st)``."""
+        return corrected_expected_improvement(m, st)
 
 
 class LogCorrectedExpectedImprovement(_CorrectedImprovement):
@@ -127,17 +117,9 @@ class LogCorrectedExpectedImprovement(_CorrectedImprovement):
 
     _log: bool = True
 
-    @t_batch_mode_transform(expected_q=1)
-    def forward(self, X: Tensor) -> Tensor:
-        r"""Evaluate LogCEI.
-
-        Args:
-            X: A ``batch_shape x 1 x d`` tensor of candidates.
-
-        Returns:
-            A ``batch_shape`` tensor of log CEI values.
-        """
-        return log_corrected_expected_improvement(*self._improvement_moments(X))
+    def value(self, m: Tensor, st: Tensor) -> Tensor:
+        r"""LogCEI: ``log_corrected_expected_improvement(m, st)``."""
+        return log_corrected_expected_improvement(m, st)
 
 
 class CorrectedProbabilityOfImprovement(_CorrectedImprovement):
@@ -170,14 +152,6 @@ class CorrectedProbabilityOfImprovement(_CorrectedImprovement):
         super().__init__(model, X_incumbent)
         self.xi = float(xi)
 
-    @t_batch_mode_transform(expected_q=1)
-    def forward(self, X: Tensor) -> Tensor:
-        r"""Evaluate CPI.
-
-        Args:
-            X: A ``batch_shape x 1 x d`` tensor of candidates.
-
-        Returns:
-            A ``batch_shape`` tensor of CPI values.
-        """
-        return corrected_probability_of_improvement(*self._improvement_moments(X), self.xi)
+    def value(self, m: Tensor, st: Tensor) -> Tensor:
+        r"""CPI: ``corrected_probability_of_improvement(m, st, self.xi)``."""
+        return corrected_probability_of_improvement(m, st, self.xi)

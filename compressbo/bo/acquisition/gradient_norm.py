@@ -9,13 +9,11 @@ observed gradients the joint posterior comes from a gradient-enhanced GP
 from __future__ import annotations
 
 import torch
-from botorch.acquisition.analytic import AnalyticAcquisitionFunction
 from botorch.models.model import Model
-from botorch.utils.transforms import t_batch_mode_transform
 from torch import Tensor
 
 from compressbo.bo.models.derivative import JointPosteriorModel, ValueGradientPosterior, joint_model
-from compressbo.bo.acquisition.analytic import POSTERIOR_VARIANCE_FLOOR, ei_h
+from compressbo.bo.acquisition.analytic import POSTERIOR_VARIANCE_FLOOR, MomentAcquisition, ei_h
 
 __all__ = ["ExpectedImprovementGradientNorm", "JointPosteriorModel", "gradient_norm_moments"]
 
@@ -51,7 +49,7 @@ def gradient_norm_moments(
     return mean, variance
 
 
-class ExpectedImprovementGradientNorm(AnalyticAcquisitionFunction):
+class ExpectedImprovementGradientNorm(MomentAcquisition):
     r"""EI via gradient norms: ``EI_GN(x) = s_H h((H+ - mu_H) / s_H)``, minimization.
 
     ``H(x) = f(x) + lam ||grad f(x)||^2`` rewards points that are both good and near
@@ -92,16 +90,7 @@ class ExpectedImprovementGradientNorm(AnalyticAcquisitionFunction):
         r"""``(mu_H, s_H^2)`` at ``batch_shape x 1 x d`` inputs, each ``batch_shape``."""
         return gradient_norm_moments(self.derivative.joint_posterior(X.squeeze(-2)), self.lam)
 
-    @t_batch_mode_transform(expected_q=1)
-    def forward(self, X: Tensor) -> Tensor:
-        r"""Evaluate EI-GN.
-
-        Args:
-            X: A ``batch_shape x 1 x d`` tensor of candidates.
-
-        Returns:
-            A ``batch_shape`` tensor of EI-GN values.
-        """
-        mean, variance = self.moments(X)
+    def value(self, mean: Tensor, variance: Tensor) -> Tensor:
+        r"""EI-GN from ``(mu_H, s_H^2)``: ``s_H h((H+ - mu_H) / s_H)``."""
         sigma = variance.clamp_min(POSTERIOR_VARIANCE_FLOOR).sqrt()
         return sigma * ei_h(-((mean - self.best_H) / sigma))
