@@ -2,7 +2,7 @@
 
 ``bo`` knows boxes and noisy numbers and nothing of networks; ``compression`` knows
 networks and nothing of GPs; ``experiments`` builds on both and knows nothing of the
-application (``app``); the shared modules (exceptions, files, settings) import no layer.
+application (``app``); the shared modules (exceptions, files, settings, _json, plots) import no layer.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ FORBIDDEN = {
     "exceptions": {"bo", "compression", "experiments", "app"},
     "files": {"bo", "compression", "experiments", "app"},
     "_settings": {"bo", "compression", "experiments", "app"},
+    "_json": {"bo", "compression", "experiments", "app"},
+    "plots": {"bo", "compression", "experiments", "app"},
 }
 
 

@@ -256,8 +256,9 @@ def _run_compare(args: argparse.Namespace) -> int:
     if args.score_every < 1:
         raise SettingError(f"--score-every must be at least 1, not {args.score_every}")
     options = {name: getattr(args, name) for name in _OPTIMIZER_SETTINGS if getattr(args, name) is not None}
-    options.setdefault("kernel", "rbf")  # recorded, so --resume checks it
-    from compressbo.bo.models.gp import check_kernel
+    from compressbo.bo.models.gp import DEFAULT_KERNEL, check_kernel
+
+    options.setdefault("kernel", DEFAULT_KERNEL)  # recorded, so --resume checks it
 
     check_kernel(options["kernel"])
     run_comparison(

@@ -31,6 +31,7 @@ from compressbo.bo.loop import Evaluation, Loop, Proposal
 from compressbo.bo.optimizer import Optimizer
 from compressbo.compression.config import samples_range
 from compressbo.compression.export import save_compressed
+from compressbo.compression.lowrank import factorization
 from compressbo.compression.setup import CompressionSetup, linear_schedule
 from compressbo.app import verify
 from compressbo.compression.spec import load_spec
@@ -291,7 +292,7 @@ class CompressionJob:
         scored = self.objective.score(compressed, indices, what="the recommended network", original_error=original_error)
         metrics = scored.metrics
         refinement = None
-        if any(r.method == "tucker2" and not r.kept for r in compressed.layers):  # HOOI, kept if significant
+        if any(factorization(r.method).refinable and not r.kept for r in compressed.layers):  # HOOI, kept if significant
             logger.info("refining the Tucker-2 layers of the recommendation by HOOI")
             refined = self.compressor.build(compressed.ranks, refine=True)
             refined_scored = self.objective.score(

@@ -9,16 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
 from compressbo.app import deploy_report
-from compressbo.experiments.report import save_figure
 from compressbo.files import write_text_atomic
+from compressbo.plots import plot_convergence, pyplot, save_figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+plt = pyplot()
 
-__all__ = ["plot_convergence", "plot_pareto", "markdown_report", "regenerate", "write_artifacts", "ARTIFACTS"]
+__all__ = ["plot_run_convergence", "plot_pareto", "markdown_report", "regenerate", "write_artifacts", "ARTIFACTS"]
 
 ARTIFACTS = ("convergence.png", "pareto.png", "report.md")
 
@@ -29,15 +26,16 @@ def _objective_label(settings: dict[str, Any]) -> str:
     return f"{cost} + {settings['gamma']:g} * {measure}"
 
 
-def plot_convergence(history: list[dict[str, Any]], settings: dict[str, Any], path: Path) -> None:
+def plot_run_convergence(history: list[dict[str, Any]], settings: dict[str, Any], path: Path) -> None:
     """Posterior mean (+-1 std) of the recommended point, and every observation, vs evaluation."""
     n = [r["iteration"] + 1 for r in history]
     mean = [r["recommended"]["mean"] for r in history]
     std = [r["recommended"]["std"] or 0.0 for r in history]
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
     ax.scatter(n, [r["y"] for r in history], s=12, color="0.6", label="observed y (subsample)")
-    ax.plot(n, mean, color="C0", lw=2, label="recommended: posterior mean")
-    ax.fill_between(n, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], color="C0", alpha=0.2)
+    low, high = [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)]
+    plot_convergence(ax, n, mean, low, high, label="recommended: posterior mean", band_alpha=0.2, band_edge=None,
+                     color="C0", lw=2)
     n_init = sum(r["phase"] == "init" for r in history)
     if 0 < n_init < len(history):
         ax.axvline(n_init + 0.5, color="0.3", ls=":", lw=1, label="end of initial design")
@@ -160,7 +158,7 @@ def _refinement_lines(refinement: dict[str, Any] | None) -> list[str]:
 def write_artifacts(directory: Path, history: list[dict[str, Any]], best: dict[str, Any], settings: dict[str, Any]) -> None:
     """Write ``convergence.png``, ``pareto.png`` and ``report.md`` into ``directory``."""
     directory = Path(directory)
-    plot_convergence(history, settings, directory / "convergence.png")
+    plot_run_convergence(history, settings, directory / "convergence.png")
     plot_pareto(history, best, directory / "pareto.png")
     write_text_atomic(directory / "report.md", markdown_report(history, best, settings))
 

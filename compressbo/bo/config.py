@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from compressbo._settings import setting as _setting
+from compressbo.bo.models.gp import DEFAULT_KERNEL
 
 __all__ = ["SearchConfig"]
 
@@ -41,7 +42,7 @@ class SearchConfig:
         "sum", "sum (the GP models cost + gamma * error) or composite (the GP models the error; the known cost is added exactly) (sum)"
     )
     kernel: str = _setting(
-        "rbf",
+        DEFAULT_KERNEL,
         "GP kernel: rbf (BoTorch's default) or matern52 (ARD Matern-5/2 with Gamma priors, the corrected-EI paper's) (rbf)",
     )
 

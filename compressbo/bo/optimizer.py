@@ -48,6 +48,7 @@ from torch.quasirandom import SobolEngine
 
 from compressbo.bo.acquisition import ACQUISITION_NAMES, acquisition_spec, make_acquisition, validate_options
 from compressbo.bo.models.composite import CompositeModel
+from compressbo._json import tag_tensors, untag_tensors
 from compressbo.exceptions import OptimizerInputError, SettingError
 from compressbo.bo.models.gp import DEFAULT_KERNEL, check_kernel, condition_on_pending, fit_gp, incumbent
 from compressbo.bo.models.gradient_enhanced import fit_gradient_gp, GradientGP
@@ -314,7 +315,7 @@ class Optimizer:
             "format": STATE_FORMAT,
             "bounds": self._bounds.tolist(),
             "acquisition": self.acquisition,
-            "acquisition_options": _jsonable(self.acquisition_options),
+            "acquisition_options": tag_tensors(self.acquisition_options),
             "n_init": self.n_init,
             "seed": self.seed,
             "kappa": self.kappa,
@@ -357,7 +358,7 @@ class Optimizer:
             n_init=state["n_init"],
             seed=state["seed"],
             kappa=state["kappa"],
-            acquisition_options=_from_jsonable(state["acquisition_options"]),
+            acquisition_options=untag_tensors(state["acquisition_options"]),
             num_restarts=state["num_restarts"],
             raw_samples=state["raw_samples"],
             known_kernel=state.get("known_kernel"),
@@ -668,19 +669,3 @@ def _finite_float(value: float, name: str) -> float:
     if not math.isfinite(value):
         raise OptimizerInputError(f"{name} must be finite, got {value}.")
     return value
-
-
-def _jsonable(options: dict[str, Any]) -> dict[str, Any]:
-    """Options with tensors as ``{"tensor": nested lists}`` so JSON can hold them."""
-    return {
-        k: {"tensor": v.tolist()} if isinstance(v, Tensor) else v for k, v in options.items()
-    }
-
-
-def _from_jsonable(options: dict[str, Any]) -> dict[str, Any]:
-    return {
-        k: torch.tensor(v["tensor"], dtype=torch.float64)
-        if isinstance(v, dict) and set(v) == {"tensor"}
-        else v
-        for k, v in options.items()
-    }

@@ -239,8 +239,8 @@ class Compressor:
 
     @property
     def refinable(self) -> bool:
-        """Whether :meth:`build` with ``refine=True`` can differ (some layer is Tucker-2)."""
-        return any(factors.method == "tucker2" for factors in self.factors)
+        """Whether :meth:`build` with ``refine=True`` can differ (some layer's method is refinable: Tucker-2)."""
+        return any(factors.factorization.refinable for factors in self.factors)
 
     def build(self, ranks: Sequence[Ranks], *, refine: bool = False) -> CompressedNetwork:
         """The compressed network at explicit per-layer ranks.

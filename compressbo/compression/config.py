@@ -64,7 +64,7 @@ class ProblemConfig:
         """Check every problem setting that needs nothing loaded; :class:`SettingError` if not."""
         from compressbo.compression.cost import check_cost
         from compressbo.compression.data import check_dataset_name
-        from compressbo.compression.lowrank import METHODS, SCHEMES
+        from compressbo.compression.lowrank import check_method, check_scheme
         from compressbo.compression.objective import check_objective_settings
         from compressbo.compression.spec import check_bounds
 
@@ -74,10 +74,10 @@ class ProblemConfig:
             check_dataset_name(self.data)
         if self.bounds is not None:
             self.bounds = check_bounds(self.bounds, "bounds", setting="bounds")
-        if self.scheme is not None and self.scheme not in SCHEMES:
-            raise SettingError(f"unknown rank scheme {self.scheme!r}; choose one of {', '.join(SCHEMES)}", setting="scheme")
-        if self.method is not None and self.method not in METHODS:
-            raise SettingError(f"unknown factorization {self.method!r}; choose one of {', '.join(METHODS)}", setting="method")
+        if self.scheme is not None:
+            check_scheme(self.scheme)
+        if self.method is not None:
+            check_method(self.method)
         _check_positive(self.final_samples, "final_samples")
         check_cost(self.cost)
 

@@ -22,7 +22,8 @@ knowing anything of networks.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -41,7 +42,33 @@ from compressbo.exceptions import SettingError
 
 __all__ = ["COSTS", "CompressionCost", "check_cost"]
 
-COSTS: tuple[str, ...] = ("params", "flops")
+
+
+@dataclass(frozen=True)
+class _Metric:
+    """How one cost metric counts a layer: as the original, and factorized at ``ranks``.
+
+    Both take the layer's ``(geometry, method, calls)``; ``calls`` lists the ``(in_hw, out_hw)``
+    of each of its calls for one input.
+    """
+
+    full: Callable[[tuple], int]
+    factorized: Callable[[tuple, Ranks], int]
+
+
+_METRICS: dict[str, _Metric] = {
+    "params": _Metric(
+        full=lambda layer: full_params(layer[0]),
+        factorized=lambda layer, ranks: factorized_params(layer[0], layer[1], ranks),
+    ),
+    "flops": _Metric(
+        full=lambda layer: sum(full_macs(layer[0], out_hw) for _, out_hw in layer[2]),
+        factorized=lambda layer, ranks: sum(
+            factorized_macs(layer[0], layer[1], ranks, in_hw, out_hw) for in_hw, out_hw in layer[2]
+        ),
+    ),
+}
+COSTS: tuple[str, ...] = tuple(_METRICS)
 
 
 def check_cost(metric: str) -> None:
@@ -95,18 +122,12 @@ class CompressionCost:
         Ranks no smaller than the layer keep the original layer (:func:`keeps_original`): its
         own count.
         """
-        geometry, method, calls = layer
-        if keeps_original(geometry, method, ranks):
+        if keeps_original(layer[0], layer[1], ranks):
             return self._full_count(layer)
-        if self.metric == "params":
-            return factorized_params(geometry, method, ranks)
-        return sum(factorized_macs(geometry, method, ranks, in_hw, out_hw) for in_hw, out_hw in calls)
+        return _METRICS[self.metric].factorized(layer, ranks)
 
     def _full_count(self, layer: tuple) -> int:
-        geometry, _, calls = layer
-        if self.metric == "params":
-            return full_params(geometry)
-        return sum(full_macs(geometry, out_hw) for _, out_hw in calls)
+        return _METRICS[self.metric].full(layer)
 
     def exact_for_ranks(self, ranks: Sequence[Ranks]) -> float:
         """The exact cost at explicit per-layer ranks."""

@@ -9,11 +9,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
-import numpy as np
 import torch
 from scipy import stats
 from torch import Tensor, nn
 
+from compressbo._json import jsonable
 from compressbo.exceptions import SettingError
 from compressbo.compression.cost import check_cost
 from compressbo.compression.evaluator import SubsampleEvaluator
@@ -76,20 +76,8 @@ class Observation:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (tensors and tuples of ranks become lists)."""
         record = asdict(self)
-        record["ranks"] = _jsonable(self.ranks)
+        record["ranks"] = jsonable(self.ranks)
         return record
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Tensor):
-        return value.tolist()
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 OBJECTIVES = ("error", "distill")
@@ -291,7 +279,7 @@ class CompressionObjective:
             "ratio": float(compressed.ratio),
             "model_ratio": None if model_ratio is None else float(model_ratio),
             "flops_ratio": None if flops_ratio is None else float(flops_ratio),
-            "ranks": _jsonable(compressed.ranks),
+            "ranks": jsonable(compressed.ranks),
         }
         if self.objective == "distill":
             losses, wrong = self.evaluator.distances(compressed.module, self.reference, indices, what=what)

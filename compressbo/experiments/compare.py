@@ -60,6 +60,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from compressbo.bo.models.gp import DEFAULT_KERNEL
 from compressbo.exceptions import ReportedInterrupt, RunDirError, SettingError, UserInputError
 from compressbo._lifecycle import exit_with_parent
 from compressbo.files import check_output_directory, lock_directory, unlock_directory, write_json_atomic
@@ -438,7 +439,7 @@ def _resumed(out_dir: Path, requested: dict[str, Any]) -> dict[str, Any]:
 def _with_defaults(key: str, value: Any) -> Any:
     """A recorded setting with the defaults filled in that older comparisons did not record."""
     if key == "optimizer_options" and isinstance(value, dict):
-        return {"kernel": "rbf", **value}  # comparisons before kernels ran BoTorch's default
+        return {"kernel": DEFAULT_KERNEL, **value}  # comparisons before kernels ran BoTorch's default
     if key == "in_flight" and value is None:
         return 1  # comparisons before asynchronous runs were sequential
     return value

@@ -169,21 +169,16 @@ def summary_table(stops: list[Stop], cost: float, reference: str = "cei") -> str
 def plot_profit(stops: list[Stop], cost: float, path: str, title: str = "") -> None:
     """Mean profit ``(r_0 - r_T) - cost * T`` against kappa (log axis), one line per acquisition,
     as in the paper's figure 2; the band is the interquartile range over runs."""
-    import matplotlib
+    from compressbo.plots import plot_convergence, pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from compressbo.experiments.report import save_figure
-
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(6.0, 4.0), dpi=100)
     kappas = sorted({s.kappa for s in stops})
     for name in dict.fromkeys(s.acquisition for s in stops):
         profits = [[s.profit(cost) for s in stops if s.acquisition == name and s.kappa == k] for k in kappas]
         mean = [np.mean(p) for p in profits]
         q25, q75 = zip(*(np.quantile(p, [0.25, 0.75]) for p in profits))
-        (line,) = axis.plot(kappas, mean, marker="o", ms=3, label=name.upper())
-        axis.fill_between(kappas, q25, q75, color=line.get_color(), alpha=0.15, lw=0)
+        plot_convergence(axis, kappas, mean, q25, q75, label=name.upper(), marker="o", ms=3)
     axis.set_xscale("log")
     axis.set_xlabel("kappa (termination threshold)")
     axis.set_ylabel(f"profit = regret reduction - {cost:g} x iterations")

@@ -112,16 +112,15 @@ def parse_noise(spec: str) -> tuple[str, float]:
     return kind, fraction
 
 
-@runtime_checkable
-class Problem(Protocol):
-    """What a comparison needs from an objective to minimize.
+class ProblemDescription(Protocol):
+    """What describes a problem (or a family of them) in a comparison's records.
 
     Attributes:
         name: Short identifier, e.g. ``"hartmann3"``.
         dim: Input dimension ``d``.
         bounds: ``2 x d`` float64 tensor of lower and upper bounds.
         optimal_value: The minimum of the noise-free objective, ``None`` when unknown.
-        score_label: What :meth:`score` measures, for plots and tables.
+        score_label: What a problem's ``score`` measures, for plots and tables.
         settings: Everything else that defines the problem (JSON-able); a resumed
             comparison must have the same.
     """
@@ -132,6 +131,11 @@ class Problem(Protocol):
     optimal_value: float | None
     score_label: str
     settings: dict[str, Any]
+
+
+@runtime_checkable
+class Problem(ProblemDescription, Protocol):
+    """What a comparison needs from an objective to minimize: its description and :meth:`evaluate`."""
 
     def evaluate(self, x: Tensor, generator: torch.Generator) -> tuple[float, float]:
         """One noisy observation at ``x`` (shape ``d``) and its known noise variance."""
@@ -242,20 +246,13 @@ class NoisySyntheticProblem:
 
 
 @runtime_checkable
-class ProblemFamily(Protocol):
+class ProblemFamily(ProblemDescription, Protocol):
     """Problems that differ per seed (e.g. one GP sample per seed); compared seed by seed.
 
     ``name``, ``dim``, ``bounds``, ``optimal_value`` (``None``: it differs per member) and
     ``score_label`` and ``settings`` describe the family; ``for_seed(seed)`` builds the
     member a run optimizes.
     """
-
-    name: str
-    dim: int
-    bounds: Tensor
-    optimal_value: float | None
-    score_label: str
-    settings: dict[str, Any]
 
     def for_seed(self, seed: int) -> Problem:
         """The problem of run ``seed``."""

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from compressbo.exceptions import RunDirError
-from compressbo.files import atomic_write, write_text_atomic
+from compressbo.files import write_text_atomic
+from compressbo.plots import plot_convergence, pyplot, save_figure
 from compressbo.experiments.scores import SCORE_DESCRIPTIONS, SCORE_FIELDS
 
 RUNS_FILE = "runs.json"
@@ -86,7 +87,7 @@ def write_report(comparison: dict[str, Any], directory: str | Path) -> list[str]
     """
     directory = Path(directory)
     written = [PLOT_FILE, SUMMARY_FILE]
-    plot_convergence(comparison, directory / PLOT_FILE)
+    plot_comparison_convergence(comparison, directory / PLOT_FILE)
     write_text_atomic(directory / SUMMARY_FILE, summary_markdown(comparison))
     if final_metrics(comparison):
         plot_recommendations(comparison, directory / RECOMMENDATIONS_FILE)
@@ -309,18 +310,14 @@ def _rule_table(
     return lines + [""]
 
 
-def plot_convergence(comparison: dict[str, Any], path: str | Path) -> None:
+def plot_comparison_convergence(comparison: dict[str, Any], path: str | Path) -> None:
     """Median and interquartile band of the score vs BO iteration, one panel per rule.
 
     The first panel scores the recommended point; a second one, where the runs recorded it,
     the best true value among evaluated points (else the lowest observation's score). The y
     axis is logarithmic when every plotted score is positive, symmetric-log otherwise.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     rules = available_rules(comparison)
     extra = [rule for rule in ("best_evaluated", "best_observed") if rule in rules][:1]
     panels = ["recommendation", *extra]
@@ -346,8 +343,7 @@ def _plot_panel(comparison: dict[str, Any], axis: Any, rule: str, plt: Any) -> N
         q25, median, q75 = np.quantile(curve, [0.25, 0.5, 0.75], axis=0)
         color = colors[index % len(colors)]
         style = "-" if index < len(colors) else "--"
-        axis.plot(iteration, median, style, color=color, lw=1.6, label=_label(name))
-        axis.fill_between(iteration, q25, q75, color=color, alpha=0.15, lw=0)
+        plot_convergence(axis, iteration, median, q25, q75, label=_label(name), fmt=style, color=color, lw=1.6)
         all_scores.append(curve)
     if all_scores and min(float(c.min()) for c in all_scores) > 0:
         axis.set_yscale("log")
@@ -366,10 +362,7 @@ def _plot_panel(comparison: dict[str, Any], axis: Any, rule: str, plt: Any) -> N
 
 def plot_recommendations(comparison: dict[str, Any], path: str | Path) -> None:
     """Final recommended points of every run on the full-set error vs ratio plane."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     metrics = final_metrics(comparison)
     figure, axis = plt.subplots(figsize=(6.0, 4.2), dpi=100)
@@ -391,21 +384,6 @@ def plot_recommendations(comparison: dict[str, Any], path: str | Path) -> None:
     axis.legend(ncol=2 if len(names) > 5 else 1, fontsize="small", frameon=False)
     figure.tight_layout()
     save_figure(figure, path)
-
-
-def save_figure(figure: Any, path: str | Path) -> None:
-    """Write ``figure`` as a PNG and close it.
-
-    No software stamp goes into the file, so a plot regenerated from the same data is
-    byte-identical. The file is replaced atomically (a link at ``path`` is replaced, not
-    written through).
-    """
-    import matplotlib.pyplot as plt
-
-    try:
-        atomic_write(path, lambda temporary: figure.savefig(temporary, format="png", metadata={"Software": None}))
-    finally:
-        plt.close(figure)
 
 
 def _label(name: str) -> str:

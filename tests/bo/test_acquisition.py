@@ -183,7 +183,7 @@ def test_cei_vanishes_at_the_incumbent_while_ei_does_not(fitted):
     with torch.no_grad():
         cei = CorrectedExpectedImprovement(model, x_plus)(x_plus.unsqueeze(0))
         ei = make_acquisition("ei", model, X)(x_plus.unsqueeze(0))
-    assert 0 <= cei.item() < 1e-6  # sqrt(MIN_VARIANCE) * h(0)
+    assert 0 <= cei.item() < 1e-6  # POSTERIOR_STD_FLOOR * h(0)
     assert ei.item() > 1e3 * cei.item()
 
 

@@ -74,7 +74,7 @@ def test_gradient_posterior_matches_finite_differences(fitted):
     rel = 2e-2 if getattr(base, "nu", None) == 1.5 else 2e-3
     X = candidates()
     h = 1e-5 * (BOUNDS[1] - BOUNDS[0])
-    joint = DerivativeGP(model).posterior(X)
+    joint = DerivativeGP(model).joint_posterior(X)
     with torch.no_grad():
         for j in range(2):
             step = torch.zeros(2, dtype=torch.float64)
@@ -111,7 +111,7 @@ def test_full_gradient_covariance_matches_mixed_differences_of_the_posterior_cov
     base = getattr(model.covar_module, "base_kernel", model.covar_module)
     rough = getattr(base, "nu", None) == 1.5  # Matern-3/2: an O(step / l) bias, so a smaller step
     rel, h = (3e-2, 1e-4 * (BOUNDS[1] - BOUNDS[0])) if rough else (3e-3, 1e-3 * (BOUNDS[1] - BOUNDS[0]))
-    joint = DerivativeGP(model).posterior(candidates(k=3))
+    joint = DerivativeGP(model).joint_posterior(candidates(k=3))
 
     def k(a: torch.Tensor, b: torch.Tensor) -> float:
         return model.posterior(torch.stack([a, b])).distribution.covariance_matrix[0, 1].item()
@@ -134,7 +134,7 @@ def test_full_gradient_covariance_matches_mixed_differences_of_the_posterior_cov
 def test_gradient_posterior_is_differentiable_for_the_optimizer(fitted):
     model, X_observed = fitted
     X = torch.cat([candidates(), X_observed[:2]]).requires_grad_(True)  # incl. data points
-    joint = DerivativeGP(model).posterior(X)
+    joint = DerivativeGP(model).joint_posterior(X)
     total = joint.gradient_mean.sum() + joint.gradient_covariance.sum()
     (grad,) = torch.autograd.grad(total, X)
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0
@@ -155,7 +155,7 @@ def test_lam_zero_is_exactly_ei(fitted):
 def test_moments_of_h_match_monte_carlo(fitted):
     model, _ = fitted
     X = candidates(k=4)
-    joint = DerivativeGP(model).posterior(X)
+    joint = DerivativeGP(model).joint_posterior(X)
     lam = 0.2 / joint.gradient_covariance.diagonal(dim1=-2, dim2=-1).sum(-1).mean().item()
     mean_H, var_H = gradient_norm_moments(joint, lam)
     # joint samples of (f, grad f) from the 3 x 3 Gaussian at each point
@@ -217,3 +217,26 @@ def test_eign_rejects_a_negative_lam_and_non_differentiable_kernels():
     )
     with pytest.raises(UserInputError, match="RBF or Matern"):
         ExpectedImprovementGradientNorm(rough, X, lam=1.0)
+
+
+def test_both_gradient_models_answer_to_one_joint_posterior(fitted):
+    """A value GP's DerivativeGP and a gradient-enhanced GP are the same JointPosteriorModel to EI-GN."""
+    from compressbo.bo.models.derivative import JointPosteriorModel, joint_model
+    from compressbo.bo.models.gradient_enhanced import fit_gradient_gp
+
+    model, X = fitted
+    derivative = joint_model(model)
+    assert isinstance(derivative, DerivativeGP) and isinstance(derivative, JointPosteriorModel)
+    assert not isinstance(model, JointPosteriorModel) and joint_model(derivative) is derivative
+    with torch.no_grad():
+        assert torch.equal(derivative.value_mean(X), model.posterior(X).mean.reshape(-1))
+        assert torch.allclose(derivative.joint_posterior(X).mean, derivative.value_mean(X), atol=1e-8)
+    Y = torch.sin(4 * X[:, 0]) + 0.3 * (X[:, 1] - 1.0) ** 2
+    dY = torch.stack([4 * torch.cos(4 * X[:, 0]), 0.6 * (X[:, 1] - 1.0)], dim=-1)
+    with manual_seed(0):
+        gradient_gp = fit_gradient_gp(X, Y, dY, torch.full_like(Y, 1e-4), BOUNDS)
+    assert isinstance(gradient_gp, JointPosteriorModel) and joint_model(gradient_gp) is gradient_gp
+    with torch.no_grad():
+        assert torch.equal(gradient_gp.value_mean(X), gradient_gp.joint_posterior(X).mean)
+        a = make_acquisition("eign", gradient_gp, X, lam=0.0)
+        assert a.derivative is gradient_gp and torch.equal(a.best_H, gradient_gp.joint_posterior(X).mean.min())

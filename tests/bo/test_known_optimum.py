@@ -58,7 +58,7 @@ def test_transformed_gp_mean_never_falls_below_f_star(fitted):
     X = grid()
     acquisition = NegativeExpectedRegret(g_model, F_STAR)
     with torch.no_grad():
-        mean_f, std_f = acquisition.transformed_moments(X)
+        mean_f, std_f = acquisition.moments(X)
         value_mean = model.posterior(X).mean.reshape(-1)
     assert torch.all(mean_f >= F_STAR) and torch.all(std_f >= 0)
     # the two models tell the same story where data lie ...
@@ -95,7 +95,7 @@ def test_cbm_class_is_negated_cbm_on_the_transformed_moments(fitted):
     X = grid(9)
     cbm = NegativeConfidenceBoundMinimization(g_model, F_STAR, beta=3.0)
     with torch.no_grad():
-        mean_f, std_f = cbm.transformed_moments(X)
+        mean_f, std_f = cbm.moments(X)
         values = cbm(X)
     assert torch.equal(values, -((mean_f - F_STAR).abs() + 3.0**0.5 * std_f))
     assert torch.all(values <= 0)
@@ -108,7 +108,7 @@ def test_erm_matches_its_monte_carlo_expectation(fitted):
     acquisition = NegativeExpectedRegret(g_model, F_STAR)
     with torch.no_grad():
         erm = -acquisition(X)
-        mean_f, std_f = acquisition.transformed_moments(X)
+        mean_f, std_f = acquisition.moments(X)
     assert torch.all(std_f > 1e-3)  # the Gaussian part matters
     F = mean_f + std_f * torch.randn(200_000, 6, generator=generator).double()
     regret = (F - F_STAR).clamp_min(0)

@@ -28,20 +28,22 @@ def fc3():
     return spec, build_network(spec, weights="random")
 
 
-@pytest.fixture(scope="module")
-def vgg16(factor_dir):
+def _random_compressor(name: str, factor_dir):
+    """``(spec, network, compressor)`` of the built-in spec ``name`` with seeded random weights."""
     torch.manual_seed(0)
-    spec = load_spec("vgg16")
+    spec = load_spec(name)
     network = build_network(spec, weights="random")
     return spec, network, Compressor(network, spec, cache_dir=factor_dir)
+
+
+@pytest.fixture(scope="module")
+def vgg16(factor_dir):
+    return _random_compressor("vgg16", factor_dir)
 
 
 @pytest.fixture(scope="module")
 def resnet50(factor_dir):
-    torch.manual_seed(0)
-    spec = load_spec("resnet50")
-    network = build_network(spec, weights="random")
-    return spec, network, Compressor(network, spec, cache_dir=factor_dir)
+    return _random_compressor("resnet50", factor_dir)
 
 
 def _spec_data(**changes) -> dict:

@@ -4,6 +4,8 @@ Every acquisition is oriented so that a larger value is a better candidate for a
 *minimization* problem. Each is a thin BoTorch ``AcquisitionFunction`` over small pure math
 helpers, one concept per module:
 
+- :mod:`~compressbo.bo.acquisition.analytic`: the closed-form pieces they share (the
+  posterior floors; EI's ``h`` and a stable ``log h``).
 - :mod:`~compressbo.bo.acquisition.corrected`: CEI, LogCEI and corrected PI (Zhou, Ma &
   Blaschko, 2023), the improvement over the *random* incumbent value ``f(x+)``.
 - :mod:`~compressbo.bo.acquisition.gradient_norm`: EI of ``f + lam ||grad f||^2`` (EI-GN).

@@ -17,25 +17,18 @@ from __future__ import annotations
 
 
 import torch
-from botorch.acquisition.analytic import (
-    _ei_helper,
-    _log_ei_helper,
-    AnalyticAcquisitionFunction,
-)
 from botorch.models.model import Model
-from botorch.utils.probability.utils import ndtr as Phi
-from botorch.utils.transforms import t_batch_mode_transform
 from torch import Tensor
 
 from compressbo.exceptions import OptimizerInputError
-from compressbo.bo.models.known_optimum import MIN_VARIANCE
+from compressbo.bo.acquisition.analytic import POSTERIOR_VARIANCE_FLOOR, MomentAcquisition, ei_h, log_ei_h, normal_cdf
 
 
 # ----------------------------- the corrected improvement math -----------------------------
 
 
 def corrected_improvement_moments(
-    mean: Tensor, covariance: Tensor, min_var: float = MIN_VARIANCE
+    mean: Tensor, covariance: Tensor, min_var: float = POSTERIOR_VARIANCE_FLOOR
 ) -> tuple[Tensor, Tensor]:
     r"""Moments of ``D = f(x+) - f(x)`` from the joint posterior of ``(f(x), f(x+))``.
 
@@ -56,24 +49,24 @@ def corrected_improvement_moments(
 
 def corrected_expected_improvement(m: Tensor, st: Tensor) -> Tensor:
     r"""``E[max(D, 0)] = st * h(m / st)`` for ``D ~ N(m, st^2)``, ``st > 0``."""
-    return st * _ei_helper(m / st)
+    return st * ei_h(m / st)
 
 
 def log_corrected_expected_improvement(m: Tensor, st: Tensor) -> Tensor:
     r"""``log E[max(D, 0)]``, finite with finite gradients far into the tail."""
-    return _log_ei_helper(m / st) + st.log()
+    return log_ei_h(m / st) + st.log()
 
 
 def corrected_probability_of_improvement(m: Tensor, st: Tensor, xi: float = 0.0) -> Tensor:
     r"""``P(D > xi) = Phi((m - xi) / st)`` for ``D ~ N(m, st^2)``."""
-    return Phi((m - xi) / st)
+    return normal_cdf((m - xi) / st)
 
 
 # ------------------------------------ the classes ------------------------------------
 
 
-class _CorrectedImprovement(AnalyticAcquisitionFunction):
-    """Base class: improvement over the random incumbent value ``f(x+)``."""
+class _CorrectedImprovement(MomentAcquisition):
+    """Base class: improvement over the random incumbent value ``f(x+)``; ``value(m, st)`` per subclass."""
 
     def __init__(self, model: Model, X_incumbent: Tensor) -> None:
         r"""Set up an improvement over the incumbent's latent value ``f(x+)``.
@@ -85,7 +78,7 @@ class _CorrectedImprovement(AnalyticAcquisitionFunction):
         super().__init__(model=model)
         self.register_buffer("X_incumbent", X_incumbent.reshape(1, -1))
 
-    def _improvement_moments(self, X: Tensor) -> tuple[Tensor, Tensor]:
+    def moments(self, X: Tensor) -> tuple[Tensor, Tensor]:
         r"""``(m, st)`` of ``D = f(x+) - f(x)`` for ``batch_shape x 1 x d`` inputs.
 
         Each candidate is paired with ``x+`` into a ``batch_shape x 2 x d`` batch, so
@@ -110,39 +103,23 @@ class CorrectedExpectedImprovement(_CorrectedImprovement):
         >>> cei = CEI(test_X)  # test_X: b x 1 x d -> b
     """
 
-    @t_batch_mode_transform(expected_q=1)
-    def forward(self, X: Tensor) -> Tensor:
-        r"""Evaluate CEI.
-
-        Args:
-            X: A ``batch_shape x 1 x d`` tensor of candidates.
-
-        Returns:
-            A ``batch_shape`` tensor of CEI values.
-        """
-        return corrected_expected_improvement(*self._improvement_moments(X))
+    def value(self, m: Tensor, st: Tensor) -> Tensor:
+        r"""CEI: ``corrected_expected_improvement(m, st)``."""
+        return corrected_expected_improvement(m, st)
 
 
 class LogCorrectedExpectedImprovement(_CorrectedImprovement):
     r"""Logarithm of the corrected expected improvement, computed stably.
 
-    ``LogCEI(x) = log h(zt) + log st`` with BoTorch's ``_log_ei_helper``: finite
+    ``LogCEI(x) = log h(zt) + log st`` with the stable ``log h`` of ``analytic.log_ei_h``: finite
     values and gradients where CEI underflows to 0.
     """
 
     _log: bool = True
 
-    @t_batch_mode_transform(expected_q=1)
-    def forward(self, X: Tensor) -> Tensor:
-        r"""Evaluate LogCEI.
-
-        Args:
-            X: A ``batch_shape x 1 x d`` tensor of candidates.
-
-        Returns:
-            A ``batch_shape`` tensor of log CEI values.
-        """
-        return log_corrected_expected_improvement(*self._improvement_moments(X))
+    def value(self, m: Tensor, st: Tensor) -> Tensor:
+        r"""LogCEI: ``log_corrected_expected_improvement(m, st)``."""
+        return log_corrected_expected_improvement(m, st)
 
 
 class CorrectedProbabilityOfImprovement(_CorrectedImprovement):
@@ -175,14 +152,6 @@ class CorrectedProbabilityOfImprovement(_CorrectedImprovement):
         super().__init__(model, X_incumbent)
         self.xi = float(xi)
 
-    @t_batch_mode_transform(expected_q=1)
-    def forward(self, X: Tensor) -> Tensor:
-        r"""Evaluate CPI.
-
-        Args:
-            X: A ``batch_shape x 1 x d`` tensor of candidates.
-
-        Returns:
-            A ``batch_shape`` tensor of CPI values.
-        """
-        return corrected_probability_of_improvement(*self._improvement_moments(X), self.xi)
+    def value(self, m: Tensor, st: Tensor) -> Tensor:
+        r"""CPI: ``corrected_probability_of_improvement(m, st, self.xi)``."""
+        return corrected_probability_of_improvement(m, st, self.xi)

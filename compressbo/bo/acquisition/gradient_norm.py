@@ -8,33 +8,17 @@ observed gradients the joint posterior comes from a gradient-enhanced GP
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
-
 import torch
-from botorch.acquisition.analytic import (
-    _ei_helper,
-    AnalyticAcquisitionFunction,
-)
 from botorch.models.model import Model
-from botorch.utils.transforms import t_batch_mode_transform
 from torch import Tensor
 
-from compressbo.bo.models.derivative import DerivativeGP, ValueGradientPosterior
-from compressbo.bo.models.known_optimum import MIN_VARIANCE
+from compressbo.bo.models.derivative import JointPosteriorModel, ValueGradientPosterior, joint_model
+from compressbo.bo.acquisition.analytic import POSTERIOR_VARIANCE_FLOOR, MomentAcquisition, ei_h
+
+__all__ = ["ExpectedImprovementGradientNorm", "JointPosteriorModel", "gradient_norm_moments"]
 
 
 # ------------------------------- EI via gradient norms -------------------------------
-
-
-@runtime_checkable
-class JointPosteriorModel(Protocol):
-    """A model of ``(f, grad f)`` itself, e.g. ``compressbo.bo.models.gradient_enhanced.GradientGP``."""
-
-    def joint_posterior(self, X: Tensor) -> ValueGradientPosterior:
-        """The joint posterior at ``batch_shape x d`` points, in objective units."""
-
-    def prior_gradient_scale(self) -> tuple[float, float]:
-        """Prior ``(std of f, E||grad f||^2)`` in objective units."""
 
 
 def gradient_norm_moments(
@@ -65,7 +49,7 @@ def gradient_norm_moments(
     return mean, variance
 
 
-class ExpectedImprovementGradientNorm(AnalyticAcquisitionFunction):
+class ExpectedImprovementGradientNorm(MomentAcquisition):
     r"""EI via gradient norms: ``EI_GN(x) = s_H h((H+ - mu_H) / s_H)``, minimization.
 
     ``H(x) = f(x) + lam ||grad f(x)||^2`` rewards points that are both good and near
@@ -73,9 +57,9 @@ class ExpectedImprovementGradientNorm(AnalyticAcquisitionFunction):
     (``gradient_norm_moments``), used as a Gaussian. With ``lam = 0`` it is exactly
     BoTorch's ``ExpectedImprovement(best_f=mu+, maximize=False)``.
 
-    The joint posterior of ``(f, grad f)`` is the derivative of a value GP
-    (``DerivativeGP``), or, when ``model`` is a ``JointPosteriorModel`` (a GP that
-    observed gradients), that model's own ``joint_posterior``.
+    The joint posterior of ``(f, grad f)`` is ``joint_model(model).joint_posterior``: the
+    derivative of a value GP (``DerivativeGP``), or the model's own when it is a
+    ``JointPosteriorModel`` (a GP that observed gradients).
 
     Example:
         >>> eign = ExpectedImprovementGradientNorm(model, train_X, lam=0.01)
@@ -94,36 +78,19 @@ class ExpectedImprovementGradientNorm(AnalyticAcquisitionFunction):
             lam: The weight ``lam >= 0`` of the squared gradient norm.
         """
         super().__init__(model=model)
-        gradient_enhanced = isinstance(model, JointPosteriorModel)
-        self.derivative = model if gradient_enhanced else DerivativeGP(model)
-        self.joint_posterior = (
-            model.joint_posterior if gradient_enhanced else self.derivative.posterior
-        )
+        self.derivative = joint_model(model)
         self.lam = float(lam)
         with torch.no_grad():
-            joint = self.joint_posterior(X_observed)
-            mean = (
-                joint.mean
-                if gradient_enhanced
-                else model.posterior(X_observed).mean.reshape(-1)  # as EI's mu+ exactly
-            )
+            joint = self.derivative.joint_posterior(X_observed)
+            mean = self.derivative.value_mean(X_observed)  # as EI's mu+ exactly
             mean_H = mean + (gradient_norm_moments(joint, self.lam)[0] - joint.mean)
         self.register_buffer("best_H", mean_H.min())
 
     def moments(self, X: Tensor) -> tuple[Tensor, Tensor]:
         r"""``(mu_H, s_H^2)`` at ``batch_shape x 1 x d`` inputs, each ``batch_shape``."""
-        return gradient_norm_moments(self.joint_posterior(X.squeeze(-2)), self.lam)
+        return gradient_norm_moments(self.derivative.joint_posterior(X.squeeze(-2)), self.lam)
 
-    @t_batch_mode_transform(expected_q=1)
-    def forward(self, X: Tensor) -> Tensor:
-        r"""Evaluate EI-GN.
-
-        Args:
-            X: A ``batch_shape x 1 x d`` tensor of candidates.
-
-        Returns:
-            A ``batch_shape`` tensor of EI-GN values.
-        """
-        mean, variance = self.moments(X)
-        sigma = variance.clamp_min(MIN_VARIANCE).sqrt()
-        return sigma * _ei_helper(-((mean - self.best_H) / sigma))
+    def value(self, mean: Tensor, variance: Tensor) -> Tensor:
+        r"""EI-GN from ``(mu_H, s_H^2)``: ``s_H h((H+ - mu_H) / s_H)``."""
+        sigma = variance.clamp_min(POSTERIOR_VARIANCE_FLOOR).sqrt()
+        return sigma * ei_h(-((mean - self.best_H) / sigma))

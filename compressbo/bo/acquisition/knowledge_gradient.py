@@ -4,11 +4,10 @@ from __future__ import annotations
 
 
 import torch
-from botorch.acquisition.analytic import (
-    _ei_helper,
-)
 from botorch.models.model import Model
 from torch import Tensor
+
+from compressbo.bo.acquisition.analytic import ei_h
 
 
 
@@ -57,7 +56,7 @@ def discrete_knowledge_gradient(a: Tensor, b: Tensor) -> Tensor:
         return a.new_zeros(())
     gaps = slopes[lines[1:]] - slopes[lines[:-1]]
     c = torch.tensor(cuts, dtype=a.dtype)
-    return (gaps * _ei_helper(-c.abs())).sum()
+    return (gaps * ei_h(-c.abs())).sum()
 
 
 def discrete_knowledge_gradient_at(

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 
 import torch
-from botorch.acquisition.analytic import _ei_helper, AnalyticAcquisitionFunction
 from botorch.models import SingleTaskGP
-from botorch.utils.transforms import t_batch_mode_transform
 from torch import Tensor
 
-from compressbo.bo.models.known_optimum import CBM_BETA, MIN_VARIANCE, transformed_moments
+from compressbo.bo.acquisition.analytic import POSTERIOR_STD_FLOOR, MomentAcquisition, ei_h
+from compressbo.bo.models.known_optimum import CBM_BETA, transformed_moments
 from compressbo.exceptions import SettingError
 
 
 def expected_regret(mean: Tensor, std: Tensor, f_star: float) -> Tensor:
     r"""``E[max(F - f*, 0)]`` for ``F ~ N(mean, std^2)`` (the Gaussian lemma)."""
-    sigma = std.clamp_min(MIN_VARIANCE**0.5)
-    return sigma * _ei_helper((mean - f_star) / sigma)
+    sigma = std.clamp_min(POSTERIOR_STD_FLOOR)
+    return sigma * ei_h((mean - f_star) / sigma)
 
 
 def confidence_bound_minimization(
@@ -26,8 +25,8 @@ def confidence_bound_minimization(
     return (mean - f_star).abs() + beta**0.5 * std
 
 
-class _KnownOptimum(AnalyticAcquisitionFunction):
-    """Base class: an acquisition on the transformed GP ``f = f* + 0.5 g^2``."""
+class _KnownOptimum(MomentAcquisition):
+    """Base class: an acquisition on the transformed GP ``f = f* + 0.5 g^2``; ``value(mu_f, s_f)`` per subclass."""
 
     def __init__(self, model: SingleTaskGP, f_star: float) -> None:
         r"""Set up an acquisition on the transformed GP.
@@ -39,7 +38,7 @@ class _KnownOptimum(AnalyticAcquisitionFunction):
         super().__init__(model=model)
         self.f_star = float(f_star)
 
-    def transformed_moments(self, X: Tensor) -> tuple[Tensor, Tensor]:
+    def moments(self, X: Tensor) -> tuple[Tensor, Tensor]:
         r"""``(mu_f, s_f)`` at ``batch_shape x 1 x d`` inputs, each ``batch_shape``."""
         posterior = self.model.posterior(X)
         return transformed_moments(
@@ -58,17 +57,9 @@ class NegativeExpectedRegret(_KnownOptimum):
         >>> values = acquisition(test_X)  # test_X: b x 1 x d -> b, all <= 0
     """
 
-    @t_batch_mode_transform(expected_q=1)
-    def forward(self, X: Tensor) -> Tensor:
-        r"""Evaluate ``-ERM``.
-
-        Args:
-            X: A ``batch_shape x 1 x d`` tensor of candidates.
-
-        Returns:
-            A ``batch_shape`` tensor of negative expected regrets.
-        """
-        return -expected_regret(*self.transformed_moments(X), self.f_star)
+    def value(self, mean: Tensor, std: Tensor) -> Tensor:
+        r"""``-ERM``: the negative expected regret."""
+        return -expected_regret(mean, std, self.f_star)
 
 
 class NegativeConfidenceBoundMinimization(_KnownOptimum):
@@ -85,17 +76,8 @@ class NegativeConfidenceBoundMinimization(_KnownOptimum):
         super().__init__(model, f_star)
         self.beta = float(beta)
 
-    @t_batch_mode_transform(expected_q=1)
-    def forward(self, X: Tensor) -> Tensor:
-        r"""Evaluate ``-CBM``.
-
-        Args:
-            X: A ``batch_shape x 1 x d`` tensor of candidates.
-
-        Returns:
-            A ``batch_shape`` tensor of negative confidence bounds.
-        """
-        mean, std = self.transformed_moments(X)
+    def value(self, mean: Tensor, std: Tensor) -> Tensor:
+        r"""``-CBM``: the negative confidence bound."""
         return -confidence_bound_minimization(mean, std, self.f_star, self.beta)
 
 

@@ -56,7 +56,7 @@ from torch import Tensor
 
 from compressbo.exceptions import OptimizerInputError
 from compressbo.bo.models.gp import incumbent, outcome_scale, search_bounds
-from compressbo.bo.models.derivative import DerivativeGP
+from compressbo.bo.models.derivative import joint_model
 from compressbo.bo.models.known_optimum import CBM_BETA, fit_transformed_gp
 from compressbo.bo.acquisition.known_optimum import NegativeConfidenceBoundMinimization, NegativeExpectedRegret, validated_f_star
 from compressbo.bo.acquisition.corrected import CorrectedExpectedImprovement, CorrectedProbabilityOfImprovement, LogCorrectedExpectedImprovement, _CorrectedImprovement
@@ -205,8 +205,7 @@ def _eign(
 ) -> AcquisitionFunction:
     """EI-GN; ``lam=None`` calibrates ``lam`` on the GP prior (``EIGN_RELATIVE_WEIGHT``)."""
     if lam is None:
-        source = model if isinstance(model, JointPosteriorModel) else DerivativeGP(model)
-        prior_std, prior_sq_gradient = source.prior_gradient_scale()
+        prior_std, prior_sq_gradient = joint_model(model).prior_gradient_scale()
         lam = EIGN_RELATIVE_WEIGHT * prior_std / prior_sq_gradient
     if not (isinstance(lam, (int, float)) and lam >= 0 and lam < float("inf")):
         raise OptimizerInputError(f"eign's lam must be a finite number >= 0, got {lam!r}.")

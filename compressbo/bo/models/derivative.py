@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 from botorch.models import SingleTaskGP
@@ -54,6 +55,26 @@ class ValueGradientPosterior:
     gradient_covariance: Tensor
 
 
+@runtime_checkable
+class JointPosteriorModel(Protocol):
+    """A model of ``(f, grad f)``: :class:`DerivativeGP` (of a value GP) or
+    ``compressbo.bo.models.gradient_enhanced.GradientGP`` (a GP that observed gradients)."""
+
+    def joint_posterior(self, X: Tensor) -> ValueGradientPosterior:
+        """The joint posterior at ``batch_shape x d`` points, in objective units."""
+
+    def value_mean(self, X: Tensor) -> Tensor:
+        """The posterior mean of ``f`` at ``n x d`` points (``n``), as the value acquisitions compute it."""
+
+    def prior_gradient_scale(self) -> tuple[float, float]:
+        """Prior ``(std of f, E||grad f||^2)`` in objective units."""
+
+
+def joint_model(model: SingleTaskGP | JointPosteriorModel) -> JointPosteriorModel:
+    """``model`` itself if it models ``(f, grad f)``, else its :class:`DerivativeGP` (a value GP's)."""
+    return model if isinstance(model, JointPosteriorModel) else DerivativeGP(model)
+
+
 def _gamma(kernel: RBFKernel | MaternKernel, r2: Tensor) -> Tensor:
     """``rho'(r) / r`` of the kernel's correlation function, from ``r^2``."""
     if isinstance(kernel, RBFKernel):
@@ -69,7 +90,7 @@ class DerivativeGP:
 
     Example:
         >>> model = fit_gp(train_X, train_Y, train_Yvar, bounds)
-        >>> joint = DerivativeGP(model).posterior(test_X)  # test_X: b x d
+        >>> joint = DerivativeGP(model).joint_posterior(test_X)  # test_X: b x d
         >>> joint.gradient_mean.shape
         torch.Size([b, d])
     """
@@ -127,7 +148,11 @@ class DerivativeGP:
         inverse_sq = ((self._lengthscale * self._coefficient) ** -2).sum().item()
         return math.sqrt(variance), variance * curvature * inverse_sq
 
-    def posterior(self, X: Tensor) -> ValueGradientPosterior:
+    def value_mean(self, X: Tensor) -> Tensor:
+        r"""The value GP's posterior mean at ``n x d`` points ``X`` (``n``), BoTorch's ``model.posterior``."""
+        return self.model.posterior(X).mean.reshape(-1)
+
+    def joint_posterior(self, X: Tensor) -> ValueGradientPosterior:
         r"""The joint posterior of ``(f(x), grad f(x))``, differentiable in ``X``.
 
         Args:

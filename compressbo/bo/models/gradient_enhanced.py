@@ -52,6 +52,7 @@ from torch import Tensor
 from compressbo.exceptions import OptimizerInputError
 from compressbo.bo.models.gp import (
     BELIEVER_VARIANCE,
+    DEFAULT_KERNEL,
     FIT_ERRORS,
     VARIANCE_FLOOR,
     GPFitWarning,
@@ -118,7 +119,7 @@ class GradientGP(ExactGP):
         bounds: Tensor,
         y_mean: Tensor,
         y_std: Tensor,
-        kernel: str = "rbf",
+        kernel: str = DEFAULT_KERNEL,
     ) -> None:
         r"""Set up the GP in normalized, standardized units (see the module docstring).
 
@@ -157,6 +158,10 @@ class GradientGP(ExactGP):
     def widths(self) -> Tensor:
         """``d`` box widths ``w``: ``dz / dx = 1 / w``."""
         return self.bounds[1] - self.bounds[0]
+
+    def value_mean(self, X: Tensor) -> Tensor:
+        r"""The posterior mean of ``f`` at ``n x d`` points (``n``): ``joint_posterior(X).mean``."""
+        return self.joint_posterior(X).mean
 
     def joint_posterior(self, X: Tensor) -> ValueGradientPosterior:
         r"""The latent joint posterior of ``(f(x), grad f(x))``, differentiable in ``X``.
@@ -238,7 +243,7 @@ def fit_gradient_gp(
     Yvar: Tensor,
     bounds: Tensor,
     grad_var: float | None = None,
-    kernel: str = "rbf",
+    kernel: str = DEFAULT_KERNEL,
 ) -> GradientGP:
     r"""Fit a gradient-enhanced GP to noisy values and their gradients.
 

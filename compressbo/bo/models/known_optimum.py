@@ -35,7 +35,6 @@ from compressbo.bo.models.gp import fit_gp, kernel_name, search_bounds, training
 from compressbo.bo.models.warping import warp_of
 
 
-MIN_VARIANCE = 1e-12  # variance floor of the analytic acquisitions, as BoTorch's analytic EI
 CBM_BETA = 2.0  # constant confidence weight (also UCB's)
 
 

@@ -4,10 +4,14 @@
 - :class:`LayerFactors` / :class:`FactorCache`: a layer's decomposition computed once (and
   cached on disk), then truncated to any ranks.
 - :mod:`.ranks`: ``theta -> ranks`` schemes, parameter and FLOP counts.
+- :class:`Factorization` / :data:`FACTORIZATIONS`: one entry per method (:mod:`.svd`,
+  :mod:`.tucker`, :mod:`.vh`); :func:`factorization` looks one up by name.
 """
 
 from __future__ import annotations
 
+from .factorization import Factorization
+from .registry import FACTORIZATIONS, factorization
 from .cache import FactorCache, LayerFactors, default_cache_dir, weight_key
 from .factorize import (
     build_factorized,
@@ -39,6 +43,8 @@ from .tucker import TuckerFactors, refine_tucker2, tucker2_factors
 from .vh import vh_factors
 
 __all__ = [
+    "FACTORIZATIONS",
+    "Factorization",
     "METHODS",
     "SCHEMES",
     "check_method",
@@ -54,6 +60,7 @@ __all__ = [
     "decompose",
     "default_cache_dir",
     "empty_factorized",
+    "factorization",
     "factorization_problem",
     "factorize_conv",
     "factorize_linear",

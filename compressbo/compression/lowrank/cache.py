@@ -30,10 +30,10 @@ from torch import Tensor, nn
 from compressbo.files import FileLock, one_line, torch_save_atomic, user_cache_dir
 
 from ._params import compute_dtype, single_threaded, torch_threads
+from .factorization import Factorization
 from .factorize import Factors, build_factorized, check_ranks, decompose
 from .ranks import LayerGeometry, Ranks, factorized_params, full_params, keeps_original, layer_ranks, max_ranks
-from .svd import SVDFactors
-from .tucker import TuckerFactors, refine_tucker2
+from .registry import factorization
 
 __all__ = ["FactorCache", "LayerFactors", "default_cache_dir", "weight_key"]
 
@@ -64,6 +64,11 @@ class LayerFactors:
         """Decompose ``layer`` (the expensive step) on ``threads`` torch threads."""
         with torch_threads(threads):
             return cls(layer, method, decompose(layer, method))
+
+    @property
+    def factorization(self) -> Factorization:
+        """The method's :class:`~.factorization.Factorization`."""
+        return factorization(self.method)
 
     @property
     def max_ranks(self) -> Ranks:
@@ -97,9 +102,9 @@ class LayerFactors:
             threads: Torch threads of the HOOI refinement (the truncation always uses one).
         """
         ranks = check_ranks(self.layer, self.method, ranks)
-        if refine and self.method == "tucker2":
+        if refine and self.factorization.refinable:
             with torch_threads(threads):
-                refined = refine_tucker2(self.layer.weight, self.factors, ranks)
+                refined = self.factorization.refine(self.layer.weight, self.factors, ranks)
             return build_factorized(self.layer, self.method, refined, ranks)
         with single_threaded():
             return build_factorized(self.layer, self.method, self.factors, ranks)
@@ -192,21 +197,10 @@ def expected_shapes(layer: nn.Module, method: str) -> dict[str, tuple[int, ...]]
 
     ``svd`` of a ``T x S`` Linear weight: ``u (T, k)``, ``s (k,)``, ``vh (k, S)`` with
     ``k = min(T, S)``; ``vh`` the same for the ``(S kh) x (kw T)`` matrix; ``tucker2``:
-    ``core (R_out, R_in, kh, kw)``, ``out_factor (T, R_out)``, ``in_factor (S, R_in)``.
+    ``core (R_out, R_in, kh, kw)``, ``out_factor (T, R_out)``, ``in_factor (S, R_in)``
+    (:meth:`~.factorization.Factorization.factor_shapes`).
     """
-    geometry = LayerGeometry.of(layer)
-    kh, kw = geometry.kernel_size
-    full = max_ranks(geometry, method)
-    if method == "tucker2":
-        r_out, r_in = full
-        return {
-            "core": (r_out, r_in, kh, kw),
-            "out_factor": (geometry.out_channels, r_out),
-            "in_factor": (geometry.in_channels, r_in),
-        }
-    rows, cols = (geometry.in_channels * kh, kw * geometry.out_channels) if method == "vh" else (
-        geometry.out_channels, geometry.in_channels)
-    return {"u": (rows, full), "s": (full,), "vh": (full, cols)}
+    return factorization(method).factor_shapes(LayerGeometry.of(layer))
 
 
 def _checksum(tensors: dict[str, Tensor]) -> str:
@@ -250,7 +244,7 @@ def _read(path: Path, layer: nn.Module, method: str, *, quiet: bool = False) -> 
     except Exception as error:  # a truncated or foreign file
         problem = f"unreadable ({one_line(str(error))[:120]})"
     if problem is None:
-        return (TuckerFactors if method == "tucker2" else SVDFactors).from_state(entry["tensors"])
+        return factorization(method).factors_from_state(entry["tensors"])
     if not quiet:
         warnings.warn(
             f"factor cache entry {path} is damaged: {problem}; recomputing it and replacing the file",

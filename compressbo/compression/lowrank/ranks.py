@@ -1,8 +1,9 @@
 """Continuous rank scaling: parameter and FLOP counts, and ``theta -> ranks``.
 
-Every compressible layer is described by its :class:`LayerGeometry` (a ``Linear`` is a
-``1 x 1`` "convolution" with ``out_features x in_features`` channels). Ranks are an ``int``
-for ``"svd"`` and ``"vh"`` and a pair ``(R_out, R_in)`` for ``"tucker2"``.
+Every compressible layer is described by its :class:`~.geometry.LayerGeometry`; what differs
+between methods comes from its :class:`~.factorization.Factorization` in the registry
+(:func:`~.registry.factorization`). Ranks are an ``int`` for ``"svd"`` and ``"vh"`` and a
+pair ``(R_out, R_in)`` for ``"tucker2"``.
 
 Two schemes map a layer's continuous ``theta`` to ranks:
 
@@ -28,19 +29,23 @@ thetas whose factorization is no smaller than the layer) is the unchanged layer.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Literal, Union
+from collections.abc import Callable
+from typing import Literal
 
 import numpy as np
-from torch import nn
 
 from compressbo.exceptions import SettingError
+
+from .geometry import HW, LayerGeometry, Ranks, full_macs, full_params
+from .registry import METHODS, check_method, factorization
 
 __all__ = [
     "METHODS",
     "SCHEMES",
     "LayerGeometry",
     "Ranks",
+    "check_method",
+    "check_scheme",
     "factorized_macs",
     "factorized_params",
     "full_macs",
@@ -54,65 +59,19 @@ __all__ = [
 
 Method = Literal["svd", "tucker2", "vh"]
 Scheme = Literal["params", "plain"]
-Ranks = Union[int, tuple[int, int]]
 
-METHODS: tuple[str, ...] = ("svd", "tucker2", "vh")
 SCHEMES: tuple[str, ...] = ("params", "plain")
 
 
-def check_method(method: str) -> str:
-    """``method`` if it is a known factorization, else :class:`SettingError` naming them."""
-    if method not in METHODS:
-        raise SettingError(f"unknown factorization method {method!r}; choose one of {', '.join(METHODS)}", setting="method")
-    return method
+def _unknown_scheme(scheme: object) -> str:
+    return f"unknown rank scheme {scheme!r}; choose one of {', '.join(SCHEMES)}"
 
 
 def check_scheme(scheme: str) -> str:
     """``scheme`` if it is a known rank scheme, else :class:`SettingError` naming them."""
     if scheme not in SCHEMES:
-        raise SettingError(f"unknown rank scheme {scheme!r}; choose one of {', '.join(SCHEMES)}", setting="scheme")
+        raise SettingError(_unknown_scheme(scheme), setting="scheme")
     return scheme
-
-
-@dataclass(frozen=True)
-class LayerGeometry:
-    """Channel and kernel sizes of a ``Linear`` or ``Conv2d`` layer.
-
-    Attributes:
-        out_channels: ``T`` (``N`` in the vertical/horizontal paper, ``out_features`` of a Linear).
-        in_channels: ``S`` (``C``, ``in_features``).
-        kernel_size: ``(kh, kw)``; ``(1, 1)`` for a Linear layer.
-        bias: Whether the layer has a bias (kept, uncompressed, on the last factor).
-    """
-
-    out_channels: int
-    in_channels: int
-    kernel_size: tuple[int, int] = (1, 1)
-    bias: bool = True
-
-    @classmethod
-    def of(cls, layer: nn.Module) -> LayerGeometry:
-        """The geometry of an ``nn.Linear`` or ``nn.Conv2d`` (``groups == 1``)."""
-        if isinstance(layer, nn.Linear):
-            return cls(layer.out_features, layer.in_features, (1, 1), layer.bias is not None)
-        if isinstance(layer, nn.Conv2d):
-            kh, kw = layer.kernel_size
-            return cls(layer.out_channels, layer.in_channels, (kh, kw), layer.bias is not None)
-        raise TypeError(f"expected nn.Linear or nn.Conv2d, got {type(layer).__name__}")
-
-    @property
-    def kernel_area(self) -> int:
-        return self.kernel_size[0] * self.kernel_size[1]
-
-    @property
-    def bias_params(self) -> int:
-        return self.out_channels if self.bias else 0
-
-
-def full_params(geometry: LayerGeometry) -> int:
-    """Parameters of the original layer: ``T * S * kh * kw`` (+ ``T`` bias)."""
-    g = geometry
-    return g.out_channels * g.in_channels * g.kernel_area + g.bias_params
 
 
 def max_ranks(geometry: LayerGeometry, method: str) -> Ranks:
@@ -121,18 +80,7 @@ def max_ranks(geometry: LayerGeometry, method: str) -> Ranks:
     ``svd``: ``min(T, S)``; ``vh``: ``min(S * kh, kw * T)`` (rank of the reshaped kernel);
     ``tucker2``: ``(min(T, S * kh * kw), min(S, T * kh * kw))`` (ranks of the two unfoldings).
     """
-    g = geometry
-    kh, kw = g.kernel_size
-    if method == "svd":
-        return min(g.out_channels, g.in_channels)
-    if method == "vh":
-        return min(g.in_channels * kh, kw * g.out_channels)
-    if method == "tucker2":
-        return (
-            min(g.out_channels, g.in_channels * g.kernel_area),
-            min(g.in_channels, g.out_channels * g.kernel_area),
-        )
-    raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    return factorization(method).max_ranks(geometry)
 
 
 def factorized_params(geometry: LayerGeometry, method: str, ranks: Ranks) -> int:
@@ -141,32 +89,10 @@ def factorized_params(geometry: LayerGeometry, method: str, ranks: Ranks) -> int
     ``svd``: ``r * (S + T)``; ``vh``: ``K * (S * kh + T * kw)``;
     ``tucker2``: ``S * R_in + R_in * R_out * kh * kw + R_out * T``.
     """
-    g = geometry
-    kh, kw = g.kernel_size
-    if method == "svd":
-        return ranks * (g.in_channels + g.out_channels) + g.bias_params
-    if method == "vh":
-        return ranks * (g.in_channels * kh + g.out_channels * kw) + g.bias_params
-    if method == "tucker2":
-        r_out, r_in = ranks
-        return (
-            g.in_channels * r_in + r_in * r_out * g.kernel_area + r_out * g.out_channels + g.bias_params
-        )
-    raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    return factorization(method).params(geometry, ranks)
 
 
-def full_macs(geometry: LayerGeometry, out_hw: tuple[int, int]) -> int:
-    """Multiply-accumulates of the original layer for one input (``out_hw``: output positions)."""
-    return out_hw[0] * out_hw[1] * (full_params(geometry) - geometry.bias_params)
-
-
-def factorized_macs(
-    geometry: LayerGeometry,
-    method: str,
-    ranks: Ranks,
-    in_hw: tuple[int, int],
-    out_hw: tuple[int, int],
-) -> int:
+def factorized_macs(geometry: LayerGeometry, method: str, ranks: Ranks, in_hw: HW, out_hw: HW) -> int:
     """Multiply-accumulates of the factorized layer for one input.
 
     Args:
@@ -176,18 +102,12 @@ def factorized_macs(
         in_hw: Spatial size ``(H_in, W_in)`` of the layer's input (``(positions, 1)`` for Linear).
         out_hw: Spatial size ``(H_out, W_out)`` of its output.
     """
-    g = geometry
-    kh, kw = g.kernel_size
-    n_in, n_out = in_hw[0] * in_hw[1], out_hw[0] * out_hw[1]
-    if method == "svd":
-        return n_out * ranks * (g.in_channels + g.out_channels)
-    if method == "vh":
-        # vertical kh x 1 conv keeps the input width; horizontal 1 x kw conv gives the output.
-        return out_hw[0] * in_hw[1] * g.in_channels * ranks * kh + n_out * ranks * g.out_channels * kw
-    if method == "tucker2":
-        r_out, r_in = ranks
-        return n_in * g.in_channels * r_in + n_out * (r_in * r_out * g.kernel_area + r_out * g.out_channels)
-    raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    return factorization(method).macs(geometry, ranks, in_hw, out_hw)
+
+
+def _plain_rank(theta: float) -> Callable[[int], int]:
+    """``r_max -> max(1, floor(theta * r_max))`` clamped to ``r_max``: the ``plain`` scheme per mode."""
+    return lambda full: max(1, min(full, math.floor(theta * full + 1e-9)))
 
 
 def ranks_for_theta(theta: float, geometry: LayerGeometry, method: str, scheme: str = "params") -> Ranks:
@@ -205,37 +125,14 @@ def ranks_for_theta(theta: float, geometry: LayerGeometry, method: str, scheme: 
     """
     if not math.isfinite(theta):
         raise ValueError(f"theta must be finite, got {theta}")
-    full = max_ranks(geometry, method)
+    method_ = factorization(method)
+    full = method_.max_ranks(geometry)
     if scheme == "plain":
-        if method == "tucker2":
-            return tuple(max(1, min(r, math.floor(theta * r + 1e-9))) for r in full)  # type: ignore[return-value]
-        return max(1, min(full, math.floor(theta * full + 1e-9)))
+        return method_.per_mode(full, _plain_rank(theta))
     if scheme != "params":
-        raise ValueError(f"unknown rank scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
+        raise ValueError(_unknown_scheme(scheme))
     # theta exactly at a rank's own ratio keeps that rank despite round-off in theta * params
-    budget = theta * full_params(geometry) * (1 + 1e-12)
-    if method == "tucker2":
-        return _tucker2_ranks_for_budget(geometry, budget)
-    per_rank = factorized_params(geometry, method, 1) - geometry.bias_params
-    rank = math.floor((budget - geometry.bias_params) / per_rank)
-    return max(1, min(full, rank))
-
-
-def _tucker2_ranks_for_budget(geometry: LayerGeometry, budget: float) -> tuple[int, int]:
-    """Largest ``(R_out, R_in)`` on the path ``R_out / R_in = T / S`` within ``budget`` parameters.
-
-    The path is ``(floor(a T), floor(a S))`` clamped to ``[1, full]`` for a growing scale ``a``;
-    its breakpoints are ``a = i / T`` and ``a = j / S``. In units of ``1 / (T S)`` a breakpoint
-    is the integer ``key``, and ``floor(a T) = key // S``, ``floor(a S) = key // T`` exactly.
-    """
-    t, s = geometry.out_channels, geometry.in_channels
-    full_out, full_in = max_ranks(geometry, "tucker2")
-    keys = np.unique(np.concatenate([np.arange(1, t + 1) * s, np.arange(1, s + 1) * t]))
-    r_out = np.clip(keys // s, 1, full_out)
-    r_in = np.clip(keys // t, 1, full_in)
-    params = factorized_params(geometry, "tucker2", (r_out, r_in))  # non-decreasing along the path
-    index = max(0, int(np.searchsorted(params, budget, side="right")) - 1)
-    return int(r_out[index]), int(r_in[index])
+    return method_.ranks_within(geometry, theta * full_params(geometry) * (1 + 1e-12))
 
 
 def keeps_original(geometry: LayerGeometry, method: str, ranks: Ranks) -> bool:
@@ -263,6 +160,8 @@ def layer_ranks(theta: float, geometry: LayerGeometry, method: str, scheme: str 
     if theta >= 1.0 or keeps_original(geometry, method, ranks):
         return max_ranks(geometry, method)
     return ranks
+
+
 def rank_breakpoints(geometry: LayerGeometry, method: str, scheme: str = "params") -> tuple[list[float], list[Ranks]]:
     """The ``theta`` values in ``(0, 1]`` at which :func:`ranks_for_theta` steps up, and the ranks there.
 
@@ -282,31 +181,17 @@ def rank_breakpoints(geometry: LayerGeometry, method: str, scheme: str = "params
         ``(thetas, ranks)``: ascending breakpoints (``K + 1`` floats, ``thetas[0]`` may exceed
         the box's lower bound) and ``ranks_for_theta(thetas[k])`` at each, all distinct.
     """
-    full = max_ranks(geometry, method)
+    method_ = factorization(method)
     if scheme == "plain":
-        if method == "tucker2":
-            keys = sorted({i / full[0] for i in range(1, full[0] + 1)} | {j / full[1] for j in range(1, full[1] + 1)})
-        else:
-            keys = [r / full for r in range(1, full + 1)]
+        keys = sorted({r / full for full in method_.modes(method_.max_ranks(geometry)) for r in range(1, full + 1)})
         steps = [(float(t), ranks_for_theta(t, geometry, method, scheme)) for t in keys]
         steps = [step for k, step in enumerate(steps) if k == 0 or step[1] != steps[k - 1][1]]  # first theta of each
-        thetas, ranks = [t for t, _ in steps], [r for _, r in steps]
-    elif scheme == "params":
-        size = full_params(geometry)
-        if method == "tucker2":
-            t, s = geometry.out_channels, geometry.in_channels
-            keys = np.unique(np.concatenate([np.arange(1, t + 1) * s, np.arange(1, s + 1) * t]))
-            r_out, r_in = np.clip(keys // s, 1, full[0]), np.clip(keys // t, 1, full[1])
-            counts = factorized_params(geometry, method, (r_out, r_in))  # non-decreasing
-            pairs = list(zip(r_out.tolist(), r_in.tolist()))
-        else:
-            counts = np.arange(1, full + 1) * (factorized_params(geometry, method, 1) - geometry.bias_params) + geometry.bias_params
-            pairs = list(range(1, full + 1))
-        # equal counts: ranks_for_theta keeps the last ranks of the path with that count
-        last = len(counts) - 1 - np.unique(np.asarray(counts)[::-1], return_index=True)[1]
-        keep = [int(i) for i in sorted(last) if counts[i] <= size] or [0]  # rank 1 always (clamped)
-        thetas = [float(counts[i]) / size for i in keep]
-        ranks = [pairs[i] for i in keep]
-    else:
-        raise ValueError(f"unknown rank scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
-    return thetas, ranks
+        return [t for t, _ in steps], [r for _, r in steps]
+    if scheme != "params":
+        raise ValueError(_unknown_scheme(scheme))
+    size = full_params(geometry)
+    counts, path = method_.rank_path(geometry)
+    # equal counts: ranks_for_theta keeps the last ranks of the path with that count
+    last = len(counts) - 1 - np.unique(np.asarray(counts)[::-1], return_index=True)[1]
+    keep = [int(i) for i in sorted(last) if counts[i] <= size] or [0]  # rank 1 always (clamped)
+    return [float(counts[i]) / size for i in keep], [path[i] for i in keep]

@@ -8,8 +8,10 @@ import torch
 from torch import Tensor, nn
 
 from ._params import compute_dtype, set_parameters
+from .factorization import Factorization
+from .geometry import HW, LayerGeometry
 
-__all__ = ["SVDFactors", "build_linear", "factorize_linear", "linear_module", "svd_factors"]
+__all__ = ["SVD", "SVDFactorization", "SVDFactors", "build_linear", "factorize_linear", "linear_module", "svd_factors"]
 
 
 @dataclass(frozen=True)
@@ -92,3 +94,51 @@ def factorize_linear(layer: nn.Linear, rank: int) -> nn.Sequential:
     if not 1 <= rank <= full:
         raise ValueError(f"rank must be in [1, {full}], got {rank}")
     return build_linear(layer, svd_factors(layer.weight), rank)
+
+
+class SVDFactorization(Factorization):
+    """``svd``: a Linear layer's ``T x S`` weight as a rank-``r`` product, ``in -> r -> out``.
+
+    Its factors are the thin SVD of :meth:`matrix_shape`'s matrix; a rank-``r`` factorization
+    of an ``m x n`` matrix holds ``r (m + n)`` weights (``r (S + T)`` here).
+    """
+
+    name = "svd"
+    layer_type = nn.Linear
+
+    def matrix_shape(self, geometry: LayerGeometry) -> tuple[int, int]:
+        """``(m, n)`` of the matrix the SVD factorizes: the ``T x S`` weight."""
+        return geometry.out_channels, geometry.in_channels
+
+    def max_ranks(self, geometry: LayerGeometry) -> int:
+        """``min(m, n)`` of :meth:`matrix_shape` (``min(T, S)``)."""
+        return min(self.matrix_shape(geometry))
+
+    def weight_params(self, geometry: LayerGeometry, ranks):
+        """``r (m + n)`` of :meth:`matrix_shape` (``r (S + T)``)."""
+        rows, cols = self.matrix_shape(geometry)
+        return ranks * (rows + cols)
+
+    def macs(self, geometry: LayerGeometry, ranks: int, in_hw: HW, out_hw: HW) -> int:
+        """``positions * r * (S + T)``."""
+        return out_hw[0] * out_hw[1] * ranks * (geometry.in_channels + geometry.out_channels)
+
+    def decompose(self, weight: Tensor) -> SVDFactors:
+        return svd_factors(weight)
+
+    def factors_from_state(self, state: dict[str, Tensor]) -> SVDFactors:
+        return SVDFactors.from_state(state)
+
+    def factor_shapes(self, geometry: LayerGeometry) -> dict[str, tuple[int, ...]]:
+        """``u (m, k)``, ``s (k,)``, ``vh (k, n)`` with ``k`` the full rank."""
+        (rows, cols), full = self.matrix_shape(geometry), self.max_ranks(geometry)
+        return {"u": (rows, full), "s": (full,), "vh": (full, cols)}
+
+    def build(self, layer: nn.Module, factors: SVDFactors, ranks: int) -> nn.Sequential:
+        return build_linear(layer, factors, ranks)
+
+    def empty(self, layer: nn.Module, ranks: int, device: torch.device | str | None = None) -> nn.Sequential:
+        return linear_module(layer, ranks, device)
+
+
+SVD = SVDFactorization()

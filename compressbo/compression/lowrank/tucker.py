@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import tensorly as tl
 import torch
 from tensorly.decomposition import partial_tucker
@@ -19,9 +20,19 @@ from tensorly.tenalg.svd import svd_interface
 from torch import Tensor, nn
 
 from ._params import compute_dtype, set_parameters
-from .ranks import LayerGeometry, max_ranks
+from .factorization import Factorization
+from .geometry import HW, LayerGeometry
 
-__all__ = ["HOOI_ITERATIONS", "TuckerFactors", "build_tucker2", "refine_tucker2", "tucker2_factors", "tucker2_module"]
+__all__ = [
+    "HOOI_ITERATIONS",
+    "TUCKER2",
+    "Tucker2Factorization",
+    "TuckerFactors",
+    "build_tucker2",
+    "refine_tucker2",
+    "tucker2_factors",
+    "tucker2_module",
+]
 
 HOOI_ITERATIONS = 10  # alternating sweeps of the final refinement (tensorly stops earlier on convergence)
 
@@ -65,7 +76,7 @@ def tucker2_factors(kernel: Tensor) -> TuckerFactors:
     ``partial_tucker`` (HOOI), which refines it by alternating updates.
     """
     weight = kernel.detach().to(compute_dtype(kernel))
-    full_out, full_in = max_ranks(LayerGeometry(*weight.shape[:2], tuple(weight.shape[2:])), "tucker2")
+    full_out, full_in = TUCKER2.max_ranks(LayerGeometry(*weight.shape[:2], tuple(weight.shape[2:])))
     with tl.backend_context("pytorch"):
         out_factor, _, _ = svd_interface(tl.unfold(weight, 0), n_eigenvecs=full_out)
         in_factor, _, _ = svd_interface(tl.unfold(weight, 1), n_eigenvecs=full_in)
@@ -137,3 +148,81 @@ def build_tucker2(conv: nn.Conv2d, factors: TuckerFactors, ranks: tuple[int, int
     set_parameters(module[1], core.to(**like))
     set_parameters(module[2], out_factor[:, :, None, None].to(**like), conv.bias)
     return module
+
+
+class Tucker2Factorization(Factorization):
+    """``tucker2``: a Conv2d kernel by its HOSVD along the two channel modes, ranks ``(R_out, R_in)``.
+
+    Full ranks ``(min(T, S kh kw), min(S, T kh kw))`` (the ranks of the two unfoldings);
+    ``S R_in + R_in R_out kh kw + R_out T`` weights. The ``params`` scheme moves along
+    ``R_out / R_in = T / S``; HOOI (:func:`refine_tucker2`) refines the truncated HOSVD.
+    """
+
+    name = "tucker2"
+    layer_type = nn.Conv2d
+    rank_names = ("R_out", "R_in")
+    refinable = True
+
+    def max_ranks(self, geometry: LayerGeometry) -> tuple[int, int]:
+        g = geometry
+        return (
+            min(g.out_channels, g.in_channels * g.kernel_area),
+            min(g.in_channels, g.out_channels * g.kernel_area),
+        )
+
+    def weight_params(self, geometry: LayerGeometry, ranks):
+        r_out, r_in = ranks
+        g = geometry
+        return g.in_channels * r_in + r_in * r_out * g.kernel_area + r_out * g.out_channels
+
+    def macs(self, geometry: LayerGeometry, ranks: tuple[int, int], in_hw: HW, out_hw: HW) -> int:
+        """The first 1x1 convolution runs at the input's positions, the other two at the output's."""
+        g = geometry
+        r_out, r_in = ranks
+        n_in, n_out = in_hw[0] * in_hw[1], out_hw[0] * out_hw[1]
+        return n_in * g.in_channels * r_in + n_out * (r_in * r_out * g.kernel_area + r_out * g.out_channels)
+
+    def rank_path(self, geometry: LayerGeometry) -> tuple[np.ndarray, list[tuple[int, int]]]:
+        """``(floor(a T), floor(a S))`` clamped to ``[1, full]`` for a growing scale ``a``.
+
+        Its breakpoints are ``a = i / T`` and ``a = j / S``. In units of ``1 / (T S)`` a
+        breakpoint is the integer ``key``, and ``floor(a T) = key // S``, ``floor(a S) = key // T``
+        exactly. Parameter counts are non-decreasing along the path.
+        """
+        t, s = geometry.out_channels, geometry.in_channels
+        full_out, full_in = self.max_ranks(geometry)
+        keys = np.unique(np.concatenate([np.arange(1, t + 1) * s, np.arange(1, s + 1) * t]))
+        r_out, r_in = np.clip(keys // s, 1, full_out), np.clip(keys // t, 1, full_in)
+        return self.params(geometry, (r_out, r_in)), list(zip(r_out.tolist(), r_in.tolist()))
+
+    def ranks_within(self, geometry: LayerGeometry, budget: float) -> tuple[int, int]:
+        counts, ranks = self.rank_path(geometry)
+        return ranks[max(0, int(np.searchsorted(counts, budget, side="right")) - 1)]
+
+    def decompose(self, weight: Tensor) -> TuckerFactors:
+        return tucker2_factors(weight)
+
+    def factors_from_state(self, state: dict[str, Tensor]) -> TuckerFactors:
+        return TuckerFactors.from_state(state)
+
+    def factor_shapes(self, geometry: LayerGeometry) -> dict[str, tuple[int, ...]]:
+        """``core (R_out, R_in, kh, kw)``, ``out_factor (T, R_out)``, ``in_factor (S, R_in)`` at full ranks."""
+        r_out, r_in = self.max_ranks(geometry)
+        return {
+            "core": (r_out, r_in, *geometry.kernel_size),
+            "out_factor": (geometry.out_channels, r_out),
+            "in_factor": (geometry.in_channels, r_in),
+        }
+
+    def build(self, layer: nn.Module, factors: TuckerFactors, ranks: tuple[int, int]) -> nn.Sequential:
+        return build_tucker2(layer, factors, ranks)
+
+    def empty(self, layer: nn.Module, ranks: tuple[int, int], device: torch.device | str | None = None) -> nn.Sequential:
+        return tucker2_module(layer, ranks, device)
+
+    def refine(self, weight: Tensor, factors: TuckerFactors, ranks: tuple[int, int]) -> TuckerFactors:
+        """HOOI at ``ranks`` from the truncated HOSVD (:func:`refine_tucker2`)."""
+        return refine_tucker2(weight, factors, ranks)
+
+
+TUCKER2 = Tucker2Factorization()

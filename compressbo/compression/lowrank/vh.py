@@ -11,9 +11,10 @@ import torch
 from torch import Tensor, nn
 
 from ._params import set_parameters
-from .svd import SVDFactors, svd_factors
+from .geometry import HW, LayerGeometry
+from .svd import SVDFactorization, SVDFactors, svd_factors
 
-__all__ = ["build_vh", "vh_factors", "vh_kernels", "vh_matrix", "vh_module"]
+__all__ = ["VH", "VHFactorization", "build_vh", "vh_factors", "vh_kernels", "vh_matrix", "vh_module"]
 
 
 def vh_matrix(kernel: Tensor) -> Tensor:
@@ -69,3 +70,36 @@ def build_vh(conv: nn.Conv2d, factors: SVDFactors, rank: int) -> nn.Sequential:
     set_parameters(module[0], vertical.to(**like))
     set_parameters(module[1], horizontal.to(**like), conv.bias)
     return module
+
+
+class VHFactorization(SVDFactorization):
+    """``vh``: a Conv2d kernel as a rank-``K`` product of its ``(S kh) x (kw T)`` matrix (:func:`vh_matrix`).
+
+    Full rank ``min(S kh, kw T)``, ``K (S kh + T kw)`` weights.
+    """
+
+    name = "vh"
+    layer_type = nn.Conv2d
+
+    def matrix_shape(self, geometry: LayerGeometry) -> tuple[int, int]:
+        """``(S kh, kw T)``: the shape of :func:`vh_matrix`."""
+        kh, kw = geometry.kernel_size
+        return geometry.in_channels * kh, kw * geometry.out_channels
+
+    def macs(self, geometry: LayerGeometry, ranks: int, in_hw: HW, out_hw: HW) -> int:
+        """The vertical ``kh x 1`` convolution keeps the input width; the horizontal ``1 x kw`` one gives the output."""
+        kh, kw = geometry.kernel_size
+        vertical = out_hw[0] * in_hw[1] * geometry.in_channels * ranks * kh
+        return vertical + out_hw[0] * out_hw[1] * ranks * geometry.out_channels * kw
+
+    def decompose(self, weight: Tensor) -> SVDFactors:
+        return vh_factors(weight)
+
+    def build(self, layer: nn.Module, factors: SVDFactors, ranks: int) -> nn.Sequential:
+        return build_vh(layer, factors, ranks)
+
+    def empty(self, layer: nn.Module, ranks: int, device: torch.device | str | None = None) -> nn.Sequential:
+        return vh_module(layer, ranks, device)
+
+
+VH = VHFactorization()

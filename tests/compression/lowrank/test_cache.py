@@ -65,10 +65,10 @@ def test_no_disk_cache_and_default_location(tmp_path: Path, monkeypatch) -> None
 
 def test_decomposition_and_refinement_run_on_the_threads_asked_for(monkeypatch) -> None:
     import compressbo.compression.lowrank.cache as cache_module
-    from compressbo.compression.lowrank import _params
+    from compressbo.compression.lowrank import _params, factorization
 
     seen = []
-    real_decompose, real_refine = cache_module.decompose, cache_module.refine_tucker2
+    real_decompose, real_refine = cache_module.decompose, factorization("tucker2").refine
 
     def decompose(*args):
         seen.append(("decompose", torch.get_num_threads()))
@@ -79,7 +79,7 @@ def test_decomposition_and_refinement_run_on_the_threads_asked_for(monkeypatch) 
         return real_refine(*args)
 
     monkeypatch.setattr(cache_module, "decompose", decompose)
-    monkeypatch.setattr(cache_module, "refine_tucker2", refine)
+    monkeypatch.setattr(factorization("tucker2"), "refine", refine)  # the registry's Tucker-2 entry
     before = torch.get_num_threads()
     factors = FactorCache(False).get(_conv(), "tucker2", threads=2)
     factors.build((4, 4), refine=True, threads=3)
