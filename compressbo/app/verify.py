@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 FINGERPRINTS = "fingerprints"  # the top-level key of config.json, and of the state's "run" copy
 # the optimizer state's settings, which must be the ones config.json builds
 OPTIMIZER_SETTINGS = ("bounds", "acquisition", "acquisition_options", "n_init", "seed", "kappa",
-                      "num_restarts", "raw_samples", "known_kernel")
+                      "num_restarts", "raw_samples", "known_kernel", "constraint")
 
 
 def run_stamp(settings: dict[str, Any], fingerprints: dict[str, Any], fixed: tuple[str, ...]) -> dict[str, Any]:
