@@ -24,10 +24,12 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from compressbo.app.budget import budget_constraint, budget_evaluation, budget_summary
 from compressbo.app.config import RESUMABLE_SETTINGS, CompressConfig
 from compressbo.app.rundir import CONFIG, RunDirectory, package_versions
 from compressbo.bo.loop import Evaluation, Loop, Proposal
 from compressbo.bo.optimizer import Optimizer
+from compressbo.compression.budget import budget_of, check_budget
 from compressbo.compression.config import samples_range
 from compressbo.compression.export import save_compressed
 from compressbo.compression.setup import CompressionSetup, linear_schedule
@@ -103,6 +105,7 @@ class CompressionJob:
             **{**config.search().optimizer_kwargs(), "warp": config.resolved_warp()},
             known_cost=self.compressor.cost_function(config.cost) if composite else None,
             cost_weight=config.gamma,
+            constraint=budget_constraint(config, self.compressor),
         )
         start_m, end_m = samples_range(config.samples)
         self.objective = self.setup.objective(linear_schedule(start_m, end_m, self.budget))
@@ -119,6 +122,8 @@ class CompressionJob:
     def evaluate(self, x: torch.Tensor, index: int) -> Evaluation:
         """The loop's objective: evaluation ``index`` of ``theta = x`` on its own subsample."""
         observation = self.objective(x, index=index)
+        if self.optimizer.constraint is not None:  # a budget: minimize the error alone
+            return budget_evaluation(observation)
         info = observation.to_dict()
         return Evaluation(info.pop("y"), info.pop("yvar"), info=info, modelled=observation.modelled())
 
@@ -298,6 +303,8 @@ class CompressionJob:
             "layers": [dataclasses.asdict(layer) for layer in compressed.layers],
             "refinement": refinement,
         }
+        if (budget := budget_of(self.config)) is not None:
+            best["budget"] = budget_summary(budget, self.compressor, theta, metrics)
         model = save_compressed(self.run.path / "model", self.spec, compressed)  # before best.json, which marks
         best["model_sha256"] = json.loads(model.read_text())["state_dict_sha256"]  # a finished run
         best["latency"] = measure_run_latency(self.network, compressed.module, self.spec.input_size, self.setup.evaluator)
@@ -328,6 +335,7 @@ def recorded_fingerprint(run: RunDirectory, key: str) -> dict[str, Any] | None:
 def start(config: CompressConfig, out: str | Path | None = None, *, progress: bool = True) -> tuple[Path, dict]:
     """Run a new compression job in ``out`` (default :func:`default_out`)."""
     config.validate()
+    check_budget(config)  # an unachievable budget is refused before anything is loaded
     config.warp = config.resolved_warp()  # recorded, so a later default cannot change the run
     out = out if out is not None else default_out(config)  # '' reaches the check as given
     document = {"settings": config.to_dict(), "versions": package_versions()}

@@ -25,6 +25,9 @@ ARTIFACTS = ("convergence.png", "pareto.png", "report.md")
 
 def _objective_label(settings: dict[str, Any]) -> str:
     measure = "distance" if settings["objective"] == "distill" else "error"
+    for name, metric in (("target_ratio", "params"), ("target_flops", "flops")):
+        if settings.get(name) is not None:
+            return f"{measure} subject to {metric} cost <= {settings[name]:g}"
     cost = "ratio" if settings.get("cost", "params") == "params" else f"{settings['cost']} ratio"
     return f"{cost} + {settings['gamma']:g} * {measure}"
 
@@ -108,7 +111,8 @@ def markdown_report(history: list[dict[str, Any]], best: dict[str, Any], setting
         f"| top-1 error, compressed | {_fmt(best['error'])} |",
         f"| top-1 error, original | {_fmt(best['original_error'])} |",
         *([f"| logit distance to the original | {_fmt(best['distance'])} |"] if "distance" in best else []),
-        f"| objective ({_objective_label(settings)}) | {_fmt(best['score'])} |",
+        *_budget_lines(best.get("budget")),
+        f"| objective ({_objective_label(settings)}) | {_fmt(best['error'] if best.get('budget') else best['score'])} |",
         f"| posterior mean (std) of the objective | {_fmt(best['posterior_mean'])} ({_fmt(best['posterior_std'])}) |",
         f"| validation examples | {_examples(best)} |",
         *_refinement_lines(best.get("refinement")),
@@ -125,6 +129,17 @@ def markdown_report(history: list[dict[str, Any]], best: dict[str, Any], setting
             f"{'unchanged' if layer.get('kept') else _fmt(layer['ranks'])} | {layer['params_before']:,} | {layer['params_after']:,} | {layer['ratio']:.4f} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _budget_lines(budget: dict[str, Any] | None) -> list[str]:
+    """The budget's rows: the bound, the exact cost achieved, the full-set error."""
+    if not budget:
+        return []
+    return [
+        f"| budget ({budget['setting']}): {budget['cost']} cost <= | {_fmt(budget['bound'])} |",
+        f"| exact {budget['cost']} cost achieved | {_fmt(budget['achieved_cost'])} ({'met' if budget['met'] else 'NOT met'}) |",
+        f"| full-set error at the budget | {_fmt(budget['error'])} |",
+    ]
 
 
 def _examples(best: dict[str, Any]) -> str:
