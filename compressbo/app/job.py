@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from compressbo.app.budget import budget_constraint, budget_evaluation, budget_summary
 from compressbo.app.config import RESUMABLE_SETTINGS, CompressConfig
+from compressbo.app.frontier import FRONTIER, run_frontier
 from compressbo.app.rundir import CONFIG, RunDirectory, package_versions
 from compressbo.bo.loop import Evaluation, Loop, Proposal
 from compressbo.bo.optimizer import Optimizer
@@ -305,6 +306,8 @@ class CompressionJob:
         }
         if (budget := budget_of(self.config)) is not None:
             best["budget"] = budget_summary(budget, self.compressor, theta, metrics)
+        if (frontier := run_frontier(self, rec["x"])) is not None:  # the predicted trade-off curve
+            self.run.write_json(FRONTIER, frontier)
         model = save_compressed(self.run.path / "model", self.spec, compressed)  # before best.json, which marks
         best["model_sha256"] = json.loads(model.read_text())["state_dict_sha256"]  # a finished run
         best["latency"] = measure_run_latency(self.network, compressed.module, self.spec.input_size, self.setup.evaluator)

@@ -52,11 +52,29 @@ def plot_convergence(history: list[dict[str, Any]], settings: dict[str, Any], pa
     save_figure(fig, path)
 
 
-def plot_pareto(history: list[dict[str, Any]], best: dict[str, Any], path: Path) -> None:
-    """Subsample error vs compression ratio of every evaluation; the recommendation marked."""
+def plot_pareto(
+    history: list[dict[str, Any]], best: dict[str, Any], path: Path, frontier: dict[str, Any] | None = None
+) -> None:
+    """Subsample error vs cost of every evaluation; the recommendation marked; the predicted frontier.
+
+    Without a ``frontier`` (``frontier.json``'s document) the cost axis is the compression
+    ratio; with one it is the frontier's cost, and the GP's predicted best error per budget is
+    drawn with a band of two posterior standard deviations.
+    """
+    flops = frontier is not None and frontier["cost"] == "flops"
+    cost_of = (lambda r: r["cost"] if r.get("cost") is not None else r["ratio"]) if flops else (lambda r: r["ratio"])
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
+    if frontier is not None and frontier["points"]:
+        budgets = [p["budget"] for p in frontier["points"]]
+        mean = [p["predicted_error"] for p in frontier["points"]]
+        std = [p["std"] for p in frontier["points"]]
+        ax.plot(budgets, mean, color="C1", lw=2, drawstyle="steps-post", label="predicted best error per budget (GP model)")
+        ax.fill_between(
+            budgets, [m - 2 * s for m, s in zip(mean, std)], [m + 2 * s for m, s in zip(mean, std)],
+            step="post", color="C1", alpha=0.2, label="+- 2 posterior std",
+        )
     points = ax.scatter(
-        [r["ratio"] for r in history],
+        [cost_of(r) for r in history],
         [r["error"] for r in history],
         c=[r["iteration"] for r in history],
         cmap="viridis",
@@ -65,12 +83,14 @@ def plot_pareto(history: list[dict[str, Any]], best: dict[str, Any], path: Path)
     )
     fig.colorbar(points, ax=ax, label="evaluation")
     ax.scatter(
-        [best["ratio"]], [best["error"]], marker="*", s=260, color="C3", edgecolor="k", zorder=3,
+        [best["cost"] if flops else best["ratio"]], [best["error"]], marker="*", s=260, color="C3", edgecolor="k", zorder=3,
         label="recommended (full-set error)",
     )
     if best.get("original_error") is not None:
         ax.axhline(best["original_error"], color="0.3", ls="--", lw=1, label="original network (full set)")
-    ax.set_xlabel("compression ratio (compressed / original parameters)")
+    ax.set_xlabel(
+        "FLOPs ratio of the compressed layers" if flops else "compression ratio (compressed / original parameters)"
+    )
     ax.set_ylabel("top-1 error")
     ax.legend(frameon=False, fontsize=8)
     ax.grid(alpha=0.3)
@@ -173,11 +193,45 @@ def _refinement_lines(refinement: dict[str, Any] | None) -> list[str]:
 
 
 def write_artifacts(directory: Path, history: list[dict[str, Any]], best: dict[str, Any], settings: dict[str, Any]) -> None:
-    """Write ``convergence.png``, ``pareto.png`` and ``report.md`` into ``directory``."""
+    """Write ``convergence.png``, ``pareto.png`` and ``report.md`` into ``directory``.
+
+    A ``frontier.json`` in ``directory`` (the predicted trade-off curve) joins the Pareto plot
+    and the report.
+    """
+    import json
+
     directory = Path(directory)
+    path = directory / "frontier.json"
+    frontier = json.loads(path.read_text()) if path.is_file() and not path.is_symlink() else None
     plot_convergence(history, settings, directory / "convergence.png")
-    plot_pareto(history, best, directory / "pareto.png")
-    write_text_atomic(directory / "report.md", markdown_report(history, best, settings))
+    plot_pareto(history, best, directory / "pareto.png", frontier)
+    write_text_atomic(directory / "report.md", markdown_report(history, best, settings) + _frontier_section(frontier))
+
+
+FRONTIER_ROWS = 8
+
+
+def _frontier_section(frontier: dict[str, Any] | None) -> str:
+    """``report.md``'s predicted trade-off curve: a few budgets of ``frontier.json``, said to be a prediction."""
+    if not frontier or not frontier.get("points"):
+        return ""
+    points = frontier["points"]
+    step = max(1, len(points) // FRONTIER_ROWS)
+    shown = points[::step] + ([points[-1]] if (len(points) - 1) % step else [])
+    lines = [
+        "",
+        "## Predicted trade-off curve (a model prediction)",
+        "",
+        f"{frontier['note']} Every budget is in frontier.json; the curve is drawn in pareto.png.",
+        "",
+        f"| {frontier['cost']} budget | predicted {frontier.get('measure', 'error')} (+- 2 std) | exact cost | ranks |",
+        "|---|---|---|---|",
+    ]
+    for p in shown:
+        lines.append(
+            f"| {p['budget']:.4f} | {p['predicted_error']:.4f} (+- {2 * p['std']:.4f}) | {p['cost']:.4f} | {', '.join(_fmt(r) for r in p['ranks'])} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def regenerate(directory: str | Path) -> list[str]:

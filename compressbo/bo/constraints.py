@@ -87,9 +87,16 @@ class KnownConstraint:
         """Whether the exact cost of ``x`` (``d``) meets the budget."""
         return self.exact_cost(x) <= self.bound
 
-    def slack(self, x: Tensor) -> Tensor:
-        """``bound - relaxed(x)`` for one ``d`` point: ``>= 0`` where feasible (scipy's form)."""
-        return self.bound - self.relaxed(x.unsqueeze(0)).reshape(())
+    def relaxed_bound(self, bounds: Tensor) -> float:
+        """The bound the relaxed cost is held to: the budget, or the lower corner's relaxed cost if higher.
+
+        Where the exact cost steps below its relaxation, a budget the exact cost meets near the
+        lower corner may lie below every relaxed cost; the relaxed constraint is then loosened
+        to the corner's, and :meth:`project` enforces the exact budget.
+        """
+        with torch.no_grad():
+            corner = float(self.relaxed(bounds[0].unsqueeze(0)).reshape(()).item())
+        return max(self.bound, corner)
 
     def state(self) -> dict[str, Any]:
         """What the optimizer state records of the constraint (its callables are not saved)."""
@@ -119,14 +126,14 @@ class KnownConstraint:
         Returns:
             An ``n x d`` tensor, relaxed-feasible wherever the lower corner is.
         """
-        lower = bounds[0]
+        lower, limit = bounds[0], self.relaxed_bound(bounds)
         with torch.no_grad():
-            fits = self.relaxed(X) <= self.bound
+            fits = self.relaxed(X) <= limit
             low = torch.zeros(X.shape[0], dtype=X.dtype)
             high = torch.ones(X.shape[0], dtype=X.dtype)
             for _ in range(BISECTION_STEPS):
                 middle = (low + high) / 2
-                ok = self.relaxed(lower + middle.unsqueeze(-1) * (X - lower)) <= self.bound
+                ok = self.relaxed(lower + middle.unsqueeze(-1) * (X - lower)) <= limit
                 low, high = torch.where(ok, middle, low), torch.where(ok, high, middle)
         t = torch.where(fits, torch.ones_like(low), low)
         return lower + t.unsqueeze(-1) * (X - lower)
@@ -154,7 +161,7 @@ class KnownConstraint:
         U = sobol.draw(REJECTION_BLOCK, dtype=torch.float64)
         X = bounds[0] + U * (bounds[1] - bounds[0])
         with torch.no_grad():
-            fits = (self.relaxed(X) <= self.bound).nonzero().reshape(-1).tolist()
+            fits = (self.relaxed(X) <= self.relaxed_bound(bounds)).nonzero().reshape(-1).tolist()
         for i in fits:
             if self.is_feasible(X[i]):
                 return X[i].clone()
@@ -175,7 +182,7 @@ class KnownConstraint:
         engine = SobolEngine(d, scramble=True, seed=seed)
         X = bounds[0] + engine.draw(SOBOL_CAP * n, dtype=torch.float64) * (bounds[1] - bounds[0])
         with torch.no_grad():
-            fits = self.relaxed(X) <= self.bound
+            fits = self.relaxed(X) <= self.relaxed_bound(bounds)
         inside, outside = X[fits][:n], X[~fits][: max(0, n - int(fits.sum()))]
         return torch.cat([inside, self.shrink(outside, bounds)])
 
@@ -193,12 +200,18 @@ def maximize_feasible(
 
     The restarts start from ``num_restarts`` of ``raw_samples`` feasible points (Boltzmann
     sampling on their acquisition values, BoTorch's ``initialize_q_batch``), and SLSQP keeps
-    the relaxed constraint (``optimize_acqf``'s ``nonlinear_inequality_constraints``).
+    the relaxed constraint (``optimize_acqf``'s ``nonlinear_inequality_constraints``), held to
+    :meth:`KnownConstraint.relaxed_bound`.
 
     Returns:
         ``(candidates, values)``: ``num_restarts x 1 x d`` and ``num_restarts``, one per
         restart, not yet projected onto the exact budget.
     """
+    limit = constraint.relaxed_bound(bounds)
+
+    def slack(x: Tensor) -> Tensor:  # scipy's form: >= 0 where feasible
+        return limit - constraint.relaxed(x.unsqueeze(0)).reshape(())
+
     raw = constraint.feasible_samples(raw_samples, bounds, seed).unsqueeze(1)  # raw x 1 x d
     with torch.no_grad():
         values = torch.cat([acquisition(chunk) for chunk in raw.split(256)])
@@ -209,6 +222,6 @@ def maximize_feasible(
         q=1,
         num_restarts=starts.shape[0],
         batch_initial_conditions=starts,
-        nonlinear_inequality_constraints=[(constraint.slack, True)],
+        nonlinear_inequality_constraints=[(slack, True)],
         return_best_only=False,
     )

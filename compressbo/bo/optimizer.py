@@ -315,6 +315,12 @@ class Optimizer:
             std=posterior.variance.clamp_min(0).sqrt().item(),
         )
 
+    def fitted_model(self) -> SingleTaskGP | CompositeModel:
+        """The GP of the observations so far (a ``CompositeModel`` for ``surrogate="composite"``)."""
+        if self.n_observed == 0:
+            raise OptimizerInputError("there is no model before the first observation; tell() first.")
+        return self._fitted_model()
+
     # ------------------------------------------------------------------ state
 
     def state_dict(self) -> dict[str, Any]:
