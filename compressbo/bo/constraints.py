@@ -27,6 +27,7 @@ shrinking a point toward the box's lower corner never raises its cost. Then:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,7 @@ from typing import Any
 import torch
 from botorch.acquisition import AcquisitionFunction
 from botorch.optim import optimize_acqf
+from botorch.exceptions.warnings import BadInitialCandidatesWarning
 from botorch.optim.initializers import initialize_q_batch
 from torch import Tensor
 from torch.quasirandom import SobolEngine
@@ -215,7 +217,9 @@ def maximize_feasible(
     raw = constraint.feasible_samples(raw_samples, bounds, seed).unsqueeze(1)  # raw x 1 x d
     with torch.no_grad():
         values = torch.cat([acquisition(chunk) for chunk in raw.split(256)])
-    starts, _ = initialize_q_batch(raw, values, n=min(num_restarts, raw.shape[0]))
+    with warnings.catch_warnings():  # a budget at the lower corner: every raw sample is that corner
+        warnings.simplefilter("ignore", BadInitialCandidatesWarning)
+        starts, _ = initialize_q_batch(raw, values, n=min(num_restarts, raw.shape[0]))
     return optimize_acqf(
         acquisition,
         bounds=bounds,

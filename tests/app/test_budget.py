@@ -104,3 +104,32 @@ def test_resume_keeps_the_budget(env, capsys):
         main(["compress", "--resume", str(out), "--target-ratio", "0.2", "--quiet"])
     assert info.value.code == 2
     assert "--target-ratio" in capsys.readouterr().err
+
+
+def test_the_frontier_is_monotone_and_agrees_with_the_recommendation(env):
+    out = env / "run"
+    assert main(["compress", "--target-ratio", "0.1", "--init", "4", "--iterations", "4", "--out", str(out), *FAST]) == 0
+    frontier = json.loads((out / "frontier.json").read_text())
+    assert frontier["cost"] == "params" and "model prediction" in frontier["note"]
+    points = frontier["points"]
+    budgets = [p["budget"] for p in points]
+    assert budgets == sorted(budgets) and len(points) >= 20
+    errors = [p["predicted_error"] for p in points]
+    assert all(later <= earlier for earlier, later in zip(errors, errors[1:]))
+    assert all(p["cost"] <= p["budget"] and p["std"] >= 0 and len(p["ranks"]) == 3 for p in points)
+    best = json.loads((out / "best.json").read_text())
+    at_recommendation = next(p for p in points if p["budget"] == pytest.approx(best["ratio"], rel=0, abs=1e-12))
+    assert abs(at_recommendation["predicted_error"] - best["posterior_mean"]) <= 2 * best["posterior_std"]
+    assert "## Predicted trade-off curve (a model prediction)" in (out / "report.md").read_text()
+    # `compressbo report` redraws the frontier from frontier.json alone
+    before = (out / "report.md").read_text()
+    assert main(["report", str(out)]) == 0 and (out / "report.md").read_text() == before
+
+
+def test_a_composite_run_has_a_frontier_and_a_sum_run_none(env):
+    composite, plain = env / "composite", env / "sum"
+    assert main(["compress", "--surrogate", "composite", "--init", "3", "--iterations", "1", "--out", str(composite), *FAST]) == 0
+    points = json.loads((composite / "frontier.json").read_text())["points"]
+    assert [p["predicted_error"] for p in points] == sorted((p["predicted_error"] for p in points), reverse=True)
+    assert main(["compress", "--init", "3", "--iterations", "1", "--out", str(plain), *FAST]) == 0
+    assert not (plain / "frontier.json").exists()
