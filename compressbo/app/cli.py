@@ -149,7 +149,7 @@ def _compression_problem_settings() -> tuple[str, ...]:
     """``compress``'s problem and runtime settings, which ``compare`` takes for compression problems."""
     from compressbo.compression.config import ProblemConfig, RuntimeConfig
 
-    return tuple(f.name for cls in (ProblemConfig, RuntimeConfig) for f in dataclasses.fields(cls) if f.name not in ("model", "final_samples"))
+    return tuple(f.name for cls in (ProblemConfig, RuntimeConfig) for f in dataclasses.fields(cls) if f.name not in ("model", "final_samples", "target_ratio", "target_flops"))  # budgets: compress only
 
 
 _OPTIMIZER_SETTINGS = ("num_restarts", "raw_samples", "kernel")  # the search settings compare passes on

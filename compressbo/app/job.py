@@ -24,11 +24,14 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from compressbo.app.budget import budget_constraint, budget_evaluation, budget_summary
 from compressbo.app.config import RESUMABLE_SETTINGS, CompressConfig
 from compressbo.app.parallel import Parallel, evaluate_compression
+from compressbo.app.frontier import FRONTIER, run_frontier
 from compressbo.app.rundir import CONFIG, RunDirectory, package_versions
 from compressbo.bo.loop import Evaluation, Loop, Proposal
 from compressbo.bo.optimizer import Optimizer
+from compressbo.compression.budget import budget_of, check_budget
 from compressbo.compression.config import samples_range
 from compressbo.compression.export import save_compressed
 from compressbo.compression.lowrank import factorization
@@ -112,6 +115,7 @@ class CompressionJob:
             **{**config.search().optimizer_kwargs(), "warp": config.resolved_warp()},
             known_cost=self.compressor.cost_function(config.cost) if composite else None,
             cost_weight=config.gamma,
+            constraint=budget_constraint(config, self.compressor),
         )
         start_m, end_m = samples_range(config.samples)
         self.objective = self.setup.objective(linear_schedule(start_m, end_m, self.budget))
@@ -127,7 +131,7 @@ class CompressionJob:
 
     def evaluate(self, x: torch.Tensor, index: int) -> Evaluation:
         """The loop's objective: evaluation ``index`` of ``theta = x`` on its own subsample."""
-        return evaluate_compression(self.objective, x, index)
+        return evaluate_compression(self.objective, x, index, budget=self.optimizer.constraint is not None)
 
     # ------------------------------------------------------------------ resume
 
@@ -325,6 +329,10 @@ class CompressionJob:
             "layers": [dataclasses.asdict(layer) for layer in compressed.layers],
             "refinement": refinement,
         }
+        if (budget := budget_of(self.config)) is not None:
+            best["budget"] = budget_summary(budget, self.compressor, theta, metrics)
+        if (frontier := run_frontier(self, rec["x"])) is not None:  # the predicted trade-off curve
+            self.run.write_json(FRONTIER, frontier)
         model = save_compressed(self.run.path / "model", self.spec, compressed)  # before best.json, which marks
         best["model_sha256"] = json.loads(model.read_text())["state_dict_sha256"]  # a finished run
         best["latency"] = measure_run_latency(self.network, compressed.module, self.spec.input_size, self.setup.evaluator)
@@ -357,6 +365,7 @@ def start(
 ) -> tuple[Path, dict]:
     """Run a new compression job in ``out`` (default :func:`default_out`), on ``parallel``'s workers if given."""
     config.validate()
+    check_budget(config)  # an unachievable budget is refused before anything is loaded
     config.warp = config.resolved_warp()  # recorded, so a later default cannot change the run
     out = out if out is not None else default_out(config)  # '' reaches the check as given
     document = {"settings": config.to_dict(), "versions": package_versions()}

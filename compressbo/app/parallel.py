@@ -39,6 +39,7 @@ class CompressionWorker:
         last_m: ``m`` of the last one.
         budget: The run's number of evaluations (the schedule's length).
         trust_code: Import a spec builder that is not on the allowlist.
+        error_only: The run has a budget: workers return the error alone as ``y``.
         prebuilt: The driver's weights and factors
             (:class:`~compressbo.compression.setup.Prebuilt`): workers on other machines neither
             read the weights nor decompose (Ray ships them through its object store);
@@ -53,6 +54,7 @@ class CompressionWorker:
     budget: int
     trust_code: bool = False
     prebuilt: Any = None
+    error_only: bool = False
 
     def __call__(self, worker: int, device: str) -> Callable[[torch.Tensor, int], Evaluation]:
         from compressbo.compression.config import ProblemConfig, RuntimeConfig
@@ -66,10 +68,10 @@ class CompressionWorker:
             problem, runtime, seed=self.seed, trust_code=self.trust_code, prebuilt=self.prebuilt
         )
         objective = setup.objective(linear_schedule(self.first_m, self.last_m, self.budget))
-        return _ObjectiveAdapter(objective)
+        return _ObjectiveAdapter(objective, self.error_only)
 
 
-def evaluate_compression(objective: Any, x: torch.Tensor, index: int) -> Evaluation:
+def evaluate_compression(objective: Any, x: torch.Tensor, index: int, *, budget: bool = False) -> Evaluation:
     """Evaluation ``index`` of ``theta = x`` by a :class:`CompressionObjective`, as the loop takes it.
 
     The one conversion of an observation into an :class:`~compressbo.bo.loop.Evaluation` (``y``,
@@ -77,6 +79,10 @@ def evaluate_compression(objective: Any, x: torch.Tensor, index: int) -> Evaluat
     by the job in its own process and by every worker.
     """
     observation = objective(x, index=index)
+    if budget:  # a budget: minimize the error alone (the cost is the constraint)
+        from compressbo.app.budget import budget_evaluation
+
+        return budget_evaluation(observation)
     info = observation.to_dict()
     return Evaluation(info.pop("y"), info.pop("yvar"), info=info, modelled=observation.modelled())
 
@@ -84,11 +90,12 @@ def evaluate_compression(objective: Any, x: torch.Tensor, index: int) -> Evaluat
 class _ObjectiveAdapter:
     """``(x, index) -> Evaluation`` of a :class:`CompressionObjective` (as the job's ``evaluate``)."""
 
-    def __init__(self, objective: Any) -> None:
+    def __init__(self, objective: Any, budget: bool = False) -> None:
         self.objective = objective
+        self.budget = budget
 
     def __call__(self, x: torch.Tensor, index: int) -> Evaluation:
-        return evaluate_compression(self.objective, x, index)
+        return evaluate_compression(self.objective, x, index, budget=self.budget)
 
 
 @dataclass(frozen=True)
@@ -117,6 +124,7 @@ class Parallel:
             last_m=last_m,
             budget=job.budget,
             trust_code=job.trust_code,
+            error_only=job.optimizer.constraint is not None,
         )
         if self.ray is not None:  # the factors and weights go to every node once, in the factory
             factory = dataclasses.replace(factory, prebuilt=job.setup.prebuilt())

@@ -22,6 +22,9 @@ ARTIFACTS = ("convergence.png", "pareto.png", "report.md")
 
 def _objective_label(settings: dict[str, Any]) -> str:
     measure = "distance" if settings["objective"] == "distill" else "error"
+    for name, metric in (("target_ratio", "params"), ("target_flops", "flops")):
+        if settings.get(name) is not None:
+            return f"{measure} subject to {metric} cost <= {settings[name]:g}"
     cost = "ratio" if settings.get("cost", "params") == "params" else f"{settings['cost']} ratio"
     return f"{cost} + {settings['gamma']:g} * {measure}"
 
@@ -47,11 +50,29 @@ def plot_run_convergence(history: list[dict[str, Any]], settings: dict[str, Any]
     save_figure(fig, path)
 
 
-def plot_pareto(history: list[dict[str, Any]], best: dict[str, Any], path: Path) -> None:
-    """Subsample error vs compression ratio of every evaluation; the recommendation marked."""
+def plot_pareto(
+    history: list[dict[str, Any]], best: dict[str, Any], path: Path, frontier: dict[str, Any] | None = None
+) -> None:
+    """Subsample error vs cost of every evaluation; the recommendation marked; the predicted frontier.
+
+    Without a ``frontier`` (``frontier.json``'s document) the cost axis is the compression
+    ratio; with one it is the frontier's cost, and the GP's predicted best error per budget is
+    drawn with a band of two posterior standard deviations.
+    """
+    flops = frontier is not None and frontier["cost"] == "flops"
+    cost_of = (lambda r: r["cost"] if r.get("cost") is not None else r["ratio"]) if flops else (lambda r: r["ratio"])
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
+    if frontier is not None and frontier["points"]:
+        budgets = [p["budget"] for p in frontier["points"]]
+        mean = [p["predicted_error"] for p in frontier["points"]]
+        std = [p["std"] for p in frontier["points"]]
+        ax.plot(budgets, mean, color="C1", lw=2, drawstyle="steps-post", label="predicted best error per budget (GP model)")
+        ax.fill_between(
+            budgets, [m - 2 * s for m, s in zip(mean, std)], [m + 2 * s for m, s in zip(mean, std)],
+            step="post", color="C1", alpha=0.2, label="+- 2 posterior std",
+        )
     points = ax.scatter(
-        [r["ratio"] for r in history],
+        [cost_of(r) for r in history],
         [r["error"] for r in history],
         c=[r["iteration"] for r in history],
         cmap="viridis",
@@ -60,12 +81,14 @@ def plot_pareto(history: list[dict[str, Any]], best: dict[str, Any], path: Path)
     )
     fig.colorbar(points, ax=ax, label="evaluation")
     ax.scatter(
-        [best["ratio"]], [best["error"]], marker="*", s=260, color="C3", edgecolor="k", zorder=3,
+        [best["cost"] if flops else best["ratio"]], [best["error"]], marker="*", s=260, color="C3", edgecolor="k", zorder=3,
         label="recommended (full-set error)",
     )
     if best.get("original_error") is not None:
         ax.axhline(best["original_error"], color="0.3", ls="--", lw=1, label="original network (full set)")
-    ax.set_xlabel("compression ratio (compressed / original parameters)")
+    ax.set_xlabel(
+        "FLOPs ratio of the compressed layers" if flops else "compression ratio (compressed / original parameters)"
+    )
     ax.set_ylabel("top-1 error")
     ax.legend(frameon=False, fontsize=8)
     ax.grid(alpha=0.3)
@@ -106,7 +129,8 @@ def markdown_report(history: list[dict[str, Any]], best: dict[str, Any], setting
         f"| top-1 error, compressed | {_fmt(best['error'])} |",
         f"| top-1 error, original | {_fmt(best['original_error'])} |",
         *([f"| logit distance to the original | {_fmt(best['distance'])} |"] if "distance" in best else []),
-        f"| objective ({_objective_label(settings)}) | {_fmt(best['score'])} |",
+        *_budget_lines(best.get("budget")),
+        f"| objective ({_objective_label(settings)}) | {_fmt(best['error'] if best.get('budget') else best['score'])} |",
         f"| posterior mean (std) of the objective | {_fmt(best['posterior_mean'])} ({_fmt(best['posterior_std'])}) |",
         f"| validation examples | {_examples(best)} |",
         *_refinement_lines(best.get("refinement")),
@@ -123,6 +147,17 @@ def markdown_report(history: list[dict[str, Any]], best: dict[str, Any], setting
             f"{'unchanged' if layer.get('kept') else _fmt(layer['ranks'])} | {layer['params_before']:,} | {layer['params_after']:,} | {layer['ratio']:.4f} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _budget_lines(budget: dict[str, Any] | None) -> list[str]:
+    """The budget's rows: the bound, the exact cost achieved, the full-set error."""
+    if not budget:
+        return []
+    return [
+        f"| budget ({budget['setting']}): {budget['cost']} cost <= | {_fmt(budget['bound'])} |",
+        f"| exact {budget['cost']} cost achieved | {_fmt(budget['achieved_cost'])} ({'met' if budget['met'] else 'NOT met'}) |",
+        f"| full-set error at the budget | {_fmt(budget['error'])} |",
+    ]
 
 
 def _examples(best: dict[str, Any]) -> str:
@@ -156,11 +191,45 @@ def _refinement_lines(refinement: dict[str, Any] | None) -> list[str]:
 
 
 def write_artifacts(directory: Path, history: list[dict[str, Any]], best: dict[str, Any], settings: dict[str, Any]) -> None:
-    """Write ``convergence.png``, ``pareto.png`` and ``report.md`` into ``directory``."""
+    """Write ``convergence.png``, ``pareto.png`` and ``report.md`` into ``directory``.
+
+    A ``frontier.json`` in ``directory`` (the predicted trade-off curve) joins the Pareto plot
+    and the report.
+    """
+    import json
+
     directory = Path(directory)
+    path = directory / "frontier.json"
+    frontier = json.loads(path.read_text()) if path.is_file() and not path.is_symlink() else None
     plot_run_convergence(history, settings, directory / "convergence.png")
-    plot_pareto(history, best, directory / "pareto.png")
-    write_text_atomic(directory / "report.md", markdown_report(history, best, settings))
+    plot_pareto(history, best, directory / "pareto.png", frontier)
+    write_text_atomic(directory / "report.md", markdown_report(history, best, settings) + _frontier_section(frontier))
+
+
+FRONTIER_ROWS = 8
+
+
+def _frontier_section(frontier: dict[str, Any] | None) -> str:
+    """``report.md``'s predicted trade-off curve: a few budgets of ``frontier.json``, said to be a prediction."""
+    if not frontier or not frontier.get("points"):
+        return ""
+    points = frontier["points"]
+    step = max(1, len(points) // FRONTIER_ROWS)
+    shown = points[::step] + ([points[-1]] if (len(points) - 1) % step else [])
+    lines = [
+        "",
+        "## Predicted trade-off curve (a model prediction)",
+        "",
+        f"{frontier['note']} Every budget is in frontier.json; the curve is drawn in pareto.png.",
+        "",
+        f"| {frontier['cost']} budget | predicted {frontier.get('measure', 'error')} (+- 2 std) | exact cost | ranks |",
+        "|---|---|---|---|",
+    ]
+    for p in shown:
+        lines.append(
+            f"| {p['budget']:.4f} | {p['predicted_error']:.4f} (+- {2 * p['std']:.4f}) | {p['cost']:.4f} | {', '.join(_fmt(r) for r in p['ranks'])} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def regenerate(directory: str | Path) -> list[str]:

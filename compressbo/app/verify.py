@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 FINGERPRINTS = "fingerprints"  # the top-level key of config.json, and of the state's "run" copy
 # the optimizer state's settings, which must be the ones config.json builds
 OPTIMIZER_SETTINGS = ("bounds", "acquisition", "acquisition_options", "n_init", "seed", "kappa",
-                      "num_restarts", "raw_samples", "known_kernel")
+                      "num_restarts", "raw_samples", "known_kernel", "constraint")
 
 
 def run_stamp(settings: dict[str, Any], fingerprints: dict[str, Any], fixed: tuple[str, ...]) -> dict[str, Any]:
@@ -106,10 +106,15 @@ def _check_objective(run: Path, history: list[dict[str, Any]], settings: dict[st
     """Every history line is an evaluation of this run's objective (gamma, samples)."""
     for index, record in enumerate(history):
         where = f"{HISTORY} line {index + 1}"
-        if settings.get("objective") == "error" and _number(settings.get("gamma")):
-            expected = record["ratio"] + settings["gamma"] * record["error"]
+        budgeted = settings.get("target_ratio") is not None or settings.get("target_flops") is not None
+        if settings.get("objective") == "error" and budgeted:  # a budget: the error alone
+            if not math.isclose(record["y"], record["error"], rel_tol=1e-9, abs_tol=1e-12):
+                raise _refuse(run, f"{where}: y is not the error (the run has a budget)")
+        elif settings.get("objective") == "error" and _number(settings.get("gamma")):
+            cost = record["ratio"] if record.get("cost") is None else record["cost"]  # the flops cost's own
+            expected = cost + settings["gamma"] * record["error"]
             if not math.isclose(record["y"], expected, rel_tol=1e-9, abs_tol=1e-12):
-                raise _refuse(run, f"{where}: y is not ratio + gamma * error (gamma = {settings['gamma']})")
+                raise _refuse(run, f"{where}: y is not cost + gamma * error (gamma = {settings['gamma']})")
         if isinstance(settings.get("samples"), int) and record["m"] != settings["samples"]:
             raise _refuse(run, f"{where}: m = {record['m']}, but the run's samples are {settings['samples']}")
 

@@ -47,6 +47,7 @@ from torch import Tensor
 from torch.quasirandom import SobolEngine
 
 from compressbo.bo.acquisition import ACQUISITION_NAMES, acquisition_spec, make_acquisition, validate_options
+from compressbo.bo.constraints import KnownConstraint, maximize_feasible
 from compressbo.bo.models.composite import CompositeModel
 from compressbo._json import tag_tensors, untag_tensors
 from compressbo.exceptions import OptimizerInputError, SettingError
@@ -101,6 +102,7 @@ class Optimizer:
         surrogate: str = "sum",
         known_cost: Callable[[Tensor], Tensor] | None = None,
         cost_weight: float = 1.0,
+        constraint: KnownConstraint | None = None,
     ) -> None:
         r"""Set up an optimizer over a box.
 
@@ -137,6 +139,10 @@ class Optimizer:
                 ``batch_shape x d -> batch_shape``, differentiable. Not saved in the state;
                 pass it again to :meth:`from_state_dict`.
             cost_weight: The weight ``gamma`` of the modelled term, ``>= 0``.
+            constraint: A known constraint ``cost(x) <= bound``
+                (``compressbo.bo.constraints.KnownConstraint``): every point asked and the
+                recommendation meet it exactly. Its callables are not saved in the state
+                (its bound is); pass it again to :meth:`from_state_dict`.
         """
         self._bounds = _as_bounds(bounds)
         d = self.dim
@@ -157,6 +163,9 @@ class Optimizer:
         self.surrogate = surrogate
         self.known_cost = known_cost
         self.cost_weight = float(cost_weight)
+        if constraint is not None:
+            constraint.check_box(self._bounds)
+        self.constraint = constraint
         self._modelled = torch.empty(0, 2, dtype=torch.float64)  # (value, variance); NaN: not told
         self._X = torch.empty(0, d, dtype=torch.float64)
         self._Y = torch.empty(0, dtype=torch.float64)
@@ -298,7 +307,7 @@ class Optimizer:
         if self.n_observed == 0:
             raise OptimizerInputError("recommend() needs at least one observation; tell() first.")
         model = self._fitted_model()
-        x = incumbent(model, self._X)
+        x = incumbent(model, self._feasible_observed())
         with torch.no_grad():
             posterior = model.posterior(x)
         return Recommendation(
@@ -306,6 +315,12 @@ class Optimizer:
             mean=posterior.mean.item(),
             std=posterior.variance.clamp_min(0).sqrt().item(),
         )
+
+    def fitted_model(self) -> SingleTaskGP | CompositeModel:
+        """The GP of the observations so far (a ``CompositeModel`` for ``surrogate="composite"``)."""
+        if self.n_observed == 0:
+            raise OptimizerInputError("there is no model before the first observation; tell() first.")
+        return self._fitted_model()
 
     # ------------------------------------------------------------------ state
 
@@ -326,6 +341,7 @@ class Optimizer:
             "warp": self.warp,
             "surrogate": self.surrogate,
             "cost_weight": self.cost_weight,
+            "constraint": None if self.constraint is None else self.constraint.state(),
             "modelled": [None if math.isnan(row[0]) else row for row in self._modelled.tolist()],
             "X": self._X.tolist(),
             "Y": self._Y.tolist(),
@@ -341,11 +357,15 @@ class Optimizer:
         }
 
     def load_state_dict(
-        self, state: dict[str, Any], known_cost: Callable[[Tensor], Tensor] | None = None
+        self,
+        state: dict[str, Any],
+        known_cost: Callable[[Tensor], Tensor] | None = None,
+        constraint: KnownConstraint | None = None,
     ) -> None:
         """Restore settings, observations, pending points and counters from ``state``.
 
-        ``known_cost``: the composite surrogate's cost (default: this optimizer's own).
+        ``known_cost``: the composite surrogate's cost; ``constraint``: the known constraint,
+        whose bound must be the state's (defaults: this optimizer's own).
         """
         if state.get("format") != STATE_FORMAT:
             raise OptimizerInputError(
@@ -367,6 +387,7 @@ class Optimizer:
             surrogate=state.get("surrogate", "sum"),
             known_cost=known_cost if known_cost is not None else getattr(self, "known_cost", None),
             cost_weight=state.get("cost_weight", 1.0),
+            constraint=_restored_constraint(state, constraint if constraint is not None else getattr(self, "constraint", None)),
         )
         d = restored.dim
         restored._X = torch.tensor(state["X"], dtype=torch.float64).reshape(-1, d)
@@ -390,11 +411,14 @@ class Optimizer:
 
     @classmethod
     def from_state_dict(
-        cls, state: dict[str, Any], known_cost: Callable[[Tensor], Tensor] | None = None
+        cls,
+        state: dict[str, Any],
+        known_cost: Callable[[Tensor], Tensor] | None = None,
+        constraint: KnownConstraint | None = None,
     ) -> Optimizer:
         """A new optimizer restored from ``state_dict()`` output (``known_cost``: a composite's cost)."""
         optimizer = cls.__new__(cls)
-        optimizer.load_state_dict(state, known_cost=known_cost)
+        optimizer.load_state_dict(state, known_cost=known_cost, constraint=constraint)
         return optimizer
 
     # ------------------------------------------------------------------ internals
@@ -418,6 +442,8 @@ class Optimizer:
         return x.clone()
 
     def _sobol_point(self) -> Tensor:
+        if self.constraint is not None:
+            return self.constraint.feasible_sobol_point(self._sobol, self._bounds)
         u = self._sobol.draw(1, dtype=torch.float64).reshape(-1)
         return self._bounds[0] + u * (self._bounds[1] - self._bounds[0])
 
@@ -471,14 +497,17 @@ class Optimizer:
                     model = condition_on_pending(model, self._pending, lie=lie)
                 X_baseline = torch.cat([self._X, self._pending])
         acquisition = make_acquisition(self.acquisition, model, X_baseline, **options)
-        candidates, values = optimize_acqf(
-            acquisition,
-            bounds=self._bounds,
-            q=1,
-            num_restarts=self.num_restarts,
-            raw_samples=self.raw_samples,
-            return_best_only=False,
-        )
+        if self.constraint is not None:
+            candidates, values = self._maximize_feasible(acquisition)
+        else:
+            candidates, values = optimize_acqf(
+                acquisition,
+                bounds=self._bounds,
+                q=1,
+                num_restarts=self.num_restarts,
+                raw_samples=self.raw_samples,
+                return_best_only=False,
+            )
         candidates, values = candidates.detach().reshape(-1, self.dim), values.detach()
         for i in values.reshape(-1).argsort(descending=True).tolist():
             if self._pending_index(candidates[i]) is None:
@@ -486,6 +515,30 @@ class Optimizer:
         fallback = self._sobol_point()  # every restart ended on a pending point
         with torch.no_grad():
             return fallback, acquisition(fallback.reshape(1, 1, -1)).item()
+
+    def _maximize_feasible(self, acquisition) -> tuple[Tensor, Tensor]:
+        """Restarts maximized over the feasible set, each projected onto the exact budget."""
+        assert self.constraint is not None
+        candidates, _ = maximize_feasible(
+            acquisition, self._bounds, self.constraint, num_restarts=self.num_restarts,
+            raw_samples=self.raw_samples, seed=_derived_seed(self.seed, _RAW, self._n_asked) % 2**31,
+        )
+        lower, upper = self._bounds
+        projected = torch.stack(
+            [self.constraint.project(x.reshape(-1).clamp(lower, upper), self._bounds) for x in candidates.detach()]
+        )
+        with torch.no_grad():  # the values at the points proposed, not at the unprojected optima
+            values = acquisition(projected.unsqueeze(1)).reshape(-1)
+        return projected, values
+
+    def _feasible_observed(self) -> Tensor:
+        """The observed points that meet the constraint exactly (all of them without one)."""
+        if self.constraint is None:
+            return self._X
+        feasible = [i for i, x in enumerate(self._X) if self.constraint.is_feasible(x)]
+        if not feasible:
+            raise OptimizerInputError("no observed point meets the constraint; there is nothing to recommend.")
+        return self._X[feasible]
 
     def _pending_index(self, x: Tensor) -> int | None:
         """Index of the pending point equal to ``x`` (up to tolerance), or None."""
@@ -652,7 +705,20 @@ def check_warp(
         )
 
 
-_ASK, _FIT = 0, 1  # purposes of derived seeds
+_ASK, _FIT, _RAW = 0, 1, 2  # purposes of derived seeds
+
+
+def _restored_constraint(state: dict[str, Any], constraint: KnownConstraint | None) -> KnownConstraint | None:
+    """``constraint`` once its bound is the state's; OptimizerInputError when they disagree."""
+    saved = state.get("constraint")
+    if saved is None and constraint is None:
+        return None
+    if saved is None or constraint is None or float(saved.get("bound")) != constraint.bound:
+        raise OptimizerInputError(
+            f"the state's constraint {saved!r} is not this optimizer's "
+            f"{None if constraint is None else constraint.state()!r}; restore with the run's own budget."
+        )
+    return constraint
 
 
 def _derived_seed(seed: int, purpose: int, count: int) -> int:

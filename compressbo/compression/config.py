@@ -55,6 +55,14 @@ class ProblemConfig:
         "known cost in cost + gamma * error: params (compressed layers' parameter ratio) or flops (their MAC ratio at the spec's input size) (params)",
         defines_problem=True,
     )
+    target_ratio: float | None = setting(
+        None, "budget: minimize the error subject to a compressed-layer parameter ratio <= R (with --cost params; none)",
+        defines_problem=True, type=float, metavar="R",
+    )
+    target_flops: float | None = setting(
+        None, "budget: minimize the error subject to a compressed-layer FLOPs ratio <= R (with --cost flops; none)",
+        defines_problem=True, type=float, metavar="R",
+    )
     final_samples: int | None = setting(
         None, "score the recommendation on a fixed seeded subset of N validation examples (the full set)",
         resumable=True, type=int, metavar="N",
@@ -62,6 +70,7 @@ class ProblemConfig:
 
     def validate(self) -> None:
         """Check every problem setting that needs nothing loaded; :class:`SettingError` if not."""
+        from compressbo.compression.budget import check_budget_settings
         from compressbo.compression.cost import check_cost
         from compressbo.compression.data import check_dataset_name
         from compressbo.compression.lowrank import check_method, check_scheme
@@ -80,6 +89,7 @@ class ProblemConfig:
             check_method(self.method)
         _check_positive(self.final_samples, "final_samples")
         check_cost(self.cost)
+        check_budget_settings(self)
 
 
 @dataclass

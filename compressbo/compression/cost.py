@@ -35,6 +35,7 @@ from compressbo.compression.lowrank import (
     full_macs,
     full_params,
     keeps_original,
+    layer_ranks,
     max_ranks,
     rank_breakpoints,
 )
@@ -132,6 +133,14 @@ class CompressionCost:
     def exact_for_ranks(self, ranks: Sequence[Ranks]) -> float:
         """The exact cost at explicit per-layer ranks."""
         return sum(self.count(layer, r) for layer, r in zip(self._layers, ranks)) / self.before
+
+    def exact(self, theta: Sequence[float] | Tensor) -> float:
+        """The exact cost of ``theta`` (``d``): each layer at its integer ranks (:func:`layer_ranks`)."""
+        values = torch.as_tensor(theta, dtype=torch.float64).reshape(-1).tolist()
+        if len(values) != self.dim:
+            raise SettingError(f"theta has {len(values)} values but the cost has {self.dim} layers", setting="cost")
+        ranks = [layer_ranks(t, layer[0], layer[1], self.scheme) for t, layer in zip(values, self._layers)]
+        return self.exact_for_ranks(ranks)
 
     def breakpoints(self, layer: int) -> Tensor:
         """The rank breakpoints ``t_0 < ... < t_K`` of layer ``layer`` (float64)."""

@@ -37,6 +37,7 @@ __all__ = ["DEFAULT_WARP", "CompressionProblem"]
 # the settings that define the objective; where the data lives, the device and the batch
 # size may change between the runs of one comparison
 PROBLEM_SETTINGS = fields_where(ProblemConfig, "defines_problem") + fields_where(RuntimeConfig, "defines_problem")
+_UNRECORDED = ("cost", "target_ratio", "target_flops")  # cost: recorded when not the default; budgets: compress only
 # GP input warping of compression runs that name none: measured best on FC3's wide box
 # (docs/RESULTS.md, "Input warping"); synthetic problems keep "none"
 DEFAULT_WARP = "log"
@@ -88,7 +89,7 @@ class CompressionProblem:
         cost = "ratio" if config.cost == "params" else f"{config.cost} ratio"
         self.score_label = f"full-set {cost} + {config.gamma:g} * {measure}"
         values = {**vars(config), **vars(runtime)}
-        self.settings = json.loads(json.dumps({name: values[name] for name in PROBLEM_SETTINGS if name != "cost"}))
+        self.settings = json.loads(json.dumps({name: values[name] for name in PROBLEM_SETTINGS if name not in _UNRECORDED}))
         self.warp = DEFAULT_WARP if warp is None else warp  # default of its variants
         if config.cost != "params":  # recorded when not the default, so earlier comparisons resume
             self.settings["cost"] = config.cost
