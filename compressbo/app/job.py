@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from compressbo.app.budget import budget_constraint, budget_evaluation, budget_summary
+from compressbo.app.budget import budget_constraint, budget_summary
 from compressbo.app.config import RESUMABLE_SETTINGS, CompressConfig
 from compressbo.app.parallel import Parallel, evaluate_compression
 from compressbo.app.frontier import FRONTIER, run_frontier
