@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from compressbo._ray import connect, import_ray
-from compressbo.bo.asynchronous import Done, Executor, evaluate_safely
+from compressbo.bo.asynchronous import Done, evaluate_safely
 from compressbo.bo.loop import Evaluation, Proposal
 from compressbo.exceptions import SettingError
 
