@@ -8,19 +8,9 @@ import pytest
 import torch
 
 from compressbo.app.cli import main
+from tests.app.runs import FAST
+from tests.app.runs import read_history as _history
 from compressbo.compression.export import load_compressed
-
-FAST = ["--num-restarts", "2", "--raw-samples", "32", "--samples", "100", "--quiet"]
-
-
-@pytest.fixture
-def env(fc3_cache, monkeypatch, tmp_path):
-    monkeypatch.setenv("COMPRESSBO_CACHE", str(fc3_cache))
-    return tmp_path
-
-
-def _history(directory):
-    return [json.loads(line) for line in (directory / "history.jsonl").read_text().splitlines()]
 
 
 def test_compress_writes_every_artifact(env):

@@ -14,20 +14,16 @@ import pytest
 import torch
 
 from compressbo.app.cli import main
+from tests.app.runs import FAST
+from tests.app.runs import read_history as _history
 
-FAST = ["--num-restarts", "2", "--raw-samples", "32", "--samples", "100", "--quiet"]
 DETERMINISTIC = ("iteration", "phase", "x", "y", "yvar", "ratio", "error", "m", "ranks", "acquisition_value")
 
 
 @pytest.fixture
-def env(fc3_cache, monkeypatch, tmp_path):
-    monkeypatch.setenv("COMPRESSBO_CACHE", str(fc3_cache))
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    return tmp_path
-
-
-def _history(directory):
-    return [json.loads(line) for line in (directory / "history.jsonl").read_text().splitlines()]
+def env(env, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the shared FC3 env, one thread per worker process
+    return env
 
 
 def test_pool_of_two_spends_the_exact_budget_on_both_workers(env):
