@@ -2,7 +2,7 @@
 
 :class:`ProblemConfig` says *what* is minimized (the network, its weights, the data, the
 subsample size, ``gamma``, the objective, the box, the rank scheme and the factorization);
-:class:`RuntimeConfig` says *where and how* it is evaluated (device, batch size, autocast, threads).
+:class:`RuntimeConfig` says *where and how* it is evaluated (device, batch size, autocast, threads, data pipeline).
 Each field documents itself (``compressbo._settings.setting``): its ``--help`` line, its
 flag's argparse keywords and its role (``defines_problem``, ``resumable``).
 
@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from compressbo._settings import setting
 from compressbo.exceptions import SettingError
 
-__all__ = ["ProblemConfig", "RuntimeConfig", "samples_range"]
+__all__ = ["DATA_ON_DEVICE", "ProblemConfig", "RuntimeConfig", "samples_range"]
+
+DATA_ON_DEVICE = {"auto": None, "yes": True, "no": False}  # data_on_device -> the evaluator's argument
 
 
 def _samples(text: str) -> int | str:
@@ -106,14 +108,34 @@ class RuntimeConfig:
         None, "threads of the one-time decomposition and the HOOI refinement (the machine's free cores)",
         resumable=True, type=int,
     )
+    data_workers: int | None = setting(
+        None, "threads decoding validation images, overlapping the forward pass (this process's share of the cores, at most 8)",
+        resumable=True, type=int, metavar="N",
+    )
+    data_on_device: str = setting(
+        "auto", "keep the decoded validation images on the GPU: auto (when they fit a quarter of its free memory), yes or no (auto)",
+        resumable=True, nargs="?", const="yes", choices=tuple(DATA_ON_DEVICE), metavar="auto|yes|no",
+    )
 
     def validate(self) -> None:
         """Check the device exists and the batch size is positive; :class:`SettingError` if not."""
         from compressbo.compression.evaluator import check_batch_size, resolve_device
+        from compressbo.compression.images import check_data_workers
 
         resolve_device(self.device)
         check_batch_size(self.batch_size)
         _check_positive(self.threads, "threads")
+        check_data_workers(self.data_workers)
+        if self.data_on_device not in DATA_ON_DEVICE:
+            raise SettingError(
+                f"data_on_device must be one of {', '.join(DATA_ON_DEVICE)}, got {self.data_on_device!r}",
+                setting="data_on_device",
+            )
+
+    @property
+    def pool_on_device(self) -> bool | None:
+        """``data_on_device`` as the evaluator takes it: ``True``, ``False`` or ``None`` (auto)."""
+        return DATA_ON_DEVICE[self.data_on_device]
 
 
 def _check_positive(value: int | None, name: str) -> None:

@@ -12,8 +12,10 @@ evaluator draws a random subsample of indices per evaluation and asks for exactl
   reader of our own; validation is the 10,000-image test split. Held as a :class:`TensorSet`.
 * ``imagenet``: ILSVRC2012 validation images as ``root/val/<wnid>/*.JPEG`` (torchvision
   ``ImageFolder``; class index = position of the wnid in sorted order, as the pretrained
-  weights expect). Images are decoded and preprocessed on first use and kept in a bounded
-  in-memory cache (:class:`ImageFolderSet`), so repeated subsamples skip JPEG decoding.
+  weights expect). Images are decoded, resized and center-cropped on first use and kept as
+  uint8 crops in a bounded in-memory cache (:class:`ImageFolderSet`), so repeated subsamples
+  skip JPEG decoding; each batch is normalized on the evaluation device
+  (:mod:`compressbo.compression.images`), and a GPU can hold the whole pool.
   The folder is checked when the pool is built (:func:`load_imagenet_val`): hidden folders
   and files are ignored, the class folders must be the expected ones (the 1,000 wnids
   ``n`` + 8 digits for the ImageNet specs, or the count a spec names with
@@ -37,8 +39,9 @@ import hashlib
 import os
 import re
 import struct
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from threading import Lock
@@ -49,6 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from compressbo.compression.images import check_data_workers, default_data_workers, split_transform
 from compressbo.exceptions import DataError, SettingError
 from compressbo.progress import progress_bar
 
@@ -82,7 +86,8 @@ __all__ = [
 DATASET_NAMES = ("digits", "mnist", "imagenet")
 MNIST_MEAN = 0.1307
 MNIST_STD = 0.3081
-DEFAULT_CACHE_BYTES = 8 * 2**30  # ImageNet cache bound: ~14k preprocessed 3x224x224 float32 images
+DEFAULT_CACHE_BYTES = 8 * 2**30  # ImageNet cache bound: ~57k 3x224x224 uint8 crops (all 50k validation images)
+BULK_DECODE = 256  # a pass decoding at least this many images shows a progress bar
 IMAGENET_CLASSES = 1000
 WNID = re.compile(r"n\d{8}")  # an ImageNet class folder: WordNet id, e.g. n01440764
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # ImageFolder's
@@ -91,7 +96,11 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".t
 class ValidationSet:
     """A labelled set of preprocessed examples addressed by integer indices.
 
-    Subclasses implement ``labels`` (``N``, int64) and ``get``.
+    Subclasses implement ``labels`` (``N``, int64) and ``get``. A set may keep its examples
+    in a stored form other than the network's inputs (uint8 image crops): then ``gather``
+    returns that form, ``normalize`` turns a batch of it into inputs on whatever device it is
+    (the evaluator calls it on the evaluation device) and ``batches`` prepares the next batch
+    while the caller computes on the current one. By default the stored form is the inputs.
     """
 
     labels: Tensor
@@ -110,6 +119,19 @@ class ValidationSet:
             ``(inputs, labels)``: ``k x ...`` float inputs and ``k`` int64 labels.
         """
         raise NotImplementedError
+
+    def gather(self, indices: Tensor, *, pin_memory: bool = False) -> tuple[Tensor, Tensor]:
+        """Stored examples and labels of ``indices`` (``normalize`` of them is ``get``'s inputs)."""
+        return self.get(indices, pin_memory=pin_memory)
+
+    def normalize(self, stored: Tensor) -> Tensor:
+        """A batch of stored examples (on any device) as float32 network inputs, on that device."""
+        return stored
+
+    def batches(self, chunks: Sequence[Tensor], *, pin_memory: bool = False) -> Iterator[tuple[Tensor, Tensor]]:
+        """``gather`` of each of ``chunks`` in turn (a set may prepare the next while one is used)."""
+        for chunk in chunks:
+            yield self.gather(chunk, pin_memory=pin_memory)
 
     def fingerprint(self) -> dict[str, Any]:
         """What identifies the data: ``classes`` (list), ``files`` (count) and ``sha256`` (hex)."""
@@ -147,6 +169,11 @@ class TensorSet(ValidationSet, torch.utils.data.Dataset):
         return TensorSet(self.inputs.to(device), self.labels.to(device))
 
     @property
+    def device(self) -> torch.device:
+        """Where the pool's tensors are."""
+        return self.inputs.device
+
+    @property
     def nbytes(self) -> int:
         return self.inputs.numel() * self.inputs.element_size()
 
@@ -160,21 +187,31 @@ class TensorSet(ValidationSet, torch.utils.data.Dataset):
 
 
 class ImageFolderSet(ValidationSet):
-    """Images on disk, decoded and preprocessed at most once while they fit in the cache.
+    """Images on disk, decoded at most once while they fit in the cache, normalized per batch.
 
-    The cache keeps preprocessed tensors until ``cache_bytes`` is reached and then stops
-    adding (no eviction): for uniform random subsamples every kept set of images gives the
-    same hit rate, and a full cache does not churn. With the bound at least the size of the
-    preprocessed set (50,000 x 3 x 224 x 224 float32 is 30 GB) each image is decoded exactly
-    once per run. Cache misses are decoded in a thread pool (PIL releases the GIL).
+    The transform is split (:func:`~compressbo.compression.images.split_transform`): the cache
+    keeps each image's uint8 center crop (``3 x 224 x 224`` is 150 KB, so the 8 GiB default holds
+    about 57,000 images: all of ILSVRC2012's 50,000 validation images) and :meth:`normalize`
+    converts a whole batch to float32 and standardizes it on the evaluation device. A transform
+    that cannot be split is applied whole and its float tensors are cached (4x the memory).
+
+    The cache adds tensors until ``cache_bytes`` is reached and then stops (no eviction): for
+    uniform random subsamples every kept set of images gives the same hit rate, and a full cache
+    does not churn. Cache misses are decoded by ``workers`` threads (PIL releases the GIL);
+    :meth:`batches` submits the next batch's misses before handing out the current batch, so
+    decoding overlaps the caller's forward pass. An image being decoded is never submitted twice.
+    :meth:`load_onto` puts the whole pool on a device as one tensor (the evaluator's
+    ``data_on_device``).
 
     Args:
         samples: ``(path, class_index)`` pairs, e.g. ``ImageFolder(root).samples``.
         transform: PIL image -> ``C x H x W`` float tensor, e.g. ``weights.transforms()``.
-        cache_bytes: Memory bound of the cache of preprocessed tensors.
-        workers: Decoding threads (default: up to 8, at most the CPU count).
+        cache_bytes: Memory bound of the cache of decoded images.
+        workers: Decoding threads (default :func:`~compressbo.compression.images.default_data_workers`).
         fingerprint: The folder's :func:`folder_fingerprint` when the caller has it (else
             computed from ``samples`` on first use).
+        progress: Show a bar when a pass decodes at least :data:`BULK_DECODE` images
+            (``None``: follow the log level).
     """
 
     def __init__(
@@ -185,54 +222,172 @@ class ImageFolderSet(ValidationSet):
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         workers: int | None = None,
         fingerprint: dict[str, Any] | None = None,
+        progress: bool | None = None,
     ) -> None:
+        check_data_workers(workers)
         self._fingerprint = fingerprint
         self.paths = [str(path) for path, _ in samples]
         self.labels = torch.tensor([label for _, label in samples], dtype=torch.long)
         self.transform = transform
+        self.stages = split_transform(transform)
         self.cache_bytes = cache_bytes
         self.cached_bytes = 0
         self.decodes = 0  # number of images decoded so far (tests check "at most once")
+        self.workers = workers or default_data_workers()
+        self.progress = progress
         self._cache: dict[int, Tensor] = {}
+        self._caching = True
+        self._decoding: dict[int, Future] = {}  # index -> its decoding, while it runs
+        self._resident: Tensor | None = None  # the whole pool on a device (load_onto)
         self._lock = Lock()
-        self._workers = workers or min(8, os.cpu_count() or 1)
         self._pool: ThreadPoolExecutor | None = None
 
-    def _load(self, index: int) -> Tensor:
+    @property
+    def device(self) -> torch.device:
+        """Where the decoded pool is: the CPU, or the device of :meth:`load_onto`."""
+        return self._resident.device if self._resident is not None else torch.device("cpu")
+
+    def _decode(self, index: int) -> Tensor:
+        """Image ``index`` through the decode stage, cached if it fits (runs on a decode thread)."""
         from PIL import Image
 
         try:
-            with open(self.paths[index], "rb") as f:
-                image = Image.open(f).convert("RGB")
-        except OSError as error:  # PIL's UnidentifiedImageError is an OSError
-            raise DataError(
-                f"cannot read validation image {self.paths[index]} ({type(error).__name__}); "
-                "replace or remove the file"
-            ) from None
-        tensor = self.transform(image)
-        with self._lock:
-            self.decodes += 1
-            if self.cached_bytes + tensor.nbytes <= self.cache_bytes:
-                self._cache[index] = tensor
-                self.cached_bytes += tensor.nbytes
-        return tensor
+            try:
+                with open(self.paths[index], "rb") as f:
+                    image = Image.open(f).convert("RGB")
+            except OSError as error:  # PIL's UnidentifiedImageError is an OSError
+                raise DataError(
+                    f"cannot read validation image {self.paths[index]} ({type(error).__name__}); "
+                    "replace or remove the file"
+                ) from None
+            tensor = self.stages.decode(image)
+            with self._lock:
+                self.decodes += 1
+                if self._caching and self.cached_bytes + tensor.nbytes <= self.cache_bytes:
+                    self._cache[index] = tensor
+                    self.cached_bytes += tensor.nbytes
+            return tensor
+        finally:
+            with self._lock:
+                self._decoding.pop(index, None)
 
-    def get(self, indices: Tensor, *, pin_memory: bool = False) -> tuple[Tensor, Tensor]:
-        indices = indices.cpu()
-        keys = indices.tolist()
-        tensors = [self._cache.get(i) for i in keys]
-        missing = [j for j, t in enumerate(tensors) if t is None]
-        if len(missing) > 1 and self._workers > 1:
+    def _request(self, keys: list[int]) -> list[Tensor | Future]:
+        """Each key's cached tensor, or the future of its decoding (submitted now unless running)."""
+        with self._lock:
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="compressbo-decode")
-            for j, tensor in zip(missing, self._pool.map(self._load, [keys[j] for j in missing])):
-                tensors[j] = tensor
-        else:
-            for j in missing:
-                tensors[j] = self._load(keys[j])
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="compressbo-decode")
+            items: list[Tensor | Future] = []
+            for key in keys:
+                item = self._cache.get(key)
+                if item is None:
+                    item = self._decoding.get(key)
+                if item is None:
+                    item = self._decoding[key] = self._pool.submit(self._decode, key)
+                items.append(item)
+            return items
+
+    @staticmethod
+    def _stack(items: list[Tensor | Future], pin_memory: bool) -> Tensor:
+        """``k x C x H x W``: the requested tensors in order (waiting for their decoding)."""
+        tensors = [item.result() if isinstance(item, Future) else item for item in items]
         first = tensors[0]
         out = torch.empty((len(tensors), *first.shape), dtype=first.dtype, pin_memory=pin_memory)
-        return torch.stack(tensors, out=out), self.labels.index_select(0, indices)
+        return torch.stack(tensors, out=out)
+
+    def gather(self, indices: Tensor, *, pin_memory: bool = False) -> tuple[Tensor, Tensor]:
+        """Decoded (uint8 when split) images and labels of ``indices``, on :attr:`device`."""
+        if self._resident is not None:
+            indices = indices.to(self._resident.device)
+            return self._resident.index_select(0, indices), self.labels.to(indices.device).index_select(0, indices)
+        indices = indices.cpu()
+        return self._stack(self._request(indices.tolist()), pin_memory), self.labels.index_select(0, indices)
+
+    def normalize(self, stored: Tensor) -> Tensor:
+        """The transform's normalization stage on a decoded batch, on the batch's device."""
+        return self.stages.normalize(stored)
+
+    def get(self, indices: Tensor, *, pin_memory: bool = False) -> tuple[Tensor, Tensor]:
+        stored, labels = self.gather(indices, pin_memory=pin_memory)
+        inputs = self.normalize(stored)
+        if pin_memory and not inputs.is_pinned() and not inputs.is_cuda:
+            inputs = inputs.pin_memory()
+        return inputs, labels
+
+    def batches(
+        self, chunks: Sequence[Tensor], *, pin_memory: bool = False, prefetch: int = 1, desc: str | None = None
+    ) -> Iterator[tuple[Tensor, Tensor]]:
+        """``gather`` of each chunk, the next ``prefetch`` chunks decoding while one is handed out.
+
+        Args:
+            chunks: Index tensors, one per batch.
+            pin_memory: Batches in page-locked memory.
+            prefetch: Chunks submitted ahead of the one handed out (0: decode on demand).
+            desc: The progress bar's label when the pass decodes in bulk (default "decoding N images").
+
+        Yields:
+            ``(decoded batch, labels)`` per chunk, in order; the same as ``gather`` of it.
+        """
+        if self._resident is not None:
+            yield from super().batches(chunks, pin_memory=pin_memory)
+            return
+        keys = [chunk.cpu().tolist() for chunk in chunks]
+        with self._lock:
+            missing = sum(key not in self._cache for chunk in keys for key in chunk)
+        bar = None
+        if missing >= BULK_DECODE:
+            bar = progress_bar(
+                enabled=self.progress, total=missing, desc=desc or f"decoding {missing:,} images", unit="img", leave=False
+            )
+        pending: deque[list[Tensor | Future]] = deque()
+        try:
+            for k, chunk in enumerate(keys):
+                while len(pending) <= prefetch and k + len(pending) < len(keys):
+                    pending.append(self._request(keys[k + len(pending)]))
+                items = pending.popleft()
+                batch = self._stack(items, pin_memory)
+                if bar is not None:
+                    bar.update(sum(isinstance(item, Future) for item in items))
+                yield batch, self.labels.index_select(0, torch.tensor(chunk, dtype=torch.long))
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def pool_nbytes(self) -> int:
+        """Bytes of the whole decoded pool (decodes one image if none is cached yet)."""
+        if self._resident is not None:
+            return self._resident.numel() * self._resident.element_size()
+        with self._lock:
+            one = next(iter(self._cache.values()), None)
+        if one is None:
+            one = self._stack(self._request([0]), False)[0]
+        return len(self) * one.numel() * one.element_size()
+
+    def load_onto(self, device: torch.device | str, *, batch_size: int = 256) -> None:
+        """Decode every image not cached yet and keep the whole pool on ``device`` as one tensor.
+
+        The host cache is released; :meth:`gather` then selects on the device (no decoding).
+
+        Args:
+            device: Where the pool goes (a GPU; ``cpu`` works too).
+            batch_size: Images decoded and copied per step.
+        """
+        if self._resident is not None and self._resident.device == torch.device(device):
+            return
+        chunks = list(torch.arange(len(self)).split(batch_size))
+        pool: Tensor | None = None
+        self._caching = False  # the pool holds them: no second copy in host memory
+        try:
+            batches = self.batches(chunks, desc=f"decoding {len(self):,} images onto {device}")
+            for chunk, (stored, _) in zip(chunks, batches):
+                if pool is None:
+                    pool = torch.empty((len(self), *stored.shape[1:]), dtype=stored.dtype, device=device)
+                pool[int(chunk[0]) : int(chunk[-1]) + 1] = stored.to(device)
+        finally:
+            self._caching = True
+        with self._lock:
+            self._resident = pool
+            self._cache.clear()
+            self.cached_bytes = 0 if pool is None else pool.numel() * pool.element_size()
 
     def fingerprint(self) -> dict[str, Any]:
         """:func:`folder_fingerprint` of the images (relative to their common folder's parent)."""
@@ -487,7 +642,7 @@ def check_images(paths: Sequence[str], *, workers: int | None = None, progress: 
     Raises:
         DataError: One line naming the first unreadable file (and how many more there are).
     """
-    workers = workers or min(8, os.cpu_count() or 1)
+    workers = workers or default_data_workers()
     with ThreadPoolExecutor(workers, thread_name_prefix="compressbo-check") as pool:
         results = progress_bar(
             pool.map(_image_problem, paths, chunksize=64),
@@ -579,17 +734,20 @@ def load_imagenet_val(
         root: ImageNet root (holding ``val/``) or the validation folder itself.
         transform: PIL image -> tensor; default :func:`imagenet_eval_transform`. Pass the chosen
             weights' ``weights.transforms()``.
-        cache_bytes: Bound of the in-memory cache of preprocessed images.
+        cache_bytes: Bound of the in-memory cache of decoded images (uint8 crops when the
+            transform splits, :func:`~compressbo.compression.images.split_transform`).
         classes: The class folders expected (:func:`expected_class_folders`); ``None``: any.
         check: Decode every image's header once now (:func:`check_images`).
         fingerprint: A run's recorded fingerprint: the folder must still be that data
             (compared first, before the other checks; :func:`check_fingerprint`).
-        workers: Threads checking and decoding images (default: up to 8, at most the CPU count).
+        workers: Threads checking and decoding images (``data_workers``; default
+            :func:`~compressbo.compression.images.default_data_workers`).
 
     Raises:
         DataError: No such folder, a train-only root, no class folders with images, other
             class folders than expected, an unreadable image, or data other than ``fingerprint``'s.
     """
+    check_data_workers(workers)
     root = Path(root).expanduser()
     folder = _image_folder(root)
     layout = "expected ROOT/val/<wnid>/*.JPEG (one folder per class, e.g. val/n01440764/ILSVRC2012_val_00000293.JPEG)"
@@ -636,6 +794,7 @@ def load_validation(
     cache_bytes: int = DEFAULT_CACHE_BYTES,
     classes: ClassFolders | None = None,
     fingerprint: dict[str, Any] | None = None,
+    workers: int | None = None,
 ) -> ValidationSet:
     """The validation set of ``name``: the data every evaluation subsamples.
 
@@ -648,6 +807,7 @@ def load_validation(
         cache_bytes: ImageNet only: bound of the preprocessed-image cache.
         classes: ImageNet only: the class folders expected (:func:`expected_class_folders`).
         fingerprint: A run's recorded :meth:`ValidationSet.fingerprint`: the data must still be it.
+        workers: ImageNet only: threads checking and decoding images (``data_workers``).
 
     Raises:
         UserInputError: Unknown name, missing root, or missing/malformed data (:class:`DataError`),
@@ -657,7 +817,7 @@ def load_validation(
     if name == "imagenet":
         return load_imagenet_val(
             _require_root(name, root), transform=transform, cache_bytes=cache_bytes, classes=classes,
-            fingerprint=fingerprint,
+            fingerprint=fingerprint, workers=workers,
         )
     if name == "digits":
         dataset: ValidationSet = load_digits_split(seed)[1]

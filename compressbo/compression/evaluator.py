@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from compressbo.compression.data import TensorSet, ValidationSet
+from compressbo.compression.data import ImageFolderSet, TensorSet, ValidationSet
 from compressbo.exceptions import SettingError
 from compressbo.compression.compressor import parameter_dtype
 from compressbo.progress import progress_bar
@@ -47,6 +47,7 @@ logger = logging.getLogger(__name__)
 
 DISTILL_VARIANCE_FLOOR = 1e-12  # floor of the distillation variance (identical logits give s^2 = 0)
 RESIDENT_BYTES = 2 * 2**30  # tensor pools up to this size live on the GPU for the whole run
+DEVICE_POOL_FRACTION = 0.25  # an image pool moves onto the GPU by itself when it fits this share of free memory
 FINAL_STREAM = 2**32 + 0xF1  # seed-sequence word of the final stage's subset (draw i uses [seed, i], i < 2^32)
 
 
@@ -142,10 +143,15 @@ class SubsampleEvaluator:
     """Top-1 error and logit distance of networks on random subsamples of a validation set.
 
     Networks are moved to the evaluation device (in place) and put in eval mode on first
-    use. On a GPU, small tensor pools (digits, MNIST) are kept on the device for the whole run;
-    other data is gathered into pinned memory and copied without blocking, so the next batch
-    is gathered while the GPU computes. Counts stay on the device until the end of a call
-    (one synchronization per evaluation).
+    use. The data set hands out its stored form (uint8 image crops for an image folder), the
+    next batch being prepared while the current one is computed (:meth:`ValidationSet.batches`),
+    and each batch is normalized on the evaluation device (:meth:`ValidationSet.normalize`).
+    On a GPU the pool can live on the device for the whole run (``data_on_device``): by default
+    tensor pools (digits, MNIST) up to :data:`RESIDENT_BYTES` and image pools whose decoded
+    images fit :data:`DEVICE_POOL_FRACTION` of the free memory (decoded in one pass, with a
+    progress bar, at the first evaluation); other data is gathered into pinned memory and copied
+    without blocking. Counts stay on the device until the end of a call (one synchronization
+    per evaluation).
 
     Args:
         dataset: The validation set.
@@ -153,6 +159,8 @@ class SubsampleEvaluator:
         batch_size: Examples per forward pass (default 512 on a CPU, 1024 on a GPU).
         amp: Run the forward under ``torch.autocast`` (float16 on CUDA, bfloat16 on the CPU).
         seed: Seed of the sequence of subsamples.
+        data_on_device: Keep the whole pool on the GPU: ``True`` always, ``False`` never,
+            ``None`` when it fits (see above). Nothing changes on a CPU.
     """
 
     def __init__(
@@ -163,20 +171,22 @@ class SubsampleEvaluator:
         batch_size: int | None = None,
         amp: bool = False,
         seed: int = 0,
+        data_on_device: bool | None = None,
     ) -> None:
         self.device = resolve_device(device)
         on_gpu = self.device.type == "cuda"
         check_batch_size(batch_size)
-        if on_gpu and isinstance(dataset, TensorSet) and dataset.nbytes <= RESIDENT_BYTES:
-            dataset = dataset.to(self.device)
+        if on_gpu and isinstance(dataset, TensorSet) and data_on_device is not False:
+            if data_on_device or dataset.nbytes <= RESIDENT_BYTES:
+                dataset = dataset.to(self.device)
         self.dataset = dataset
         self.labels = dataset.labels.to(self.device)
         self.batch_size = batch_size or (1024 if on_gpu else 512)
         self.amp = amp
         self.seed = seed
         self.draws = 0
-        self._resident = isinstance(dataset, TensorSet) and dataset.inputs.device == self.device
-        self._pin = on_gpu and not self._resident
+        self.data_on_device = data_on_device
+        self._placed = not (on_gpu and isinstance(dataset, ImageFolderSet))  # where the image pool lives is decided
         self._reference_logits: weakref.WeakKeyDictionary[nn.Module, tuple[Tensor, Tensor]] = (
             weakref.WeakKeyDictionary()
         )
@@ -229,25 +239,58 @@ class SubsampleEvaluator:
     def _autocast(self) -> contextlib.AbstractContextManager:
         return torch.autocast(self.device.type) if self.amp else contextlib.nullcontext()
 
+    @property
+    def _resident(self) -> bool:
+        """Whether the pool is on the evaluation device (indices are selected there)."""
+        return getattr(self.dataset, "device", torch.device("cpu")) == self.device
+
+    def _place_pool(self) -> None:
+        """Put an image pool on the GPU as ``data_on_device`` says (once, at the first evaluation)."""
+        self._placed = True
+        dataset = self.dataset
+        if self.data_on_device is False or not isinstance(dataset, ImageFolderSet):
+            return
+        needed = dataset.pool_nbytes()
+        free, _ = torch.cuda.mem_get_info(self.device)
+        if self.data_on_device is None and needed > DEVICE_POOL_FRACTION * free:
+            logger.info(
+                "image pool (%.1f GB) stays in host memory: more than %d%% of the %.1f GB free on %s",
+                needed / 1e9, round(100 * DEVICE_POOL_FRACTION), free / 1e9, self.device,
+            )
+            return
+        logger.info("decoding the %s images onto %s (%.1f GB)", f"{len(dataset):,}", self.device, needed / 1e9)
+        try:
+            dataset.load_onto(self.device)
+        except torch.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            logger.warning("image pool (%.1f GB) does not fit on %s; it stays in host memory", needed / 1e9, self.device)
+
     def _batches(
         self, indices: Tensor, dtype: torch.dtype, what: str | None = None
     ) -> Iterator[tuple[Tensor, Tensor]]:
         """``(indices on the device, inputs on the device in dtype)`` per batch.
 
-        With ``what`` (a full-set pass: "the original network", ...) a line says what is
-        scored on how many examples, and a progress bar follows the examples.
+        Batches come from :meth:`ValidationSet.batches` (the next one prepared meanwhile), are
+        copied to the device in their stored form and normalized there. With ``what`` (a
+        full-set pass: "the original network", ...) a line says what is scored on how many
+        examples, and a progress bar follows the examples.
         """
+        if not self._placed:
+            self._place_pool()
         device_indices = indices.to(self.device, non_blocking=True)
         source = device_indices if self._resident else indices
+        pin = self.device.type == "cuda" and not self._resident
         bar = None
         if what is not None:
             logger.info("scoring %s on %s validation examples", what, f"{indices.numel():,}")
             bar = progress_bar(total=indices.numel(), desc=f"scoring {what}", unit="img", leave=False)
         try:
-            for start in range(0, indices.numel(), self.batch_size):
+            starts = range(0, indices.numel(), self.batch_size)
+            chunks = [source[start : start + self.batch_size] for start in starts]
+            for start, (stored, _) in zip(starts, self.dataset.batches(chunks, pin_memory=pin)):
                 stop = start + self.batch_size
-                inputs, _ = self.dataset.get(source[start:stop], pin_memory=self._pin)
-                yield device_indices[start:stop], inputs.to(self.device, dtype=dtype, non_blocking=True)
+                inputs = self.dataset.normalize(stored.to(self.device, non_blocking=True))
+                yield device_indices[start:stop], inputs.to(dtype)
                 if bar is not None:
                     bar.update(min(stop, indices.numel()) - start)
         finally:

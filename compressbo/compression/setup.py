@@ -105,9 +105,11 @@ class CompressionSetup:
             seed=DATA_SEED,
             classes=expected_class_folders(spec),
             fingerprint=data_fingerprint,
+            workers=runtime.data_workers,
         )
         evaluator = SubsampleEvaluator(
-            dataset, device=runtime.device, batch_size=runtime.batch_size, amp=runtime.amp, seed=seed
+            dataset, device=runtime.device, batch_size=runtime.batch_size, amp=runtime.amp, seed=seed,
+            data_on_device=runtime.pool_on_device,
         )
         if config.final_samples is not None and config.final_samples > len(dataset):
             raise SettingError(
