@@ -212,6 +212,7 @@ class ImageFolderSet(ValidationSet):
             computed from ``samples`` on first use).
         progress: Show a bar when a pass decodes at least :data:`BULK_DECODE` images
             (``None``: follow the log level).
+        prefetch: Batches :meth:`batches` submits ahead of the one it hands out (0: none).
     """
 
     def __init__(
@@ -223,6 +224,7 @@ class ImageFolderSet(ValidationSet):
         workers: int | None = None,
         fingerprint: dict[str, Any] | None = None,
         progress: bool | None = None,
+        prefetch: int = 1,
     ) -> None:
         check_data_workers(workers)
         self._fingerprint = fingerprint
@@ -235,6 +237,7 @@ class ImageFolderSet(ValidationSet):
         self.decodes = 0  # number of images decoded so far (tests check "at most once")
         self.workers = workers or default_data_workers()
         self.progress = progress
+        self.prefetch = prefetch
         self._cache: dict[int, Tensor] = {}
         self._caching = True
         self._decoding: dict[int, Future] = {}  # index -> its decoding, while it runs
@@ -314,14 +317,15 @@ class ImageFolderSet(ValidationSet):
         return inputs, labels
 
     def batches(
-        self, chunks: Sequence[Tensor], *, pin_memory: bool = False, prefetch: int = 1, desc: str | None = None
+        self, chunks: Sequence[Tensor], *, pin_memory: bool = False, prefetch: int | None = None, desc: str | None = None
     ) -> Iterator[tuple[Tensor, Tensor]]:
         """``gather`` of each chunk, the next ``prefetch`` chunks decoding while one is handed out.
 
         Args:
             chunks: Index tensors, one per batch.
             pin_memory: Batches in page-locked memory.
-            prefetch: Chunks submitted ahead of the one handed out (0: decode on demand).
+            prefetch: Chunks submitted ahead of the one handed out (0: decode on demand;
+                default :attr:`prefetch`).
             desc: The progress bar's label when the pass decodes in bulk (default "decoding N images").
 
         Yields:
@@ -330,6 +334,7 @@ class ImageFolderSet(ValidationSet):
         if self._resident is not None:
             yield from super().batches(chunks, pin_memory=pin_memory)
             return
+        prefetch = self.prefetch if prefetch is None else prefetch
         keys = [chunk.cpu().tolist() for chunk in chunks]
         with self._lock:
             missing = sum(key not in self._cache for chunk in keys for key in chunk)

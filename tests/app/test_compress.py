@@ -215,7 +215,7 @@ def test_resume_may_change_device_and_batch_size_but_nothing_else(env, monkeypat
     with pytest.raises(SystemExit) as info:
         main(["compress", "--resume", str(out), "--gamma", "2"])
     err = capsys.readouterr().err
-    assert info.value.code == 2 and "only --final-samples, --iterations, --device, --batch-size and --threads may change" in err
+    assert info.value.code == 2 and "only --final-samples, --iterations, --device, --batch-size, --threads, --data-workers and --data-on-device may change" in err
 
 
 def _jpeg_folder(root, classes=("n01440764", "n01443537"), per_class=3):
