@@ -1,7 +1,9 @@
 """Images per second of an ImageNet-folder evaluation, cold and warm cache, against the bare forward loop.
 
 A synthetic ImageNet-layout folder (2 classes, JPEGs of varied sizes around ImageNet's typical
-500 x 375) and a ResNet-18 (torchvision architecture, random weights, 2 classes) at 224 x 224.
+500 x 375) and a torchvision architecture (random weights, 2 classes) at 224 x 224:
+MobileNet-V3-small by default, whose forward pass costs about as much as decoding an image on
+a CPU core (so the pipeline shows), or ResNet-18 (``--model resnet18``, 30x the compute).
 Each evaluation is ``SubsampleEvaluator.error(module, m)`` with ``m`` = every image, so a pass
 reads the whole pool:
 
@@ -9,7 +11,8 @@ reads the whole pool:
 * ``float32 cache``: the weights' transform applied whole, float32 tensors cached, no prefetch
   (the pipeline before the uint8 split);
 * ``uint8 cache``: the split transform (uint8 crops cached, normalization per batch on the
-  device), the next batch decoded while the current one runs forward (``data_workers`` threads).
+  device), the next batch decoded while the current one runs forward (``data_workers`` threads);
+  ``no prefetch``: the same, each batch decoded when it is asked for.
 
 ``cold``: a fresh pool, every image decoded during the pass; ``warm``: the same pool again,
 nothing decoded. Passes alternate between the rows (load drift on a shared machine hits all)
@@ -53,7 +56,7 @@ def jpeg_folder(root: Path, n: int) -> Path:
     return root / "val"
 
 
-def pool(folder: Path, whole: bool, workers: int) -> ImageFolderSet:
+def pool(folder: Path, whole: bool, workers: int, prefetch: int = 1) -> ImageFolderSet:
     """A fresh (cold) pool: the transform split into uint8 crops, or applied whole (float32, no prefetch)."""
     from torchvision import transforms
 
@@ -61,7 +64,7 @@ def pool(folder: Path, whole: bool, workers: int) -> ImageFolderSet:
     transform = imagenet_eval_transform()
     if whole:  # a Compose has no splitter: the float32 path
         return ImageFolderSet([(p, y) for p, y, _ in samples], transforms.Compose([transform]), workers=workers, prefetch=0)
-    return ImageFolderSet([(p, y) for p, y, _ in samples], transform, workers=workers)
+    return ImageFolderSet([(p, y) for p, y, _ in samples], transform, workers=workers, prefetch=prefetch)
 
 
 def timed(fn: Callable[[], object]) -> float:
@@ -79,14 +82,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--data-workers", type=int, default=None, help="decode threads (default: as compressbo chooses)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--model", default="mobilenet_v3_small", help="torchvision architecture (mobilenet_v3_small, resnet18, ...)")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     workers = args.data_workers or default_data_workers()
     torch.manual_seed(0)
-    module = torchvision.models.resnet18(weights=None, num_classes=2).to(device).eval()
+    module = torchvision.models.get_model(args.model, weights=None, num_classes=2).to(device).eval()
     n, batch = args.images, args.batch_size
     label = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} torch threads)"
-    print(f"device: {label}; torch {torch.__version__}; resnet18 (random weights) at 224x224; {n} JPEGs; "
+    print(f"device: {label}; torch {torch.__version__}; {args.model} (random weights) at 224x224; {n} JPEGs; "
           f"batch {batch}; {workers} decode thread(s); best of {args.repeats} alternating passes")
     with tempfile.TemporaryDirectory() as tmp:
         folder = jpeg_folder(Path(tmp), n)
@@ -106,6 +110,8 @@ def main(argv: list[str] | None = None) -> None:
         warm_pools: dict[str, SubsampleEvaluator] = {}
         for _ in range(args.repeats):
             seconds.setdefault("bare forward", []).append(timed(bare))
+            cold = SubsampleEvaluator(pool(folder, False, workers, prefetch=0), device=device, batch_size=batch)
+            seconds.setdefault("uint8 cache, cold, no prefetch", []).append(timed(lambda: cold.error(module, n)))
             for name, whole in (("float32 cache", True), ("uint8 cache", False)):
                 evaluator = SubsampleEvaluator(pool(folder, whole, workers), device=device, batch_size=batch)
                 seconds.setdefault(f"{name}, cold", []).append(timed(lambda: evaluator.error(module, n)))
@@ -113,10 +119,10 @@ def main(argv: list[str] | None = None) -> None:
                 warm_pools[name] = evaluator
     rates = {row: n / min(times) for row, times in seconds.items()}
     per_image = {"bare forward": None, "float32 cache": 4 * crop_bytes, "uint8 cache": crop_bytes}
-    print(f"{'pipeline':<22}{'img/s':>9}{'vs bare':>9}{'cache/img':>11}")
+    print(f"{'pipeline':<32}{'img/s':>9}{'vs bare':>9}{'cache/img':>11}")
     for row, rate in rates.items():
         size = per_image[row.split(",")[0]]
-        print(f"{row:<22}{rate:>9.1f}{rate / rates['bare forward']:>9.2f}{'' if size is None else f'{size / 1e3:.0f} KB':>11}")
+        print(f"{row:<32}{rate:>9.1f}{rate / rates['bare forward']:>9.2f}{'' if size is None else f'{size / 1e3:.0f} KB':>11}")
     cached = {name: evaluator.dataset.cached_bytes // n for name, evaluator in warm_pools.items()}
     print(f"cache bytes per image measured: float32 {cached['float32 cache']:,}, uint8 {cached['uint8 cache']:,}; "
           f"the 8 GiB default holds {8 * 2**30 // cached['float32 cache']:,} vs {8 * 2**30 // cached['uint8 cache']:,} images")

@@ -242,6 +242,7 @@ class ImageFolderSet(ValidationSet):
         self._caching = True
         self._decoding: dict[int, Future] = {}  # index -> its decoding, while it runs
         self._resident: Tensor | None = None  # the whole pool on a device (load_onto)
+        self._resident_labels = self.labels  # its labels there
         self._lock = Lock()
         self._pool: ThreadPoolExecutor | None = None
 
@@ -301,7 +302,7 @@ class ImageFolderSet(ValidationSet):
         """Decoded (uint8 when split) images and labels of ``indices``, on :attr:`device`."""
         if self._resident is not None:
             indices = indices.to(self._resident.device)
-            return self._resident.index_select(0, indices), self.labels.to(indices.device).index_select(0, indices)
+            return self._resident.index_select(0, indices), self._resident_labels.index_select(0, indices)
         indices = indices.cpu()
         return self._stack(self._request(indices.tolist()), pin_memory), self.labels.index_select(0, indices)
 
@@ -391,6 +392,7 @@ class ImageFolderSet(ValidationSet):
             self._caching = True
         with self._lock:
             self._resident = pool
+            self._resident_labels = self.labels.to(device)
             self._cache.clear()
             self.cached_bytes = 0 if pool is None else pool.numel() * pool.element_size()
 
