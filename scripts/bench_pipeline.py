@@ -8,6 +8,9 @@ Each evaluation is ``SubsampleEvaluator.error(module, m)`` with ``m`` = every im
 reads the whole pool:
 
 * ``bare forward``: ``module(batch)`` over the pre-made float32 inputs (already on the device);
+  ``bare forward, batch copied``: the same, each batch first copied into a fresh tensor (timed
+  too), as the evaluator's batches are fresh tensors; on this shared CPU the two bare loops
+  differ by -25% to +20% from run to run (cache and load effects), so read ratios near 1 as 1;
 * ``float32 cache``: the weights' transform applied whole, float32 tensors cached, no prefetch
   (the pipeline before the uint8 split);
 * ``uint8 cache``: the split transform (uint8 crops cached, normalization per batch on the
@@ -105,11 +108,19 @@ def main(argv: list[str] | None = None) -> None:
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
 
+        def bare_copied() -> None:
+            with torch.inference_mode():
+                for start in range(0, n, batch):
+                    module(inputs[start : start + batch].clone())
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+
         bare()  # warm-up
         seconds: dict[str, list[float]] = {}
         warm_pools: dict[str, SubsampleEvaluator] = {}
         for _ in range(args.repeats):
             seconds.setdefault("bare forward", []).append(timed(bare))
+            seconds.setdefault("bare forward, batch copied", []).append(timed(bare_copied))
             cold = SubsampleEvaluator(pool(folder, False, workers, prefetch=0), device=device, batch_size=batch)
             seconds.setdefault("uint8 cache, cold, no prefetch", []).append(timed(lambda: cold.error(module, n)))
             for name, whole in (("float32 cache", True), ("uint8 cache", False)):
