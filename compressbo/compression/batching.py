@@ -11,8 +11,10 @@ example's activation memory at the spec's input size:
   peak is estimated as the largest input plus output of any layer; the batch is the largest
   power of two whose activations fit :data:`CPU_ACTIVATION_BYTES`, a budget of the order of
   a CPU's last-level caches where larger batches only add memory traffic
-  (``scripts/bench_batch.py`` measures throughput per batch size: ResNet-50 and VGG-16 run
-  fastest at 8 to 32 images per batch on the project's CPU, against much slower 256 to 512).
+  (``scripts/bench_batch.py`` measures throughput per batch size; on the project's 2-core CPU
+  at one thread ResNet-50 ran fastest at 4 to 8 images per batch and at 0.45 to 0.64 of that
+  at 128, while VGG-16 was within noise from 1 to 128: docs/PERFORMANCE.md). The budget of
+  32 MiB gives ResNet-50 16 images at 112 x 112 and 4 at 224 x 224, VGG-16 4 and 1.
 
 ``--batch-size`` always overrides the default.
 """
@@ -36,7 +38,7 @@ __all__ = [
     "measured_activation_bytes",
 ]
 
-CPU_ACTIVATION_BYTES = 128 * 2**20  # activations of one batch on a CPU (of the order of its caches)
+CPU_ACTIVATION_BYTES = 32 * 2**20  # activations of one batch on a CPU (of the order of its caches; measured)
 GPU_MEMORY_FRACTION = 0.5  # of the free device memory, for one batch's activations
 MAX_BATCH = 512  # beyond this no device gains throughput, and one batch's latency only grows
 PROBE_BATCH = 2
