@@ -80,6 +80,10 @@ class Factorization(ABC):
         rank = math.floor((budget - geometry.bias_params) / self.weight_params(geometry, 1))
         return max(1, min(full, rank))
 
+    def useful_ranks(self, geometry: LayerGeometry, ranks: Any) -> Any:
+        """``ranks`` lowered where a mode cannot use them (element-wise on arrays); identity here."""
+        return ranks
+
     def modes(self, ranks: Ranks) -> tuple[int, ...]:
         """``ranks`` as a tuple with one entry per mode."""
         return tuple(ranks) if len(self.rank_names) > 1 else (ranks,)  # type: ignore[arg-type]

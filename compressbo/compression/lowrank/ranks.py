@@ -128,7 +128,8 @@ def ranks_for_theta(theta: float, geometry: LayerGeometry, method: str, scheme: 
     method_ = factorization(method)
     full = method_.max_ranks(geometry)
     if scheme == "plain":
-        return method_.per_mode(full, _plain_rank(theta))
+        ranks = method_.useful_ranks(geometry, method_.per_mode(full, _plain_rank(theta)))
+        return tuple(int(r) for r in ranks) if isinstance(ranks, tuple) else int(ranks)
     if scheme != "params":
         raise ValueError(_unknown_scheme(scheme))
     # theta exactly at a rank's own ratio keeps that rank despite round-off in theta * params

@@ -183,7 +183,8 @@ class Tucker2Factorization(Factorization):
         return n_in * g.in_channels * r_in + n_out * (r_in * r_out * g.kernel_area + r_out * g.out_channels)
 
     def rank_path(self, geometry: LayerGeometry) -> tuple[np.ndarray, list[tuple[int, int]]]:
-        """``(floor(a T), floor(a S))`` clamped to ``[1, full]`` for a growing scale ``a``.
+        """``(floor(a T), floor(a S))`` clamped to ``[1, full]`` for a growing scale ``a``, each rank
+        raised to at least ``ceil(other / (kh kw))`` so that neither exceeds :meth:`useful_ranks`.
 
         Its breakpoints are ``a = i / T`` and ``a = j / S``. In units of ``1 / (T S)`` a
         breakpoint is the integer ``key``, and ``floor(a T) = key // S``, ``floor(a S) = key // T``
@@ -193,7 +194,26 @@ class Tucker2Factorization(Factorization):
         full_out, full_in = self.max_ranks(geometry)
         keys = np.unique(np.concatenate([np.arange(1, t + 1) * s, np.arange(1, s + 1) * t]))
         r_out, r_in = np.clip(keys // s, 1, full_out), np.clip(keys // t, 1, full_in)
+        # where T / S is far from 1 one rank outgrows what the other lets the core use; the
+        # other rank rises to match (ceil(R / kh kw)), so no rank on the path is wasted
+        area = geometry.kernel_area
+        r_out, r_in = (
+            np.minimum(full_out, np.maximum(r_out, -(-r_in // area))),
+            np.minimum(full_in, np.maximum(r_in, -(-r_out // area))),
+        )
         return self.params(geometry, (r_out, r_in)), list(zip(r_out.tolist(), r_in.tolist()))
+
+    def useful_ranks(self, geometry: LayerGeometry, ranks):
+        """``(min(R_out, R_in kh kw), min(R_in, R_out kh kw))``: the core's unfoldings bound each rank.
+
+        The core ``(R_out, R_in, kh, kw)`` has mode-1 unfolding ``R_out x R_in kh kw``, so an output
+        rank above ``R_in kh kw`` (e.g. ``(22, 1)`` on a 3-channel input) adds weights and no
+        expressiveness, and HOOI cannot fill it. Both bounds are non-decreasing in both ranks, so
+        a non-decreasing path stays non-decreasing.
+        """
+        r_out, r_in = ranks
+        area = geometry.kernel_area
+        return np.minimum(r_out, r_in * area), np.minimum(r_in, r_out * area)
 
     def ranks_within(self, geometry: LayerGeometry, budget: float) -> tuple[int, int]:
         counts, ranks = self.rank_path(geometry)

@@ -152,3 +152,38 @@ def _count_macs(module: nn.Module, x: torch.Tensor) -> int:
     for handle in handles:
         handle.remove()
     return total
+
+
+@pytest.mark.parametrize("scheme", ["params", "plain"])
+def test_tucker2_ranks_never_exceed_what_the_core_can_use(scheme: str) -> None:
+    """R_out <= R_in kh kw and R_in <= R_out kh kw: the core's unfoldings bound each rank."""
+    for geometry in GEOMETRIES["tucker2"] + [LayerGeometry(512, 3, (1, 1)), LayerGeometry(3, 256, (3, 3))]:
+        area = geometry.kernel_area
+        previous = (0, 0)
+        for theta in THETAS:
+            r_out, r_in = layer_ranks(theta, geometry, "tucker2", scheme)
+            assert isinstance(r_out, int) and isinstance(r_in, int)
+            assert r_out <= r_in * area and r_in <= r_out * area, (geometry, theta, (r_out, r_in))
+            assert r_out >= previous[0] and r_in >= previous[1]
+            previous = (r_out, r_in)
+    # VGG-16's first conv (3 -> 64 channels, 3 x 3): an output rank above 9 per input rank is useless
+    assert ranks_for_theta(0.5, LayerGeometry(64, 3, (3, 3)), "tucker2", "plain") == (9, 1)
+
+
+def test_hooi_at_the_first_convs_ranks_is_exact_in_shape_and_silent() -> None:
+    import warnings
+
+    from compressbo.compression.lowrank.tucker import TUCKER2
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 64, 3, padding=1)
+    geometry = LayerGeometry(64, 3, (3, 3))
+    factors = TUCKER2.decompose(conv.weight.detach())
+    for scheme in ("params", "plain"):
+        for theta in (0.2, 0.35, 0.5):
+            ranks = ranks_for_theta(theta, geometry, "tucker2", scheme)
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                refined = TUCKER2.refine(conv.weight.detach(), factors, ranks)
+            assert refined.core.shape == (*ranks, 3, 3)
+            assert refined.out_factor.shape == (64, ranks[0]) and refined.in_factor.shape == (3, ranks[1])
