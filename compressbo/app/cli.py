@@ -174,8 +174,8 @@ def _add_compare_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--noise", help="noise of a synthetic problem: hetero[:FRACTION] (a ramp up to FRACTION of the range, 0.1) or homo[:FRACTION] (std FRACTION of the range everywhere, 0.05) (hetero)")
     parser.add_argument(
         "--acq", nargs="+", default=["ei", "cei"], metavar="NAME",
-        help="acquisitions, each NAME or NAME@WARP to set the GP's input warping of that run "
-        "(e.g. cei@none cei@log; default warping: --warp for compression problems, none otherwise) (ei cei)",
+        help="acquisitions, each NAME[@WARP][+SURROGATE] to set the GP's input warping and surrogate of that run "
+        "(e.g. cei@none cei@log+sum; defaults: --warp and --surrogate for compression problems, none and sum otherwise) (ei cei)",
     )
     parser.add_argument("--seeds", type=int, default=10, help="seeds 0..N-1 (10); gpsample: functions")
     parser.add_argument("--iterations", type=int, default=30, help="BO iterations per run (30)")
@@ -187,7 +187,7 @@ def _add_compare_parser(subparsers: argparse._SubParsersAction) -> None:
     _add_settings(parser, ["known_optimum"])  # synthetic problems and GP samples know their own
     _add_settings(
         parser.add_argument_group("compression problems (as for compress)"),
-        [*_compression_problem_settings(), "warp", *_OPTIMIZER_SETTINGS],
+        [*_compression_problem_settings(), "warp", "surrogate", *_OPTIMIZER_SETTINGS],
     )
     gp_group = parser.add_argument_group("gpsample")
     gp_group.add_argument("--lengthscale", type=float, default=0.2, help="prior lengthscale on [0, 1]^d (0.2)")
@@ -204,7 +204,9 @@ def _compare_problem(args: argparse.Namespace):
 
     from compressbo.experiments.problems import GPSampleFamily, is_synthetic, make_problem
 
-    compression_flags = [name for name in (*_compression_problem_settings(), "warp") if getattr(args, name) is not None]
+    compression_flags = [
+        name for name in (*_compression_problem_settings(), "warp", "surrogate") if getattr(args, name) is not None
+    ]
     if is_synthetic(args.problem) or args.problem == "gpsample":
         if compression_flags:
             flags = ", ".join(_flag(name) for name in compression_flags)
@@ -243,7 +245,14 @@ def _compare_problem(args: argparse.Namespace):
 
         if args.warp not in WARP_NAMES:
             raise SettingError(f"unknown warp {args.warp!r}; choose one of {', '.join(WARP_NAMES)}", setting="warp")
-    return functools.partial(CompressionProblem, problem, runtime, warp=args.warp)
+    if args.surrogate is not None:
+        from compressbo.bo.optimizer import SURROGATES
+
+        if args.surrogate not in SURROGATES:
+            raise SettingError(
+                f"unknown surrogate {args.surrogate!r}; choose one of {', '.join(SURROGATES)}", setting="surrogate"
+            )
+    return functools.partial(CompressionProblem, problem, runtime, warp=args.warp, surrogate=args.surrogate)
 
 
 def _field_names(cls: type) -> set[str]:

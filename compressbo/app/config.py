@@ -45,6 +45,22 @@ class CompressConfig(RuntimeConfig, SearchConfig, ProblemConfig):
 
         return applicable_warp(self.acq, DEFAULT_WARP) if self.warp is None else self.warp
 
+    def resolved_surrogate(self) -> str:
+        """The surrogate this run uses: ``surrogate``, or :data:`DEFAULT_SURROGATE` where it applies.
+
+        A budget (``target_ratio`` or ``target_flops``) makes the cost a constraint and the
+        objective the error alone, so budgeted runs model that with ``sum``; so do
+        acquisitions that need a GP of the objective itself.
+        """
+        from compressbo.bo.optimizer import applicable_surrogate
+        from compressbo.experiments.compression_problem import DEFAULT_SURROGATE
+
+        if self.surrogate is not None:
+            return self.surrogate
+        if self.target_ratio is not None or self.target_flops is not None:
+            return "sum"
+        return applicable_surrogate(self.acq, DEFAULT_SURROGATE)
+
     def problem(self) -> ProblemConfig:
         return self._part(ProblemConfig)
 
@@ -70,6 +86,8 @@ class CompressConfig(RuntimeConfig, SearchConfig, ProblemConfig):
     def from_dict(cls, settings: dict[str, Any]) -> CompressConfig:
         """The config saved by :meth:`to_dict`, validated (a damaged one raises SettingError)."""
         names = {f.name for f in dataclasses.fields(cls)}
+        # what runs from before the warping and the composite surrogate used (they recorded neither)
+        settings = {"warp": "none", "surrogate": "sum", **settings}
         try:
             config = cls(**{k: v for k, v in settings.items() if k in names})
             if config.bounds is not None:

@@ -109,10 +109,11 @@ class CompressionJob:
             data_fingerprint=recorded_fingerprint(run, "data"),
         )
         self.spec, self.network, self.compressor = self.setup.spec, self.setup.network, self.setup.compressor
-        composite = config.surrogate == "composite"
+        surrogate = config.resolved_surrogate()
+        composite = surrogate == "composite"
         self.optimizer = Optimizer(
             self.setup.bounds,
-            **{**config.search().optimizer_kwargs(), "warp": config.resolved_warp()},
+            **{**config.search().optimizer_kwargs(), "warp": config.resolved_warp(), "surrogate": surrogate},
             known_cost=self.compressor.cost_function(config.cost) if composite else None,
             cost_weight=config.gamma,
             constraint=budget_constraint(config, self.compressor),
@@ -366,7 +367,8 @@ def start(
     """Run a new compression job in ``out`` (default :func:`default_out`), on ``parallel``'s workers if given."""
     config.validate()
     check_budget(config)  # an unachievable budget is refused before anything is loaded
-    config.warp = config.resolved_warp()  # recorded, so a later default cannot change the run
+    # recorded, so a later default cannot change the run
+    config.warp, config.surrogate = config.resolved_warp(), config.resolved_surrogate()
     out = out if out is not None else default_out(config)  # '' reaches the check as given
     document = {"settings": config.to_dict(), "versions": package_versions()}
     run = RunDirectory.create(out, document)
@@ -437,7 +439,7 @@ def _resume(
             "it can only be extended",
             setting="iterations",
         )
-    settings = CompressConfig.from_dict({"warp": "none", **saved, **changes})  # runs from before warping: x itself
+    settings = CompressConfig.from_dict({**saved, **changes})
     job = _verified_job(run, config, settings, progress=progress, trust_code=trust_code)
     job.parallel = parallel
     try:

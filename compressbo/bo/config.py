@@ -36,10 +36,12 @@ class SearchConfig:
     raw_samples: int = _setting(512, "raw samples seeding the restarts (512)", type=int)
     warp: str | None = _setting(
         None,
-        "scale the GP sees theta on: none, log (log theta on the box's log bounds) or learned (Kumaraswamy warp fitted with the GP) (log; none for eign)",
+        "scale the GP sees theta on: none, log (log theta on the box's log bounds) or learned (Kumaraswamy warp fitted with the GP) (learned; none for eign)",
     )
-    surrogate: str = _setting(
-        "sum", "sum (the GP models cost + gamma * error) or composite (the GP models the error; the known cost is added exactly) (sum)"
+    surrogate: str | None = _setting(
+        None,
+        "sum (the GP models cost + gamma * error) or composite (the GP models the error; the known cost is added exactly) "
+        "(composite; sum with a budget or for acquisitions that need a GP of the objective)",
     )
     kernel: str = _setting(
         DEFAULT_KERNEL,
@@ -63,7 +65,7 @@ class SearchConfig:
             "raw_samples": self.raw_samples,
             "kernel": self.kernel,
             "warp": self.warp or "none",
-            "surrogate": self.surrogate,
+            "surrogate": self.surrogate or "sum",
         }
 
     def validate(self) -> None:
@@ -82,7 +84,7 @@ class SearchConfig:
             kwargs["acquisition_options"], kwargs["num_restarts"], kwargs["raw_samples"],
         )
         check_kernel(self.kernel)
-        if self.surrogate not in SURROGATES:
+        if self.surrogate is not None and self.surrogate not in SURROGATES:
             raise SettingError(f"unknown surrogate {self.surrogate!r}; choose one of {', '.join(SURROGATES)}", setting="surrogate")
         if self.surrogate == "composite" and not acquisition_spec(self.acq).composite:
             raise SettingError(f"acq {self.acq} needs surrogate sum (it works on a GP of the objective itself)", setting="surrogate")

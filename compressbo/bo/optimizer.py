@@ -402,6 +402,12 @@ class Optimizer:
         restored._modelled = torch.tensor(
             [[math.nan, math.nan] if row is None else row for row in modelled], dtype=torch.float64
         ).reshape(-1, 2)
+        rows = {name: len(getattr(restored, f"_{name}")) for name in ("X", "Y", "Yvar", "gradients", "modelled")}
+        if len(set(rows.values())) > 1:
+            raise OptimizerInputError(
+                "the state's observations disagree in length ("
+                + ", ".join(f"{name} {n}" for name, n in rows.items()) + "); it is damaged."
+            )
         restored._pending = torch.tensor(state["pending"], dtype=torch.float64).reshape(-1, d)
         restored._n_asked = int(state["n_asked"])
         restored._sobol.fast_forward(int(state["sobol_drawn"]))
@@ -674,6 +680,15 @@ def check_surrogate(
             f"surrogate; use surrogate 'sum', or one of: {', '.join(usable)}.",
             setting="surrogate",
         )
+
+
+def applicable_surrogate(acquisition: str, default: str) -> str:
+    """``default`` where ``acquisition`` works on the composite surrogate, else ``sum``.
+
+    Acquisitions that need a GP of the objective itself (e.g. ``kg``, the known-optimum and
+    gradient-enhanced ones) keep ``sum`` when a problem's default is ``composite``.
+    """
+    return default if acquisition_spec(acquisition).composite else "sum"
 
 
 def applicable_warp(acquisition: str, default: str) -> str:

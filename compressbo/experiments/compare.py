@@ -16,7 +16,7 @@ continue, and re-raises ``KeyboardInterrupt``.
 
     {"format": "compressbo.compare/3", "complete": bool,
      "problem": {"name", "dim", "bounds", "optimal_value", "score_label", "settings",
-                 "warp" (problems with a default GP warping, e.g. compression)},
+                 "warp", "surrogate" (problems with a default GP warping and surrogate, e.g. compression)},
      "settings": {"acquisitions", "seeds", "iterations", "n_init", "optimizer_options",
                   "score_every", "known_optimum", "in_flight"},
      "setup_seconds": seconds the parent took to build the problem,
@@ -197,6 +197,7 @@ def run_comparison(
             "score_label": problem_instance.score_label,
             "settings": problem_instance.settings,
             **({"warp": problem_instance.warp} if hasattr(problem_instance, "warp") else {}),
+            **({"surrogate": problem_instance.surrogate} if hasattr(problem_instance, "surrogate") else {}),
         },
         "settings": {
             "acquisitions": acquisitions,
@@ -321,7 +322,8 @@ def run_one(
         problem = problem.for_seed(seed)
     label, variant = acquisition, parse_variant(acquisition)
     acquisition, warp = variant.acquisition, variant.resolved_warp(getattr(problem, "warp", "none"))
-    composite = variant.surrogate == "composite"
+    surrogate_name = variant.resolved_surrogate(getattr(problem, "surrogate", "sum"))
+    composite = surrogate_name == "composite"
     surrogate = (
         {"surrogate": "composite", "known_cost": problem.known_cost, "cost_weight": problem.gamma}
         if composite else {}
@@ -369,7 +371,7 @@ def run_one(
     run = {
         "acquisition": label,
         "warp": warp,
-        "surrogate": variant.surrogate,
+        "surrogate": surrogate_name,
         "seed": seed,
         "n_init": n_init,
         "acquisition_options": acquisition_options,
@@ -390,12 +392,12 @@ def _check_variants(variants: Sequence[Variant], problem: Problem | ProblemFamil
     """Refuse (one line, before any run) a variant whose warping or surrogate cannot serve ``problem``."""
     from compressbo.bo.optimizer import check_surrogate, check_warp
 
-    default = getattr(problem, "warp", "none")
+    default_warp, default_surrogate = getattr(problem, "warp", "none"), getattr(problem, "surrogate", "sum")
     for variant in variants:
         try:
-            check_warp(variant.resolved_warp(default), problem.bounds, variant.acquisition,
+            check_warp(variant.resolved_warp(default_warp), problem.bounds, variant.acquisition,
                        getattr(problem, "known_kernel", None))
-            check_surrogate(variant.surrogate, variant.acquisition, getattr(problem, "known_cost", None),
+            check_surrogate(variant.resolved_surrogate(default_surrogate), variant.acquisition, getattr(problem, "known_cost", None),
                             getattr(problem, "gamma", 1.0), getattr(problem, "known_kernel", None))
         except UserInputError as error:
             raise type(error)(f"{variant.label} on {problem.name}: {error}", setting="acq") from None
@@ -418,6 +420,8 @@ def _resumed(out_dir: Path, requested: dict[str, Any]) -> dict[str, Any]:
         )
     if "warp" in requested["problem"]:  # comparisons from before warping fitted on x itself
         existing["problem"].setdefault("warp", "none")
+    if "surrogate" in requested["problem"]:  # and before the composite surrogate modelled the sum
+        existing["problem"].setdefault("surrogate", "sum")
     if existing["problem"] != requested["problem"]:
         raise SettingError(
             f"resume: {out_dir} compares on {existing['problem']['name']} with other "

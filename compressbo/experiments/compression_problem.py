@@ -31,16 +31,18 @@ from compressbo.compression.config import ProblemConfig, RuntimeConfig, samples_
 from compressbo.compression.setup import CompressionSetup
 from compressbo.exceptions import SettingError
 
-__all__ = ["DEFAULT_WARP", "CompressionProblem"]
+__all__ = ["DEFAULT_SURROGATE", "DEFAULT_WARP", "CompressionProblem"]
 
 
 # the settings that define the objective; where the data lives, the device and the batch
 # size may change between the runs of one comparison
 PROBLEM_SETTINGS = fields_where(ProblemConfig, "defines_problem") + fields_where(RuntimeConfig, "defines_problem")
 _UNRECORDED = ("cost", "target_ratio", "target_flops")  # cost: recorded when not the default; budgets: compress only
-# GP input warping of compression runs that name none: measured best on FC3's wide box
-# (docs/RESULTS.md, "Input warping"); synthetic problems keep "none"
-DEFAULT_WARP = "log"
+# GP input warping and surrogate of compression runs that name none: measured best on FC3's
+# two boxes over 20 seeds (docs/RESULTS.md, "Structure-aware search on FC3"); synthetic problems
+# keep "none" and "sum"
+DEFAULT_WARP = "learned"
+DEFAULT_SURROGATE = "composite"
 
 
 class CompressionProblem:
@@ -57,6 +59,7 @@ class CompressionProblem:
             must be one size ``m`` (no ``START:END`` schedule).
         runtime: Where it is evaluated (device, batch size, amp); default the CPU or GPU.
         warp: The GP input warping of the comparison's variants that name none.
+        surrogate: The surrogate of the comparison's variants that name none.
 
     Attributes:
         setup: The loaded :class:`~compressbo.compression.setup.CompressionSetup`.
@@ -66,9 +69,19 @@ class CompressionProblem:
             ``NAME+composite`` can add it to a GP of the error.
         warp: The GP input warping of the comparison's variants that name none
             (``warp``, default :data:`DEFAULT_WARP`).
+        surrogate: The surrogate of the comparison's variants that name none (``surrogate``,
+            default :data:`DEFAULT_SURROGATE`; ``sum`` for acquisitions that need a GP of the
+            objective itself).
     """
 
-    def __init__(self, config: ProblemConfig, runtime: RuntimeConfig | None = None, *, warp: str | None = None) -> None:
+    def __init__(
+        self,
+        config: ProblemConfig,
+        runtime: RuntimeConfig | None = None,
+        *,
+        warp: str | None = None,
+        surrogate: str | None = None,
+    ) -> None:
         started = time.perf_counter()
         runtime = runtime if runtime is not None else RuntimeConfig()
         first, last = samples_range(config.samples)
@@ -90,7 +103,8 @@ class CompressionProblem:
         self.score_label = f"full-set {cost} + {config.gamma:g} * {measure}"
         values = {**vars(config), **vars(runtime)}
         self.settings = json.loads(json.dumps({name: values[name] for name in PROBLEM_SETTINGS if name not in _UNRECORDED}))
-        self.warp = DEFAULT_WARP if warp is None else warp  # default of its variants
+        self.warp = DEFAULT_WARP if warp is None else warp  # defaults of its variants
+        self.surrogate = DEFAULT_SURROGATE if surrogate is None else surrogate
         if config.cost != "params":  # recorded when not the default, so earlier comparisons resume
             self.settings["cost"] = config.cost
         self.gamma = config.gamma

@@ -227,6 +227,13 @@ def summary_markdown(comparison: dict[str, Any]) -> str:
     if settings.get("optimizer_options"):
         options = ", ".join(f"{k}={v}" for k, v in sorted(settings["optimizer_options"].items()))
         lines.append(f"- Optimizer options: {options}.")
+    if "warp" in problem:  # problems with default GP settings: say what the plain names used
+        used = {run["acquisition"]: (run.get("warp"), run.get("surrogate")) for run in comparison["runs"]
+                if "@" not in run["acquisition"] and "+" not in run["acquisition"]}
+        if used:
+            lines.append("- GP of the acquisitions that name no warp or surrogate: " + "; ".join(
+                f"{_label(name)} warp {warp}, surrogate {surrogate or 'sum'}" for name, (warp, surrogate) in used.items()
+            ) + ".")
     header = ["acquisition", "runs", "median", "q25", "q75", "step time (s)"]
     for reference in references:
         header += [f"{_label(reference)} wins/losses", f"p ({_label(reference)} vs)"]

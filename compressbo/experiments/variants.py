@@ -5,11 +5,13 @@ A comparison runs each listed variant on every seed. ``NAME`` is an acquisition 
 ``compressbo.bo.acquisition.ACQUISITION_NAMES``; ``@WARP`` (one of
 ``compressbo.bo.models.warping.WARP_NAMES``) sets the GP's input warping of that variant.
 Without it a variant uses the problem's default warping where the acquisition takes one
-(``log`` for compression problems unless ``--warp`` says otherwise, ``none`` for synthetic
+(``learned`` for compression problems unless ``--warp`` says otherwise, ``none`` for synthetic
 problems and GP samples), so ``cei@none cei@log`` compare the two side by side on the same
-seeds and initial designs. ``+SURROGATE`` (``sum``, the default, or ``composite``) chooses the
-surrogate: ``composite`` models the error alone and adds the problem's known cost exactly
-(problems with a ``known_cost``: compression).
+seeds and initial designs. ``+SURROGATE`` (``sum`` or ``composite``) chooses the surrogate:
+``composite`` models the error alone and adds the problem's known cost exactly (problems with
+a ``known_cost``: compression). Without it a variant uses the problem's default surrogate
+where the acquisition works on it (``composite`` for compression problems unless
+``--surrogate`` says otherwise, ``sum`` for everything else).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 
 from compressbo.bo.acquisition import ACQUISITION_NAMES
 from compressbo.bo.models.warping import WARP_NAMES
-from compressbo.bo.optimizer import SURROGATES, applicable_warp
+from compressbo.bo.optimizer import SURROGATES, applicable_surrogate, applicable_warp
 from compressbo.exceptions import SettingError
 
 __all__ = ["Variant", "parse_variant"]
@@ -32,17 +34,22 @@ class Variant:
         label: The name as given (``cei@log``): the key of its runs and its report row.
         acquisition: The acquisition name (``cei``).
         warp: The warping it asks for, or None for the problem's default.
-        surrogate: ``sum`` or ``composite``.
+        surrogate: The surrogate it asks for (``sum`` or ``composite``), or None for the
+            problem's default.
     """
 
     label: str
     acquisition: str
     warp: str | None = None
-    surrogate: str = "sum"
+    surrogate: str | None = None
 
     def resolved_warp(self, problem_default: str) -> str:
         """The warping its optimizer uses, given the problem's default."""
         return self.warp if self.warp is not None else applicable_warp(self.acquisition, problem_default)
+
+    def resolved_surrogate(self, problem_default: str) -> str:
+        """The surrogate its optimizer uses, given the problem's default."""
+        return self.surrogate if self.surrogate is not None else applicable_surrogate(self.acquisition, problem_default)
 
 
 def parse_variant(label: str) -> Variant:
@@ -67,5 +74,5 @@ def parse_variant(label: str) -> Variant:
             f"unknown warp {warp!r} in {label!r}; write NAME@WARP with WARP one of {', '.join(WARP_NAMES)}",
             setting="acq",
         )
-    return Variant(str(label), name, warp if at else None, surrogate if plus else "sum")
+    return Variant(str(label), name, warp if at else None, surrogate if plus else None)
 

@@ -31,7 +31,8 @@ def test_every_evaluation_and_the_recommendation_meet_the_budget(env):
     report = (out / "report.md").read_text()
     assert "budget (target_ratio): params cost <= | 0.1000 |" in report
     assert f"exact params cost achieved | {best['ratio']:.4f} (met)" in report
-    assert json.loads((out / "config.json").read_text())["settings"]["target_ratio"] == 0.1
+    settings = json.loads((out / "config.json").read_text())["settings"]
+    assert settings["target_ratio"] == 0.1 and settings["surrogate"] == "sum"  # a budget models the error alone
 
 
 def test_a_flops_budget_is_met_on_the_flops_cost(env):
@@ -118,8 +119,8 @@ def test_the_frontier_is_monotone_and_agrees_with_the_recommendation(env):
 
 def test_a_composite_run_has_a_frontier_and_a_sum_run_none(env):
     composite, plain = env / "composite", env / "sum"
-    assert main(["compress", "--surrogate", "composite", "--init", "3", "--iterations", "1", "--out", str(composite), *FAST]) == 0
+    assert main(["compress", "--init", "3", "--iterations", "1", "--out", str(composite), *FAST]) == 0  # the default
     points = json.loads((composite / "frontier.json").read_text())["points"]
     assert [p["predicted_error"] for p in points] == sorted((p["predicted_error"] for p in points), reverse=True)
-    assert main(["compress", "--init", "3", "--iterations", "1", "--out", str(plain), *FAST]) == 0
+    assert main(["compress", "--surrogate", "sum", "--init", "3", "--iterations", "1", "--out", str(plain), *FAST]) == 0
     assert not (plain / "frontier.json").exists()

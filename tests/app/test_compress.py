@@ -113,8 +113,8 @@ def test_resume_after_a_crash_between_history_and_state(env):
     out = env / "run"
     assert main(["compress", "--init", "3", "--iterations", "0", *FAST, "--out", str(out)]) == 0
     state = json.loads((out / "optimizer_state.json").read_text())
-    state["optimizer"].update(X=state["optimizer"]["X"][:1], Y=state["optimizer"]["Y"][:1],
-                              Yvar=state["optimizer"]["Yvar"][:1])
+    # the state as saved after the first evaluation: every per-observation field has one row
+    state["optimizer"].update({key: state["optimizer"][key][:1] for key in ("X", "Y", "Yvar", "gradients", "modelled")})
     (out / "optimizer_state.json").write_text(json.dumps(state))
     config = json.loads((out / "config.json").read_text())
     config["settings"]["iterations"] = 2  # a longer budget, so the resumed run has work to do
@@ -474,8 +474,9 @@ def test_warp_is_recorded_in_config_and_state_and_kept_by_resume(env, capsys):
     out = env / "run"
     assert main(["compress", "--init", "3", "--iterations", "1", *FAST, "--out", str(out)]) == 0
     settings = json.loads((out / "config.json").read_text())["settings"]
-    assert settings["warp"] == "log"  # the default of compression runs, recorded as used
-    assert json.loads((out / "optimizer_state.json").read_text())["optimizer"]["warp"] == "log"
+    assert settings["warp"] == "learned" and settings["surrogate"] == "composite"  # the defaults, recorded as used
+    state = json.loads((out / "optimizer_state.json").read_text())["optimizer"]
+    assert state["warp"] == "learned" and state["surrogate"] == "composite"
     with pytest.raises(SystemExit) as info:
         main(["compress", "--resume", str(out), "--warp", "none", "--iterations", "2"])
     assert info.value.code == 2 and "drop --warp" in capsys.readouterr().err
@@ -486,18 +487,21 @@ def test_warp_is_recorded_in_config_and_state_and_kept_by_resume(env, capsys):
     assert json.loads((learned / "optimizer_state.json").read_text())["optimizer"]["warp"] == "learned"
 
 
-def test_a_run_from_before_warping_resumes_with_the_gp_on_theta(env):
+def test_a_run_from_before_warping_resumes_with_the_gp_of_the_sum_on_theta(env):
     out = env / "run"
-    assert main(["compress", "--init", "3", "--iterations", "1", "--warp", "none", *FAST, "--out", str(out)]) == 0
+    argv = ["compress", "--init", "3", "--iterations", "1", "--warp", "none", "--surrogate", "sum", *FAST]
+    assert main([*argv, "--out", str(out)]) == 0
     config = json.loads((out / "config.json").read_text())
-    del config["settings"]["warp"]
+    del config["settings"]["warp"], config["settings"]["surrogate"]  # such runs recorded neither
     (out / "config.json").write_text(json.dumps(config))
     state = json.loads((out / "optimizer_state.json").read_text())
     del state["optimizer"]["warp"]
-    del state["run"]["settings"]["warp"]
+    del state["run"]["settings"]["warp"], state["run"]["settings"]["surrogate"]
     (out / "optimizer_state.json").write_text(json.dumps(state))
     assert main(["compress", "--resume", str(out), "--iterations", "2", "--quiet"]) == 0
-    assert json.loads((out / "optimizer_state.json").read_text())["optimizer"]["warp"] == "none"
+    state = json.loads((out / "optimizer_state.json").read_text())["optimizer"]
+    assert state["warp"] == "none" and state["surrogate"] == "sum"
+    assert json.loads((out / "config.json").read_text())["settings"]["surrogate"] == "sum"
 
 
 @pytest.mark.parametrize(

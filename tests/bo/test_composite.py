@@ -12,7 +12,7 @@ from compressbo.bo.acquisition import ACQUISITION_NAMES, acquisition_spec, make_
 from compressbo.bo.acquisition.corrected import CorrectedExpectedImprovement
 from compressbo.bo.models.composite import CompositeModel
 from compressbo.bo.models.gp import fit_gp, incumbent
-from compressbo.exceptions import SettingError, UserInputError
+from compressbo.exceptions import OptimizerInputError, SettingError, UserInputError
 
 BOX = torch.tensor([[0.0, 0.0], [1.0, 1.0]], dtype=torch.float64)
 
@@ -117,6 +117,9 @@ def test_composite_optimizer_state_round_trip_and_recommendation():
     assert recommendation.mean == pytest.approx(means.min().item())
     with pytest.raises(SettingError, match="needs the objective's known cost"):
         Optimizer.from_state_dict(state)
+    truncated = {**state, "X": state["X"][:3], "Y": state["Y"][:3], "Yvar": state["Yvar"][:3]}  # modelled: 8 rows
+    with pytest.raises(OptimizerInputError, match="disagree in length .*modelled 8"):
+        Optimizer.from_state_dict(truncated, known_cost=_cost)
 
 
 def test_composite_refusals_are_one_line():

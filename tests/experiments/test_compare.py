@@ -483,20 +483,25 @@ def test_compression_default_warp_is_part_of_what_resume_checks(fc3_cache: Path,
     comparison = run_comparison(
         CompressionProblem(ProblemConfig(samples=100), warp="none"), ["cei", "cei@log"], [0], 1, tmp_path, **kwargs
     )
-    assert comparison["problem"]["warp"] == "none"
+    assert comparison["problem"]["warp"] == "none" and comparison["problem"]["surrogate"] == "composite"
     assert [run["warp"] for run in comparison["runs"]] == ["none", "log"]
+    assert [run["surrogate"] for run in comparison["runs"]] == ["composite", "composite"]  # the problem's default
     with pytest.raises(UserInputError, match="with other problem settings"):
         run_comparison(CompressionProblem(ProblemConfig(samples=100)), ["cei"], [0, 1], 1, tmp_path, resume=True, **kwargs)
+    with pytest.raises(UserInputError, match="with other problem settings"):
+        problem = CompressionProblem(ProblemConfig(samples=100), warp="none", surrogate="sum")
+        run_comparison(problem, ["cei"], [0, 1], 1, tmp_path, resume=True, **kwargs)
 
 
 def test_composite_variants_model_the_error_and_add_the_known_cost(fc3_cache: Path, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("COMPRESSBO_CACHE", str(fc3_cache))
     kwargs = dict(n_init=3, workers=1, progress=False, optimizer_options=FAST)
     problem = CompressionProblem(ProblemConfig(samples=100, bounds=(0.005, 1.0)))
-    comparison = run_comparison(problem, ["cei@log", "cei@log+composite"], [0], 2, tmp_path, **kwargs)
+    comparison = run_comparison(problem, ["cei@log+sum", "cei@log+composite", "nei@log"], [0], 2, tmp_path, **kwargs)
     runs = {run["acquisition"]: run for run in comparison["runs"]}
-    assert runs["cei@log+composite"]["surrogate"] == "composite" and runs["cei@log"]["surrogate"] == "sum"
-    assert _design(runs["cei@log"]) == _design(runs["cei@log+composite"])
+    assert runs["cei@log+composite"]["surrogate"] == "composite" and runs["cei@log+sum"]["surrogate"] == "sum"
+    assert runs["nei@log"]["surrogate"] == "sum"  # the problem's default, where the acquisition takes it
+    assert _design(runs["cei@log+sum"]) == _design(runs["cei@log+composite"])
     for step in runs["cei@log+composite"]["steps"]:  # y is still the recorded objective
         metrics = problem.objective(torch.tensor(step["x"]), m=100)
         assert step["y"] >= metrics.cost  # cost + gamma * error, error >= 0
