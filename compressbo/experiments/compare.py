@@ -423,9 +423,15 @@ def _resumed(out_dir: Path, requested: dict[str, Any]) -> dict[str, Any]:
     if "surrogate" in requested["problem"]:  # and before the composite surrogate modelled the sum
         existing["problem"].setdefault("surrogate", "sum")
     if existing["problem"] != requested["problem"]:
+        was, now = existing["problem"], requested["problem"]
+        differ = [key for key in dict.fromkeys([*was, *now]) if was.get(key) != now.get(key)]
+        recorded = ", ".join(
+            f"{key} {was.get(key)!r}" for key in differ if key in ("warp", "surrogate") and key in was
+        )
         raise SettingError(
-            f"resume: {out_dir} compares on {existing['problem']['name']} with other "
-            "problem settings; give the same problem and settings, or a new out directory"
+            f"resume: {out_dir} compares on {was['name']} with other problem settings ({', '.join(differ)} "
+            f"differ{f'; it was run with {recorded}' if recorded else ''}); give the same problem and "
+            "settings, or a new out directory"
         )
     old, new = existing["settings"], requested["settings"]
     for key in _FIXED_SETTINGS:

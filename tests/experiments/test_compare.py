@@ -486,7 +486,7 @@ def test_compression_default_warp_is_part_of_what_resume_checks(fc3_cache: Path,
     assert comparison["problem"]["warp"] == "none" and comparison["problem"]["surrogate"] == "composite"
     assert [run["warp"] for run in comparison["runs"]] == ["none", "log"]
     assert [run["surrogate"] for run in comparison["runs"]] == ["composite", "composite"]  # the problem's default
-    with pytest.raises(UserInputError, match="with other problem settings"):
+    with pytest.raises(UserInputError, match="with other problem settings \\(warp differ; it was run with warp 'none'\\)"):
         run_comparison(CompressionProblem(ProblemConfig(samples=100)), ["cei"], [0, 1], 1, tmp_path, resume=True, **kwargs)
     with pytest.raises(UserInputError, match="with other problem settings"):
         problem = CompressionProblem(ProblemConfig(samples=100), warp="none", surrogate="sum")
