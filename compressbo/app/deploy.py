@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from compressbo.app.deploy_report import format_ms
 from compressbo.exceptions import ReportedInterrupt, RunDirError, SettingError
 
 if TYPE_CHECKING:
@@ -434,7 +435,7 @@ def run_bench(args: argparse.Namespace) -> int:
     print(f"{args.run}: original vs {which}/ on {result['device']}{threads} (median of timed forward passes)")
     print(f"{'batch':>6} {'original ms':>12} {'compressed ms':>14} {'speedup':>8} {'original img/s':>15} {'compressed img/s':>17}")
     for row in result["batches"]:
-        print(f"{row['batch_size']:>6} {row['original']['median_ms']:>12.3f} {row['compressed']['median_ms']:>14.3f} "
+        print(f"{row['batch_size']:>6} {format_ms(row['original']['median_ms']):>12} {format_ms(row['compressed']['median_ms']):>14} "
               f"{row['speedup']:>7.2f}x {row['original']['images_per_s']:>15.1f} {row['compressed']['images_per_s']:>17.1f}")
     if result["flops_ratio"]:
         print(f"FLOPs ratio {result['flops_ratio']:.4f}: {1 / result['flops_ratio']:.2f}x if latency followed FLOPs")

@@ -6,9 +6,21 @@ Pure functions of ``best.json`` (its ``latency`` and ``finetune`` entries), so
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-__all__ = ["latency_lines", "finetune_lines", "sections"]
+__all__ = ["format_ms", "latency_lines", "finetune_lines", "sections"]
+
+
+def format_ms(ms: float) -> str:
+    """A latency in milliseconds with 3 decimals and at least 4 significant digits.
+
+    Sub-millisecond latencies (a small network at batch 1) keep 4 digits, so a speedup printed
+    beside them is their ratio to 0.1%: ``format_ms(412.3456) == "412.346"``,
+    ``format_ms(0.10937) == "0.1094"``.
+    """
+    decimals = 3 if not ms > 0 else max(3, 3 - math.floor(math.log10(ms)))
+    return f"{ms:.{decimals}f}"
 
 
 def _threads(latency: dict[str, Any]) -> str:
@@ -34,7 +46,7 @@ def latency_lines(latency: dict[str, Any] | None, flops_ratio: float | None = No
         if row.get("requested_batch_size", row["batch_size"]) != row["batch_size"]:
             batch += f" (of {row['requested_batch_size']}: one pass would exceed the time budget)"
         lines.append(
-            f"| {batch} | {row['original']['median_ms']:.3f} | {row['compressed']['median_ms']:.3f} | "
+            f"| {batch} | {format_ms(row['original']['median_ms'])} | {format_ms(row['compressed']['median_ms'])} | "
             f"{row['speedup']:.2f}x | {row['original']['images_per_s']:.1f} | {row['compressed']['images_per_s']:.1f} |"
         )
     if flops_ratio:

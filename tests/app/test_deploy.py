@@ -18,6 +18,7 @@ from torch import nn
 
 from compressbo.app.cli import main
 from compressbo.app.deploy import finetune_run
+from compressbo.app.deploy_report import format_ms
 from compressbo.compression.data import load_digits_split
 from compressbo.compression.evaluator import SubsampleEvaluator
 from compressbo.compression.export import load_compressed
@@ -75,6 +76,12 @@ def test_every_finished_run_records_its_latency(fc3_run) -> None:
     assert "## Measured latency (cpu" in report
     assert f"| {latency['batches'][0]['speedup']:.2f}x |" in report
     assert f"would predict a {1 / best['flops_ratio']:.2f}x speedup" in report
+
+
+def test_latencies_keep_four_significant_digits_below_a_millisecond() -> None:
+    assert [format_ms(ms) for ms in (412.3456, 5.5, 0.10937, 0.012345)] == ["412.346", "5.500", "0.1094", "0.01235"]
+    printed = float(format_ms(0.1634)) / float(format_ms(0.1104))  # a small network's batch-1 latencies
+    assert printed == pytest.approx(0.1634 / 0.1104, rel=1e-3)
 
 
 def test_bench_prints_both_latencies_and_the_speedup(run, capsys) -> None:
