@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from compressbo.app.deploy_report import format_ms
+from compressbo.app.deploy_report import format_ms, threads_label
 from compressbo.exceptions import ReportedInterrupt, RunDirError, SettingError
 
 if TYPE_CHECKING:
@@ -431,8 +431,7 @@ def run_bench(args: argparse.Namespace) -> int:
     result = bench_run(args.run, device=args.device, batch_size=args.batch_size, finetuned=args.finetuned,
                          trust_code=args.trust_code)
     which = FINETUNED if args.finetuned else MODEL
-    threads = f", {result['threads']} thread{'s' * (result['threads'] != 1)}" if result["device"] == "cpu" else ""
-    print(f"{args.run}: original vs {which}/ on {result['device']}{threads} (median of timed forward passes)")
+    print(f"{args.run}: original vs {which}/ on {result['device']}{threads_label(result)} (median of timed forward passes)")
     print(f"{'batch':>6} {'original ms':>12} {'compressed ms':>14} {'speedup':>8} {'original img/s':>15} {'compressed img/s':>17}")
     for row in result["batches"]:
         print(f"{row['batch_size']:>6} {format_ms(row['original']['median_ms']):>12} {format_ms(row['compressed']['median_ms']):>14} "

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["format_ms", "latency_lines", "finetune_lines", "sections"]
+__all__ = ["format_ms", "latency_lines", "finetune_lines", "sections", "threads_label"]
 
 
 def format_ms(ms: float) -> str:
@@ -23,7 +23,8 @@ def format_ms(ms: float) -> str:
     return f"{ms:.{decimals}f}"
 
 
-def _threads(latency: dict[str, Any]) -> str:
+def threads_label(latency: dict[str, Any]) -> str:
+    """``", N threads"`` for a measurement on the CPU (``latency``: its ``device`` and ``threads``), else ``""``."""
     threads = latency.get("threads")
     return "" if latency.get("device", "cpu") != "cpu" or threads is None else f", {threads} thread{'s' * (threads != 1)}"
 
@@ -34,7 +35,7 @@ def latency_lines(latency: dict[str, Any] | None, flops_ratio: float | None = No
         return []
     lines = [
         "",
-        f"## Measured latency ({latency['device']}{_threads(latency)})",
+        f"## Measured latency ({latency['device']}{threads_label(latency)})",
         "",
         "Median of repeated timed forward passes after warm-up (`torch.inference_mode`).",
         "",
