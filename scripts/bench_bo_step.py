@@ -28,7 +28,7 @@ import torch
 from botorch.test_functions import Levy
 
 from compressbo.bo.acquisition import ACQUISITION_NAMES, acquisition_spec
-from compressbo.bo.models.warping import WARP_NAMES
+from compressbo.bo.models.warping import WARP_NAMES, needs_known_scale
 from compressbo.bo.optimizer import SURROGATES, Optimizer, applicable_surrogate, applicable_warp
 
 DEFAULT_ACQUISITIONS = (
@@ -104,7 +104,10 @@ def main() -> None:
         "--acq", nargs="+", default=list(DEFAULT_ACQUISITIONS), choices=ACQUISITION_NAMES
     )
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--warp", default="none", choices=WARP_NAMES, help="the GP's input scale (none)")
+    parser.add_argument(
+        "--warp", default="none", choices=[w for w in WARP_NAMES if not needs_known_scale(w)],  # Levy has no layers' spectra
+        help="the GP's input scale (none)",
+    )
     parser.add_argument("--surrogate", default="sum", choices=SURROGATES, help="sum or composite (sum)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     args = parser.parse_args()

@@ -30,6 +30,7 @@ from compressbo.app.parallel import Parallel, evaluate_compression
 from compressbo.app.frontier import FRONTIER, run_frontier
 from compressbo.app.rundir import CONFIG, RunDirectory, package_versions
 from compressbo.bo.loop import Evaluation, Loop, Proposal
+from compressbo.bo.models.warping import KnownScale, needs_known_scale
 from compressbo.bo.optimizer import Optimizer
 from compressbo.compression.budget import budget_of, check_budget
 from compressbo.compression.config import samples_range
@@ -109,14 +110,15 @@ class CompressionJob:
             data_fingerprint=recorded_fingerprint(run, "data"),
         )
         self.spec, self.network, self.compressor = self.setup.spec, self.setup.network, self.setup.compressor
-        surrogate = config.resolved_surrogate()
+        surrogate, warp = config.resolved_surrogate(), config.resolved_warp()
         composite = surrogate == "composite"
         self.optimizer = Optimizer(
             self.setup.bounds,
-            **{**config.search().optimizer_kwargs(), "warp": config.resolved_warp(), "surrogate": surrogate},
+            **{**config.search().optimizer_kwargs(), "warp": warp, "surrogate": surrogate},
             known_cost=self.compressor.cost_function(config.cost) if composite else None,
             cost_weight=config.gamma,
             constraint=budget_constraint(config, self.compressor),
+            known_scale=KnownScale(*self.compressor.spectral_knots()) if needs_known_scale(warp) else None,
         )
         start_m, end_m = samples_range(config.samples)
         self.objective = self.setup.objective(linear_schedule(start_m, end_m, self.budget))

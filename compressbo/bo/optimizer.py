@@ -53,7 +53,7 @@ from compressbo._json import tag_tensors, untag_tensors
 from compressbo.exceptions import OptimizerInputError, SettingError
 from compressbo.bo.models.gp import DEFAULT_KERNEL, check_kernel, condition_on_pending, fit_gp, incumbent
 from compressbo.bo.models.gradient_enhanced import fit_gradient_gp, GradientGP
-from compressbo.bo.models.warping import validate_warp
+from compressbo.bo.models.warping import KnownScale, validate_warp
 
 STATE_FORMAT = "compressbo.optimizer/1"
 DUPLICATE_TOLERANCE = 1e-6  # max-norm distance in the unit cube below which points match
@@ -103,6 +103,7 @@ class Optimizer:
         known_cost: Callable[[Tensor], Tensor] | None = None,
         cost_weight: float = 1.0,
         constraint: KnownConstraint | None = None,
+        known_scale: KnownScale | None = None,
     ) -> None:
         r"""Set up an optimizer over a box.
 
@@ -128,9 +129,10 @@ class Optimizer:
             kernel: Covariance of the fitted GPs, a name in
                 ``compressbo.bo.models.gp.KERNEL_NAMES``: ``"rbf"`` or ``"matern52"``.
             warp: The scale the GP sees ``x`` on (``compressbo.bo.models.warping``):
-                ``none``, ``log`` (needs positive lower bounds) or ``learned``. The
-                acquisition is still maximized over ``x`` in the box. Only ``none`` with
-                ``known_kernel`` or a gradient-enhanced acquisition (eign).
+                ``none``, ``log`` (needs positive lower bounds), ``learned`` or ``spectral``
+                (needs ``known_scale``). The acquisition is still maximized over ``x`` in
+                the box. Only ``none`` with ``known_kernel`` or a gradient-enhanced
+                acquisition (eign).
             surrogate: ``sum`` (the GP models ``y`` itself) or ``composite`` (the objective
                 is ``y = known_cost(x) + cost_weight * e(x)``: the GP models ``e`` from the
                 ``modelled`` values given to :meth:`tell`, and the acquisition sees
@@ -143,12 +145,16 @@ class Optimizer:
                 (``compressbo.bo.constraints.KnownConstraint``): every point asked and the
                 recommendation meet it exactly. Its callables are not saved in the state
                 (its bound is); pass it again to :meth:`from_state_dict`.
+            known_scale: The problem's known scale of each coordinate
+                (``compressbo.bo.models.warping.KnownScale``) that ``warp="spectral"`` starts
+                from; plain numbers, not saved in the state (the problem computes them again):
+                pass it again to :meth:`from_state_dict`.
         """
         self._bounds = _as_bounds(bounds)
         d = self.dim
         options = dict(acquisition_options or {})
         n_init = check_search_settings(acquisition, n_init, d, seed, kappa, options, num_restarts, raw_samples)
-        check_warp(warp, self._bounds, acquisition, known_kernel)
+        check_warp(warp, self._bounds, acquisition, known_kernel, known_scale)
         check_surrogate(surrogate, acquisition, known_cost, cost_weight, known_kernel)
         self.acquisition = acquisition
         self.acquisition_options = options
@@ -160,6 +166,7 @@ class Optimizer:
         self.known_kernel = None if known_kernel is None else dict(known_kernel)
         self.kernel = check_kernel(kernel)
         self.warp = warp
+        self.known_scale = known_scale
         self.surrogate = surrogate
         self.known_cost = known_cost
         self.cost_weight = float(cost_weight)
@@ -361,11 +368,13 @@ class Optimizer:
         state: dict[str, Any],
         known_cost: Callable[[Tensor], Tensor] | None = None,
         constraint: KnownConstraint | None = None,
+        known_scale: KnownScale | None = None,
     ) -> None:
         """Restore settings, observations, pending points and counters from ``state``.
 
         ``known_cost``: the composite surrogate's cost; ``constraint``: the known constraint,
-        whose bound must be the state's (defaults: this optimizer's own).
+        whose bound must be the state's; ``known_scale``: the ``spectral`` warp's scale
+        (defaults: this optimizer's own).
         """
         if state.get("format") != STATE_FORMAT:
             raise OptimizerInputError(
@@ -388,6 +397,7 @@ class Optimizer:
             known_cost=known_cost if known_cost is not None else getattr(self, "known_cost", None),
             cost_weight=state.get("cost_weight", 1.0),
             constraint=_restored_constraint(state, constraint if constraint is not None else getattr(self, "constraint", None)),
+            known_scale=known_scale if known_scale is not None else getattr(self, "known_scale", None),
         )
         d = restored.dim
         restored._X = torch.tensor(state["X"], dtype=torch.float64).reshape(-1, d)
@@ -421,10 +431,12 @@ class Optimizer:
         state: dict[str, Any],
         known_cost: Callable[[Tensor], Tensor] | None = None,
         constraint: KnownConstraint | None = None,
+        known_scale: KnownScale | None = None,
     ) -> Optimizer:
-        """A new optimizer restored from ``state_dict()`` output (``known_cost``: a composite's cost)."""
+        """A new optimizer restored from ``state_dict()`` output (``known_cost``: a composite's
+        cost; ``known_scale``: the ``spectral`` warp's scale)."""
         optimizer = cls.__new__(cls)
-        optimizer.load_state_dict(state, known_cost=known_cost, constraint=constraint)
+        optimizer.load_state_dict(state, known_cost=known_cost, constraint=constraint, known_scale=known_scale)
         return optimizer
 
     # ------------------------------------------------------------------ internals
@@ -459,7 +471,8 @@ class Optimizer:
             Y, Yvar = (self._modelled[:, 0], self._modelled[:, 1]) if composite else (self._Y, self._Yvar)
             with manual_seed(_derived_seed(self.seed, _FIT, self.n_observed)):
                 self._model = fit_gp(
-                    self._X, Y, Yvar, self._bounds, self.known_kernel, self.kernel, warp=self.warp
+                    self._X, Y, Yvar, self._bounds, self.known_kernel, self.kernel, warp=self.warp,
+                    known_scale=self.known_scale,
                 )
             if composite:
                 self._model = CompositeModel(self._model, self.known_cost, self.cost_weight)
@@ -700,10 +713,11 @@ def applicable_warp(acquisition: str, default: str) -> str:
 
 
 def check_warp(
-    warp: str, bounds: Tensor, acquisition: str, known_kernel: dict[str, float] | None = None
+    warp: str, bounds: Tensor, acquisition: str, known_kernel: dict[str, float] | None = None,
+    known_scale: KnownScale | None = None,
 ) -> None:
     """A one-line ``SettingError`` if ``warp`` is unknown or cannot serve this search."""
-    validate_warp(warp, bounds)
+    validate_warp(warp, bounds, known_scale)
     if warp == "none":
         return
     if known_kernel is not None:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from compressbo._piecewise import interpolate
 from compressbo.compression.lowrank import (
     Ranks,
     factorized_macs,
@@ -36,8 +37,7 @@ from compressbo.compression.lowrank import (
     full_params,
     keeps_original,
     layer_ranks,
-    max_ranks,
-    rank_breakpoints,
+    rank_knots,
 )
 from compressbo.exceptions import SettingError
 
@@ -101,9 +101,7 @@ class CompressionCost:
         self._thetas: list[Tensor] = []
         self._counts: list[Tensor] = []
         for layer in self._layers:
-            thetas, ranks = rank_breakpoints(layer[0], layer[1], scheme)
-            if thetas[-1] < 1.0:  # theta = 1 keeps the original layer (lowrank.layer_ranks): its own count
-                thetas, ranks = [*thetas, 1.0], [*ranks, max_ranks(layer[0], layer[1])]
+            thetas, ranks = rank_knots(layer[0], layer[1], scheme)  # theta = 1 keeps the layer: its own count
             self._thetas.append(torch.tensor(thetas, dtype=torch.float64))
             self._counts.append(torch.tensor([float(self.count(layer, r)) for r in ranks], dtype=torch.float64))
 
@@ -168,16 +166,6 @@ class CompressionCost:
             raise SettingError(f"theta has {X.shape[-1]} values per point but the cost has {self.dim} layers", setting="cost")
         total = torch.zeros(X.shape[:-1], dtype=X.dtype, device=X.device)
         for i, (thetas, counts) in enumerate(zip(self._thetas, self._counts)):
-            total = total + _interpolate(X[..., i], thetas.to(X), counts.to(X))
+            total = total + interpolate(X[..., i], thetas.to(X), counts.to(X))
         return total / self.before
 
-
-def _interpolate(x: Tensor, knots: Tensor, values: Tensor) -> Tensor:
-    """Piecewise-linear interpolation through ``(knots, values)``, constant outside them."""
-    if knots.numel() == 1:
-        return values[0].expand_as(x)
-    clamped = x.clamp(knots[0], knots[-1])
-    index = torch.searchsorted(knots, clamped.detach().contiguous(), right=True).clamp(1, knots.numel() - 1)
-    left, right = knots[index - 1], knots[index]
-    weight = (clamped - left) / (right - left)
-    return values[index - 1] + weight * (values[index] - values[index - 1])

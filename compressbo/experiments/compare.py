@@ -316,6 +316,7 @@ def run_one(
     from compressbo.bo.acquisition import acquisition_spec
     from compressbo.bo.asynchronous import InProcessExecutor, run_async
     from compressbo.bo.loop import Evaluation, Loop
+    from compressbo.bo.models.warping import needs_known_scale
     from compressbo.bo.optimizer import Optimizer
 
     if isinstance(problem, ProblemFamily) and not isinstance(problem, Problem):
@@ -346,6 +347,7 @@ def run_one(
         acquisition_options=acquisition_options,
         known_kernel=getattr(problem, "known_kernel", None),
         warp=warp,
+        known_scale=getattr(problem, "known_scale", None) if needs_known_scale(warp) else None,
         **surrogate,
         **(optimizer_options or {}),
     )
@@ -390,13 +392,15 @@ def run_one(
 
 def _check_variants(variants: Sequence[Variant], problem: Problem | ProblemFamily) -> None:
     """Refuse (one line, before any run) a variant whose warping or surrogate cannot serve ``problem``."""
+    from compressbo.bo.models.warping import needs_known_scale
     from compressbo.bo.optimizer import check_surrogate, check_warp
 
     default_warp, default_surrogate = getattr(problem, "warp", "none"), getattr(problem, "surrogate", "sum")
     for variant in variants:
+        warp = variant.resolved_warp(default_warp)
         try:
-            check_warp(variant.resolved_warp(default_warp), problem.bounds, variant.acquisition,
-                       getattr(problem, "known_kernel", None))
+            check_warp(warp, problem.bounds, variant.acquisition, getattr(problem, "known_kernel", None),
+                       getattr(problem, "known_scale", None) if needs_known_scale(warp) else None)
             check_surrogate(variant.resolved_surrogate(default_surrogate), variant.acquisition, getattr(problem, "known_cost", None),
                             getattr(problem, "gamma", 1.0), getattr(problem, "known_kernel", None))
         except UserInputError as error:

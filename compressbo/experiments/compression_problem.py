@@ -20,6 +20,7 @@ its worker processes then only read the caches.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 
@@ -27,6 +28,7 @@ import torch
 from torch import Tensor
 
 from compressbo._settings import fields_where
+from compressbo.bo.models.warping import KnownScale
 from compressbo.compression.config import ProblemConfig, RuntimeConfig, samples_range
 from compressbo.compression.setup import CompressionSetup
 from compressbo.exceptions import SettingError
@@ -66,7 +68,10 @@ class CompressionProblem:
         setup_seconds: Wall time the constructor took (loading, training or reading caches).
         gamma: The weight of the error; ``known_cost``: the relaxed cost callable
             (:meth:`compressbo.compression.compressor.Compressor.cost_function`), so variants
-            ``NAME+composite`` can add it to a GP of the error.
+            ``NAME+composite`` can add it to a GP of the error; ``known_scale``: each layer's
+            log retained weight energy at its rank knots
+            (:meth:`~compressbo.compression.compressor.Compressor.spectral_knots`), which
+            variants ``NAME@spectral`` warp the GP's inputs by.
         warp: The GP input warping of the comparison's variants that name none
             (``warp``, default :data:`DEFAULT_WARP`).
         surrogate: The surrogate of the comparison's variants that name none (``surrogate``,
@@ -111,6 +116,11 @@ class CompressionProblem:
         self.known_cost = self.setup.compressor.cost_function(config.cost)  # relaxed, differentiable
         self._metrics: dict[str, dict[str, float]] = {}
         self.setup_seconds = time.perf_counter() - started
+
+    @functools.cached_property
+    def known_scale(self) -> KnownScale:
+        """The GP's known input scale for ``--warp spectral`` (computed on first use)."""
+        return KnownScale(*self.setup.compressor.spectral_knots())
 
     def __repr__(self) -> str:
         return f"CompressionProblem({self.config.model!r}, samples={self.config.samples})"

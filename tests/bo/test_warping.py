@@ -1,4 +1,4 @@
-"""Input warpings of the GP: log scale and the learned Kumaraswamy warp."""
+"""Input warpings of the GP: log scale, the learned Kumaraswamy warp and a known scale before it."""
 
 from __future__ import annotations
 
@@ -10,7 +10,15 @@ from botorch.models.transforms.input import Normalize
 
 from compressbo.bo import Optimizer
 from compressbo.bo.models.gp import fit_gp, search_bounds, training_data
-from compressbo.bo.models.warping import LearnedWarp, LogNormalize, make_input_transform, warp_of
+from compressbo.bo.models.warping import (
+    KnownScale,
+    KnownScaleWarp,
+    LearnedWarp,
+    LogNormalize,
+    known_scale_of,
+    make_input_transform,
+    warp_of,
+)
 from compressbo.exceptions import SettingError
 
 BOX = torch.tensor([[0.005, 0.01], [1.0, 1.0]], dtype=torch.float64)
@@ -63,21 +71,6 @@ def test_learned_warp_is_fitted_with_the_gp():
     assert moved > 1e-3  # the concentrations are hyperparameters, fitted by the MLL
 
 
-def test_log_warp_predicts_a_log_scale_function_better_than_no_warp():
-    """On held-out points of the low corner, the log-scale GP predicts what the linear one cannot resolve."""
-    X, Y, Yvar = _data(30, seed=1)
-    g = torch.Generator().manual_seed(2)
-    X_test = (BOX[0].log() + torch.rand(200, 2, generator=g, dtype=torch.float64) * (math.log(0.1) - BOX[0].log())).exp()
-    errors = {}
-    for warp in ("none", "log"):
-        torch.manual_seed(0)
-        model = fit_gp(X, Y, Yvar, BOX, warp=warp)
-        with torch.no_grad():
-            mean = model.posterior(X_test).mean.reshape(-1)
-        errors[warp] = (mean - _cliff(X_test)).pow(2).mean().sqrt().item()
-    assert errors["log"] < 0.7 * errors["none"], errors
-
-
 def test_optimizer_keeps_its_warp_in_the_state_and_proposes_the_same_point():
     opt = Optimizer(BOX, acquisition="cei", seed=3, warp="log", n_init=5, num_restarts=2, raw_samples=32)
     for _ in range(6):
@@ -110,3 +103,105 @@ def test_no_warp_is_todays_normalize():
     assert isinstance(t, Normalize) and not isinstance(t, LogNormalize)
     X = torch.rand(4, 2, dtype=torch.float64)
     assert torch.allclose(t(X), Normalize(d=2, bounds=BOX)(X))
+
+
+def _log_scale() -> KnownScale:
+    """A known scale that is log x on a grid of knots (what a flat spectrum's log energy looks like)."""
+    knots = [torch.linspace(math.log(lo), 0.0, 40).exp().tolist() for lo in BOX[0].tolist()]
+    return KnownScale(knots=knots, values=[[math.log(t) for t in row] for row in knots])
+
+
+def test_known_scale_interpolates_its_knots_and_inverts():
+    scale = KnownScale(knots=((0.1, 0.5, 1.0), (0.2, 0.4, 0.6, 1.0)), values=((-3.0, -1.0, 0.0), (-2.0, -1.0, -1.0, 0.0)))
+    X = torch.tensor([[0.05, 0.3], [0.3, 0.5], [1.0, 0.8]], dtype=torch.float64)
+    expected = torch.tensor([[-3.0, -1.5], [-2.0, -1.0], [0.0, -0.5]], dtype=torch.float64)
+    assert torch.allclose(scale(X), expected)  # constant outside the knots, linear between
+    assert torch.allclose(scale.inverse(expected)[1:, 0], X[1:, 0])
+    assert scale.inverse(expected)[1, 1] == 0.4  # a flat run maps back to its left end
+    inside = torch.tensor([[0.05, 0.3], [0.3, 0.5], [0.75, 0.8]], dtype=torch.float64, requires_grad=True)
+    scale(inside).sum().backward()  # differentiable: the acquisition's optimizer follows it
+    assert torch.allclose(inside.grad, torch.tensor([[0.0, 5.0], [5.0, 0.0], [2.0, 2.5]], dtype=torch.float64))
+
+
+@pytest.mark.parametrize(
+    "knots, values, message",
+    [
+        (((0.1, 0.1),), ((0.0, 1.0),), "ascending knots"),
+        (((0.1, 0.5),), ((1.0, 0.0),), "non-decreasing values"),
+        (((0.1, 0.5),), ((0.0, math.inf),), "not finite"),
+        (((0.1, 0.5),), ((0.0,),), "2 knots and 1 values"),
+    ],
+)
+def test_a_bad_known_scale_is_refused_in_one_line(knots, values, message):
+    with pytest.raises(SettingError, match=message):
+        KnownScale(knots=knots, values=values)
+
+
+def test_known_scale_warp_normalizes_the_box_then_warps():
+    scale = _log_scale()
+    t = make_input_transform("spectral", BOX, scale)
+    assert isinstance(t, KnownScaleWarp) and isinstance(t, LearnedWarp.__mro__[1])  # a BoTorch Warp
+    with torch.no_grad():
+        Z = t(torch.stack([BOX[0], BOX[1], BOX[0].sqrt() * BOX[1].sqrt()]))
+    # before fitting the Kumaraswamy CDF is the identity: the known scale on the box's ends is [0, 1]
+    assert torch.allclose(Z, torch.tensor([[0.0, 0.0], [1.0, 1.0], [0.5, 0.5]], dtype=torch.float64), atol=1e-3)
+    X = BOX[0] + torch.rand(5, 2, dtype=torch.float64) * (BOX[1] - BOX[0])
+    with torch.no_grad():
+        assert torch.allclose(t.untransform(t(X)), X, atol=1e-5)
+    # with log x as the scale, the spectral warp before fitting is the log warp
+    with torch.no_grad():
+        assert torch.allclose(t(X), make_input_transform("log", BOX)(X), atol=1e-3)
+
+
+def test_known_scale_warp_on_a_coordinate_where_the_scale_is_flat_uses_x_itself():
+    scale = KnownScale(knots=((0.5, 1.0), (0.1, 1.0)), values=((0.0, 0.0), (-2.0, 0.0)))
+    t = make_input_transform("spectral", BOX, scale)
+    X = torch.tensor([[0.2525, 0.1]], dtype=torch.float64)
+    with torch.no_grad():
+        z = t(X)
+    assert torch.allclose(z[0, 0], (X[0, 0] - BOX[0, 0]) / (BOX[1, 0] - BOX[0, 0]), atol=1e-6)
+
+
+def test_spectral_warp_is_fitted_with_the_gp_and_kept_by_the_optimizer_state():
+    X, Y, Yvar = _data(30)
+    scale = _log_scale()
+    torch.manual_seed(0)
+    model = fit_gp(X, Y, Yvar, BOX, warp="spectral", known_scale=scale)
+    assert warp_of(model) == "spectral" and known_scale_of(model) is scale
+    assert torch.allclose(search_bounds(model), BOX)
+    moved = (model.input_transform.concentration0 - 1.0).abs().max()
+    assert moved > 1e-3  # the Kumaraswamy concentrations after the scale are fitted by the MLL
+    opt = Optimizer(BOX, acquisition="cei", seed=3, warp="spectral", known_scale=scale, n_init=5, num_restarts=2, raw_samples=32)
+    for _ in range(6):
+        x = opt.ask()
+        opt.tell(x, float(_cliff(x)), 1e-3)
+    state = opt.state_dict()
+    assert state["warp"] == "spectral" and "known_scale" not in state  # plain numbers the problem computes again
+    restored = Optimizer.from_state_dict(state, known_scale=scale)
+    assert torch.equal(restored.ask(), opt.ask())
+    with pytest.raises(SettingError, match="needs a known scale of every coordinate"):
+        Optimizer.from_state_dict(state)
+
+
+@pytest.mark.parametrize("warp", ["log", "spectral"])
+def test_a_log_scale_predicts_a_log_scale_function_better_than_no_warp(warp):
+    """On held-out points of the low corner, the log-scale GP (or the spectral warp given log x as
+    its known scale) predicts what the linear one cannot resolve."""
+    X, Y, Yvar = _data(30, seed=1)
+    g = torch.Generator().manual_seed(2)
+    X_test = (BOX[0].log() + torch.rand(200, 2, generator=g, dtype=torch.float64) * (math.log(0.1) - BOX[0].log())).exp()
+    errors = {}
+    for name in ("none", warp):
+        torch.manual_seed(0)
+        model = fit_gp(X, Y, Yvar, BOX, warp=name, known_scale=_log_scale() if name == "spectral" else None)
+        with torch.no_grad():
+            mean = model.posterior(X_test).mean.reshape(-1)
+        errors[name] = (mean - _cliff(X_test)).pow(2).mean().sqrt().item()
+    assert errors[warp] < 0.7 * errors["none"], errors
+
+
+def test_spectral_warp_without_a_known_scale_is_refused_in_one_line():
+    with pytest.raises(SettingError, match="warp 'spectral' needs a known scale"):
+        Optimizer(BOX, warp="spectral")
+    with pytest.raises(SettingError, match="the known scale has 1 coordinates but the box has 2"):
+        Optimizer(BOX, warp="spectral", known_scale=KnownScale(knots=((0.1, 1.0),), values=((-1.0, 0.0),)))

@@ -475,17 +475,20 @@ def test_warp_variants_run_side_by_side_on_the_same_initial_design(tmp_path: Pat
         run_comparison(make_problem("levy4"), ["cei@log"], [0], 2, tmp_path / "log", **kwargs)
     with pytest.raises(UserInputError, match="unknown warp 'cubic' in 'cei@cubic'"):
         run_comparison(make_problem("levy4"), ["cei@cubic"], [0], 2, tmp_path / "cubic", **kwargs)
+    with pytest.raises(UserInputError, match="cei@spectral on levy4: warp 'spectral' needs a known scale"):
+        run_comparison(make_problem("levy4"), ["cei@spectral"], [0], 2, tmp_path / "spectral", **kwargs)
 
 
 def test_compression_default_warp_is_part_of_what_resume_checks(fc3_cache: Path, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("COMPRESSBO_CACHE", str(fc3_cache))
     kwargs = dict(n_init=3, workers=1, progress=False, optimizer_options=FAST)
     comparison = run_comparison(
-        CompressionProblem(ProblemConfig(samples=100), warp="none"), ["cei", "cei@log"], [0], 1, tmp_path, **kwargs
+        CompressionProblem(ProblemConfig(samples=100), warp="none"), ["cei", "cei@log", "cei@spectral"], [0], 1, tmp_path,
+        **kwargs,
     )
     assert comparison["problem"]["warp"] == "none" and comparison["problem"]["surrogate"] == "composite"
-    assert [run["warp"] for run in comparison["runs"]] == ["none", "log"]
-    assert [run["surrogate"] for run in comparison["runs"]] == ["composite", "composite"]  # the problem's default
+    assert [run["warp"] for run in comparison["runs"]] == ["none", "log", "spectral"]
+    assert [run["surrogate"] for run in comparison["runs"]] == ["composite"] * 3  # the problem's default
     with pytest.raises(UserInputError, match="with other problem settings \\(warp differ; it was run with warp 'none'\\)"):
         run_comparison(CompressionProblem(ProblemConfig(samples=100)), ["cei"], [0, 1], 1, tmp_path, resume=True, **kwargs)
     with pytest.raises(UserInputError, match="with other problem settings"):

@@ -47,7 +47,7 @@ from gpytorch.priors import GammaPrior
 from linear_operator.utils.errors import NotPSDError
 from torch import Tensor
 
-from compressbo.bo.models.warping import make_input_transform, validate_warp
+from compressbo.bo.models.warping import KnownScale, make_input_transform, validate_warp
 from compressbo.exceptions import OptimizerInputError, SettingError
 
 VARIANCE_FLOOR = 1e-5
@@ -108,6 +108,7 @@ def fit_gp(
     known_kernel: dict[str, float] | None = None,
     kernel: str = DEFAULT_KERNEL,
     warp: str = "none",
+    known_scale: KnownScale | None = None,
 ) -> SingleTaskGP:
     r"""Fit a fixed-noise GP to noisy observations with known variances.
 
@@ -125,7 +126,10 @@ def fit_gp(
         warp: The scale the GP sees its inputs on, a name from
             ``compressbo.bo.models.warping.WARP_NAMES``: ``none`` (normalized to the box),
             ``log`` (log-scale, normalized to the box's log bounds) or ``learned``
-            (Kumaraswamy warping fitted with the GP). Only ``none`` with ``known_kernel``.
+            (Kumaraswamy warping fitted with the GP) or ``spectral`` (``known_scale``, then
+            the learned warping). Only ``none`` with ``known_kernel``.
+        known_scale: The problem's known scale of each coordinate
+            (:class:`~compressbo.bo.models.warping.KnownScale`), for ``warp="spectral"``.
 
     Returns:
         A fitted float64 ``SingleTaskGP`` in eval mode, with the warping's input transform
@@ -139,7 +143,7 @@ def fit_gp(
     """
     check_kernel(kernel)
     X, Y, Yvar, bounds = validated_training_data(train_X, train_Y, train_Yvar, bounds)
-    validate_warp(warp, bounds)
+    validate_warp(warp, bounds, known_scale)
     if known_kernel is not None:
         if warp != "none":
             raise SettingError(
@@ -149,7 +153,7 @@ def fit_gp(
         return known_rbf_gp(X, Y, Yvar, bounds, **known_kernel)
     scale = outcome_variance(Y)
     for floor in (VARIANCE_FLOOR, RETRY_VARIANCE_FLOOR):
-        model = _build_gp(X, Y, Yvar.clamp_min(floor * scale), bounds, kernel, warp)
+        model = _build_gp(X, Y, Yvar.clamp_min(floor * scale), bounds, kernel, warp, known_scale)
         try:
             fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
             return model.eval()
@@ -165,7 +169,7 @@ def fit_gp(
         GPFitWarning,
         stacklevel=2,
     )
-    return _build_gp(X, Y, Yvar.clamp_min(RETRY_VARIANCE_FLOOR * scale), bounds, kernel, warp).eval()
+    return _build_gp(X, Y, Yvar.clamp_min(RETRY_VARIANCE_FLOOR * scale), bounds, kernel, warp, known_scale).eval()
 
 
 def known_rbf_gp(
@@ -314,13 +318,16 @@ def search_bounds(model: SingleTaskGP) -> Tensor:
     return torch.stack([lower, lower + transform.coefficient.reshape(-1)]).detach()
 
 
-def _build_gp(X: Tensor, Y: Tensor, Yvar: Tensor, bounds: Tensor, kernel: str, warp: str = "none") -> SingleTaskGP:
+def _build_gp(
+    X: Tensor, Y: Tensor, Yvar: Tensor, bounds: Tensor, kernel: str, warp: str = "none",
+    known_scale: KnownScale | None = None,
+) -> SingleTaskGP:
     return SingleTaskGP(
         train_X=X,
         train_Y=Y,
         train_Yvar=Yvar,
         covar_module=KERNELS[kernel](X.shape[-1]),
-        input_transform=make_input_transform(warp, bounds),
+        input_transform=make_input_transform(warp, bounds, known_scale),
         outcome_transform=Standardize(m=1),
     )
 

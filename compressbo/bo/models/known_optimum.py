@@ -32,7 +32,7 @@ from botorch.models import SingleTaskGP
 from torch import Tensor
 
 from compressbo.bo.models.gp import fit_gp, kernel_name, search_bounds, training_data
-from compressbo.bo.models.warping import warp_of
+from compressbo.bo.models.warping import known_scale_of, warp_of
 
 
 CBM_BETA = 2.0  # constant confidence weight (also UCB's)
@@ -74,7 +74,8 @@ def fit_transformed_gp(model: SingleTaskGP, f_star: float) -> SingleTaskGP:
     with warnings.catch_warnings():
         # g is constant (all 0) when f* is above every observation; compress warns about that
         warnings.simplefilter("ignore", InputDataWarning)
-        return fit_gp(X, g, g_var, search_bounds(model), kernel=kernel_name(model), warp=warp_of(model))
+        return fit_gp(X, g, g_var, search_bounds(model), kernel=kernel_name(model), warp=warp_of(model),
+                      known_scale=known_scale_of(model))
 
 
 def transformed_moments(

@@ -36,6 +36,7 @@ from .ranks import (
     layer_ranks,
     max_ranks,
     rank_breakpoints,
+    rank_knots,
     ranks_for_theta,
 )
 from .svd import SVDFactors, factorize_linear, svd_factors
@@ -72,6 +73,7 @@ __all__ = [
     "layer_ranks",
     "max_ranks",
     "rank_breakpoints",
+    "rank_knots",
     "ranks_for_theta",
     "refine_tucker2",
     "svd_factors",

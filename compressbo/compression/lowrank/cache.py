@@ -87,6 +87,14 @@ class LayerFactors:
         the full ranks where the layer stays unchanged)."""
         return layer_ranks(theta, self.geometry, self.method, scheme)
 
+    def energies(self, ranks: list[Ranks]) -> Tensor:
+        """The fraction of the weight's squared Frobenius norm the layer keeps at each of ``ranks``
+        (1 where the ranks keep the original layer); float64, one value per entry."""
+        kept = [self.keeps_original(r) for r in ranks]
+        truncated = [r for r, keep in zip(ranks, kept) if not keep]
+        values = iter(self.factors.energies(truncated).tolist() if truncated else [])
+        return torch.tensor([1.0 if keep else next(values) for keep in kept], dtype=torch.float64)
+
     def keeps_original(self, ranks: Ranks) -> bool:
         """Whether ``ranks`` give a factorization no smaller than the layer: the layer is kept as is."""
         return keeps_original(self.geometry, self.method, ranks)

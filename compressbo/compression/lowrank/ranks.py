@@ -54,6 +54,7 @@ __all__ = [
     "layer_ranks",
     "max_ranks",
     "rank_breakpoints",
+    "rank_knots",
     "ranks_for_theta",
 ]
 
@@ -196,3 +197,16 @@ def rank_breakpoints(geometry: LayerGeometry, method: str, scheme: str = "params
     last = len(counts) - 1 - np.unique(np.asarray(counts)[::-1], return_index=True)[1]
     keep = [int(i) for i in sorted(last) if counts[i] <= size] or [0]  # rank 1 always (clamped)
     return [float(counts[i]) / size for i in keep], [path[i] for i in keep]
+
+
+def rank_knots(geometry: LayerGeometry, method: str, scheme: str = "params") -> tuple[list[float], list[Ranks]]:
+    """:func:`rank_breakpoints` and ``theta = 1``, where the layer is kept (:func:`layer_ranks`).
+
+    The knots of every function of a layer's ranks that is interpolated in ``theta`` (the
+    relaxed cost, the GP's spectral scale): ``(thetas, ranks)``, the last ``theta`` 1 with the
+    layer's full ranks.
+    """
+    thetas, ranks = rank_breakpoints(geometry, method, scheme)
+    if thetas[-1] < 1.0:
+        thetas, ranks = [*thetas, 1.0], [*ranks, max_ranks(geometry, method)]
+    return thetas, ranks

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -40,6 +41,20 @@ class SVDFactors:
         """The rank-``rank`` approximation, ``m x n``."""
         left, right = self.split(rank)
         return left @ right
+
+    def energies(self, ranks: Sequence[int]) -> Tensor:
+        r"""The fraction of ``||M||_F^2`` each rank's approximation keeps: ``sum_{i <= r} s_i^2 / sum_i s_i^2``.
+
+        Args:
+            ranks: Ranks ``1 <= r <= k``.
+
+        Returns:
+            A float64 tensor of ``len(ranks)`` values in ``[0, 1]`` (all 1 for a zero matrix).
+        """
+        kept = self.s.to(torch.float64).square().cumsum(0)
+        total = kept[-1]
+        index = torch.tensor([int(r) - 1 for r in ranks], dtype=torch.long)
+        return kept[index] / total if total > 0 else torch.ones(len(index), dtype=torch.float64)
 
     def state(self) -> dict[str, Tensor]:
         return {"u": self.u, "s": self.s, "vh": self.vh}

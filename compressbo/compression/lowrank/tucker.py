@@ -9,6 +9,7 @@ factors are orthonormal, the truncated core for ranks ``(R_out, R_in)`` is the b
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,6 +61,24 @@ class TuckerFactors:
         """The kernel ``G_r x_0 U_out,r x_1 U_in,r`` (``T x S x kh x kw``)."""
         core, out_factor, in_factor = self.truncate(ranks)
         return torch.einsum("ab...,ta,sb->ts...", core, out_factor, in_factor)
+
+    def energies(self, ranks: Sequence[tuple[int, int]]) -> Tensor:
+        r"""The fraction of ``||W||_F^2`` each truncation keeps: ``||G[:R_out, :R_in]||_F^2 / ||G||_F^2``.
+
+        The factors are orthonormal and the core is full, so ``||G||_F = ||W||_F`` and the
+        truncated kernel's energy is its core block's.
+
+        Args:
+            ranks: ``(R_out, R_in)`` pairs, each at least 1 and at most the core's size.
+
+        Returns:
+            A float64 tensor of ``len(ranks)`` values in ``[0, 1]`` (all 1 for a zero kernel).
+        """
+        kept = self.core.to(torch.float64).square().sum(dim=(2, 3)).cumsum(0).cumsum(1)
+        total = kept[-1, -1]
+        rows = torch.tensor([int(r_out) - 1 for r_out, _ in ranks], dtype=torch.long)
+        cols = torch.tensor([int(r_in) - 1 for _, r_in in ranks], dtype=torch.long)
+        return kept[rows, cols] / total if total > 0 else torch.ones(len(rows), dtype=torch.float64)
 
     def state(self) -> dict[str, Tensor]:
         return {"core": self.core, "out_factor": self.out_factor, "in_factor": self.in_factor}
