@@ -118,7 +118,7 @@ class CompressionJob:
             known_cost=self.compressor.cost_function(config.cost) if composite else None,
             cost_weight=config.gamma,
             constraint=budget_constraint(config, self.compressor),
-            known_scale=KnownScale(*self.compressor.spectral_knots()) if needs_known_scale(warp) else None,
+            known_scale=KnownScale(*self.setup.scale_knots(warp)) if needs_known_scale(warp) else None,
         )
         start_m, end_m = samples_range(config.samples)
         self.objective = self.setup.objective(linear_schedule(start_m, end_m, self.budget))

@@ -36,8 +36,9 @@ class SearchConfig:
     raw_samples: int = _setting(512, "raw samples seeding the restarts (512)", type=int)
     warp: str | None = _setting(
         None,
-        "scale the GP sees theta on: none, log (log theta on the box's log bounds), learned (Kumaraswamy warp fitted with the GP) "
-        "or spectral (each layer's log retained weight energy at theta's rank, then the learned warp) (learned; none for eign)",
+        "scale the GP sees theta on: none, log (log theta on the box's log bounds), learned (Kumaraswamy warp fitted with the GP), "
+        "spectral (each layer's log retained weight energy at theta's rank, then the learned warp) or activation (the same with "
+        "the layer's output energy on calibration inputs; SVD layers) (learned; none for eign)",
     )
     surrogate: str | None = _setting(
         None,

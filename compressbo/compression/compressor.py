@@ -35,7 +35,6 @@ from compressbo.compression.lowrank import (
     full_macs,
 )
 from compressbo.compression.cost import CompressionCost, check_cost
-from compressbo.compression.energy import spectral_knots
 from compressbo.compression.spec import NetworkSpec
 from compressbo.compression.build import check_layers
 from compressbo.compression.lowrank._params import resolve_threads
@@ -229,11 +228,6 @@ class Compressor:
         if key not in self._costs:
             self._costs[key] = CompressionCost.of(self, metric)
         return self._costs[key]
-
-    def spectral_knots(self) -> tuple[list[list[float]], list[list[float]]]:
-        """Per layer, its ``theta`` rank knots and the log fraction of its weight's energy kept
-        there (:func:`~compressbo.compression.energy.spectral_knots`): the GP's known input scale."""
-        return spectral_knots(self)
 
     def cost(self, theta: Sequence[float] | Tensor, metric: str = "params") -> float:
         """The exact cost of ``theta`` (``d``) from its integer ranks, without building a network."""

@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from compressbo.compression.build import build_network, preprocessing, weights_sha256
 from compressbo.compression.compressor import Compressor
 from compressbo.compression.config import ProblemConfig, RuntimeConfig, samples_range
 from compressbo.compression.batching import default_batch_size
 from compressbo.compression.data import expected_class_folders, load_validation
+from compressbo.compression.energy import CALIBRATION_SIZE, SCALES
 from compressbo.compression.evaluator import SubsampleEvaluator
 from compressbo.compression.objective import CompressionObjective
 from compressbo.compression.spec import NetworkSpec, load_spec
@@ -152,6 +153,19 @@ class CompressionSetup:
         state = {name: tensor.detach().cpu() for name, tensor in self.network.state_dict().items()}
         factors = [_to_cpu(layer.factors) for layer in self.compressor.factors]
         return Prebuilt(state, factors, self.fingerprints.get("weights"))
+
+    def calibration_batches(self, size: int = CALIBRATION_SIZE) -> Iterator[Tensor]:
+        """Up to ``size`` validation inputs (never their labels), a fixed seeded subset, in the
+        evaluator's batches on the network's device; loaded lazily, batch by batch."""
+        indices = torch.randperm(len(self.evaluator), generator=torch.Generator().manual_seed(DATA_SEED))[:size]
+        device = next(self.network.parameters()).device
+        for chunk in indices.sort().values.split(self.evaluator.batch_size):
+            yield self.evaluator.dataset.get(chunk)[0].to(device)
+
+    def scale_knots(self, warp: str) -> tuple[list[list[float]], list[list[float]]]:
+        """The known input scale warp ``warp`` (a key of :data:`~compressbo.compression.energy.SCALES`)
+        starts from: per layer, its ``theta`` rank knots and log energy fractions there."""
+        return SCALES[warp](self.compressor, self.calibration_batches)
 
     def objective(self, samples: int | Callable[[int], int] | None = None) -> CompressionObjective:
         """The objective ``ratio + gamma * error`` (or distill) with ``m`` from ``samples``.

@@ -316,7 +316,6 @@ def run_one(
     from compressbo.bo.acquisition import acquisition_spec
     from compressbo.bo.asynchronous import InProcessExecutor, run_async
     from compressbo.bo.loop import Evaluation, Loop
-    from compressbo.bo.models.warping import needs_known_scale
     from compressbo.bo.optimizer import Optimizer
 
     if isinstance(problem, ProblemFamily) and not isinstance(problem, Problem):
@@ -347,7 +346,7 @@ def run_one(
         acquisition_options=acquisition_options,
         known_kernel=getattr(problem, "known_kernel", None),
         warp=warp,
-        known_scale=getattr(problem, "known_scale", None) if needs_known_scale(warp) else None,
+        known_scale=_known_scale(problem, warp),
         **surrogate,
         **(optimizer_options or {}),
     )
@@ -392,7 +391,6 @@ def run_one(
 
 def _check_variants(variants: Sequence[Variant], problem: Problem | ProblemFamily) -> None:
     """Refuse (one line, before any run) a variant whose warping or surrogate cannot serve ``problem``."""
-    from compressbo.bo.models.warping import needs_known_scale
     from compressbo.bo.optimizer import check_surrogate, check_warp
 
     default_warp, default_surrogate = getattr(problem, "warp", "none"), getattr(problem, "surrogate", "sum")
@@ -400,11 +398,18 @@ def _check_variants(variants: Sequence[Variant], problem: Problem | ProblemFamil
         warp = variant.resolved_warp(default_warp)
         try:
             check_warp(warp, problem.bounds, variant.acquisition, getattr(problem, "known_kernel", None),
-                       getattr(problem, "known_scale", None) if needs_known_scale(warp) else None)
+                       _known_scale(problem, warp))
             check_surrogate(variant.resolved_surrogate(default_surrogate), variant.acquisition, getattr(problem, "known_cost", None),
                             getattr(problem, "gamma", 1.0), getattr(problem, "known_kernel", None))
         except UserInputError as error:
             raise type(error)(f"{variant.label} on {problem.name}: {error}", setting="acq") from None
+
+
+def _known_scale(problem: Problem | ProblemFamily, warp: str):
+    """The problem's known input scale for ``warp`` where the warp needs one and the problem has it (else None)."""
+    from compressbo.bo.models.warping import needs_known_scale
+
+    return problem.known_scale(warp) if needs_known_scale(warp) and hasattr(problem, "known_scale") else None
 
 
 def _knows_optimum(problem: Problem | ProblemFamily) -> bool:

@@ -20,7 +20,6 @@ its worker processes then only read the caches.
 
 from __future__ import annotations
 
-import functools
 import json
 import time
 
@@ -68,10 +67,10 @@ class CompressionProblem:
         setup_seconds: Wall time the constructor took (loading, training or reading caches).
         gamma: The weight of the error; ``known_cost``: the relaxed cost callable
             (:meth:`compressbo.compression.compressor.Compressor.cost_function`), so variants
-            ``NAME+composite`` can add it to a GP of the error; ``known_scale``: each layer's
-            log retained weight energy at its rank knots
-            (:meth:`~compressbo.compression.compressor.Compressor.spectral_knots`), which
-            variants ``NAME@spectral`` warp the GP's inputs by.
+            ``NAME+composite`` can add it to a GP of the error; :meth:`known_scale`: each
+            layer's log retained weight (or output) energy at its rank knots
+            (:meth:`~compressbo.compression.setup.CompressionSetup.scale_knots`), which
+            variants ``NAME@spectral`` (``NAME@activation``) warp the GP's inputs by.
         warp: The GP input warping of the comparison's variants that name none
             (``warp``, default :data:`DEFAULT_WARP`).
         surrogate: The surrogate of the comparison's variants that name none (``surrogate``,
@@ -114,13 +113,15 @@ class CompressionProblem:
             self.settings["cost"] = config.cost
         self.gamma = config.gamma
         self.known_cost = self.setup.compressor.cost_function(config.cost)  # relaxed, differentiable
+        self._scales: dict[str, KnownScale] = {}
         self._metrics: dict[str, dict[str, float]] = {}
         self.setup_seconds = time.perf_counter() - started
 
-    @functools.cached_property
-    def known_scale(self) -> KnownScale:
-        """The GP's known input scale for ``--warp spectral`` (computed on first use)."""
-        return KnownScale(*self.setup.compressor.spectral_knots())
+    def known_scale(self, warp: str) -> KnownScale:
+        """The GP's known input scale for ``warp`` (``spectral`` or ``activation``), computed once per warp."""
+        if warp not in self._scales:
+            self._scales[warp] = KnownScale(*self.setup.scale_knots(warp))
+        return self._scales[warp]
 
     def __repr__(self) -> str:
         return f"CompressionProblem({self.config.model!r}, samples={self.config.samples})"

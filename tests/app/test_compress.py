@@ -508,7 +508,7 @@ def test_a_run_from_before_warping_resumes_with_the_gp_of_the_sum_on_theta(env):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--warp", "cubic"], "unknown warp 'cubic'; choose one of none, log, learned, spectral (set by --warp)"),
+        (["--warp", "cubic"], "unknown warp 'cubic'; choose one of none, log, learned, spectral, activation (set by --warp)"),
         (["--acq", "eign", "--warp", "log"], "acquisition eign takes --warp none, not log"),
     ],
 )

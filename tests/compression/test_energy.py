@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from compressbo.bo.models.warping import KnownScale
-from compressbo.compression.energy import layer_log_energies
+from compressbo.compression.energy import activation_knots, layer_log_energies, spectral_knots
+from compressbo.exceptions import SettingError
 from compressbo.compression.lowrank import rank_knots
 from tests.compression.test_cost import _compressor
 
@@ -33,7 +34,7 @@ def test_the_energy_fraction_is_the_truncated_weights_share_of_the_squared_norm(
 @pytest.mark.parametrize("method", ["tucker2", "vh"])
 def test_spectral_knots_are_the_cost_knots_with_log_energies_ending_at_zero(method):
     compressor = _compressor(method)
-    knots, values = compressor.spectral_knots()
+    knots, values = spectral_knots(compressor)
     cost = compressor.cost_function("params")
     assert len(knots) == len(values) == compressor.dim
     for layer, (thetas, logs) in enumerate(zip(knots, values)):
@@ -56,3 +57,64 @@ def test_a_decaying_spectrum_spreads_the_low_ranks_over_the_scale():
     thetas, logs = layer_log_energies(fc)
     assert thetas[2] < 0.35  # rank 3: a third of theta ...
     assert (logs[2] - logs[0]) > 0.9 * (0.0 - logs[0])  # ... and nine tenths of the scale
+
+
+class MLP(torch.nn.Module):
+    """Two Linear layers on flattened 1 x 4 x 5 inputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = torch.nn.Linear(20, 16)
+        self.fc2 = torch.nn.Linear(16, 6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(torch.relu(self.fc1(x.flatten(1))))
+
+
+def mlp() -> torch.nn.Module:
+    return MLP()
+
+
+def _mlp_compressor():
+    from compressbo.compression.build import build_network
+    from compressbo.compression.compressor import Compressor
+    from compressbo.compression.spec import spec_from_dict
+
+    spec = spec_from_dict(
+        {
+            "builder": f"{__name__}:mlp", "weights": "random", "dataset": "digits", "input_size": [1, 4, 5],
+            "method": "svd", "bounds": [0.01, 1.0], "layers": [{"name": "fc1"}, {"name": "fc2"}],
+        },
+        "mlp",
+    )  # fmt: skip
+    torch.manual_seed(0)
+    return Compressor(build_network(spec, weights="random", trust_code=True), spec, cache_dir=False)
+
+
+def test_activation_energy_is_the_truncated_layers_share_of_the_output_energy_on_the_inputs():
+    compressor = _mlp_compressor()
+    g = torch.Generator().manual_seed(1)
+    basis = torch.randn(3, 20, generator=g)  # inputs in a 3-dimensional subspace: few directions excited
+    batches = [torch.randn(50, 3, generator=g) @ basis for _ in range(2)]
+    knots, values = activation_knots(compressor, (b.reshape(-1, 1, 4, 5) for b in batches))
+    inputs = {"fc1": torch.cat(batches)}
+    inputs["fc2"] = torch.relu(compressor.network.fc1(inputs["fc1"])).detach()
+    for name, factors, thetas, logs in zip(compressor.layer_names, compressor.factors, knots, values):
+        assert thetas == rank_knots(factors.geometry, "svd", compressor.scheme)[0] and logs[-1] == 0.0
+        A = inputs[name].double()
+        total = (A @ factors.layer.weight.detach().double().T).square().sum()
+        for theta, log_energy in zip(thetas[:-1], logs[:-1]):
+            rank = factors.ranks(theta, compressor.scheme)
+            kept = (A @ factors.factors.reconstruct(rank).double().T).square().sum()
+            assert math.exp(log_energy) == pytest.approx((kept / total).item(), rel=1e-5)
+    # inputs along fc1's leading right singular vector only: rank 1 keeps all of its output energy
+    v1 = compressor.factors[0].factors.vh[0]
+    along = (torch.randn(30, 1, generator=g) * v1).reshape(-1, 1, 4, 5)
+    _, aligned = activation_knots(compressor, [along])
+    assert aligned[0][0] == pytest.approx(0.0, abs=1e-6) and layer_log_energies(compressor.factors[0])[1][0] < -0.5
+
+
+def test_activation_energy_of_a_convolution_is_refused_in_one_line():
+    compressor = _compressor("vh")
+    with pytest.raises(SettingError, match="warp 'activation' measures the output energy of SVD layers only, but layer 'conv1' is vh; use warp 'spectral'"):
+        activation_knots(compressor, iter(()))

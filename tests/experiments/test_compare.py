@@ -483,12 +483,12 @@ def test_compression_default_warp_is_part_of_what_resume_checks(fc3_cache: Path,
     monkeypatch.setenv("COMPRESSBO_CACHE", str(fc3_cache))
     kwargs = dict(n_init=3, workers=1, progress=False, optimizer_options=FAST)
     comparison = run_comparison(
-        CompressionProblem(ProblemConfig(samples=100), warp="none"), ["cei", "cei@log", "cei@spectral"], [0], 1, tmp_path,
-        **kwargs,
-    )
+        CompressionProblem(ProblemConfig(samples=100), warp="none"), ["cei", "cei@log", "cei@spectral", "cei@activation"],
+        [0], 1, tmp_path, **kwargs,
+    )  # fmt: skip
     assert comparison["problem"]["warp"] == "none" and comparison["problem"]["surrogate"] == "composite"
-    assert [run["warp"] for run in comparison["runs"]] == ["none", "log", "spectral"]
-    assert [run["surrogate"] for run in comparison["runs"]] == ["composite"] * 3  # the problem's default
+    assert [run["warp"] for run in comparison["runs"]] == ["none", "log", "spectral", "activation"]
+    assert [run["surrogate"] for run in comparison["runs"]] == ["composite"] * 4  # the problem's default
     with pytest.raises(UserInputError, match="with other problem settings \\(warp differ; it was run with warp 'none'\\)"):
         run_comparison(CompressionProblem(ProblemConfig(samples=100)), ["cei"], [0, 1], 1, tmp_path, resume=True, **kwargs)
     with pytest.raises(UserInputError, match="with other problem settings"):

@@ -19,6 +19,8 @@ acquisitions are still evaluated and maximized over ``x`` in the search box:
   log of the weight energy its truncation keeps at each rank breakpoint
   (``compressbo.compression.energy``), so the GP starts from the layer's own spectrum instead
   of ``theta``; the learned warp then adjusts that start. Only problems with such a scale.
+- ``activation``: the same transform on another known scale: the log of the layer's *output*
+  energy on calibration inputs that its truncation keeps (a compression problem's SVD layers).
 
 Every transform here carries its search box as ``search_box`` (``2 x d``), and its name as
 ``warp``. Add a warping by adding one entry to ``WARPS``.
@@ -26,7 +28,8 @@ Every transform here carries its search box as ``search_box`` (``2 x d``), and i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -190,17 +193,16 @@ class KnownScaleWarp(Warp):
         tensor([[0.6667]], dtype=torch.float64)
     """
 
-    warp = "spectral"
-
-    def __init__(self, bounds: Tensor, scale: KnownScale) -> None:
-        """Args: bounds: A ``2 x d`` box, ``lower < upper``. scale: Its coordinates' known scale (``d``)."""
+    def __init__(self, bounds: Tensor, scale: KnownScale, warp: str = "spectral") -> None:
+        """Args: bounds: A ``2 x d`` box, ``lower < upper``. scale: Its coordinates' known scale
+        (``d``). warp: The warping's name (``spectral`` or ``activation``: which scale it is)."""
         d = bounds.shape[-1]
         if scale.dim != d:
             raise SettingError(f"the known scale has {scale.dim} coordinates but the box has {d}", setting="warp")
         unit = torch.stack([torch.zeros(d), torch.ones(d)]).to(bounds)
         super().__init__(d=d, indices=list(range(d)), bounds=unit)
         self.to(bounds)
-        self.scale = scale
+        self.warp, self.scale = warp, scale
         self.register_buffer("search_box", bounds.clone())
         ends = scale(bounds)
         span = ends[1] - ends[0]
@@ -235,12 +237,13 @@ WARPS: dict[str, _WarpEntry] = {
     "log": _WarpEntry(LogNormalize),
     "learned": _WarpEntry(LearnedWarp),
     "spectral": _WarpEntry(KnownScaleWarp, needs_known_scale=True),
+    "activation": _WarpEntry(functools.partial(KnownScaleWarp, warp="activation"), needs_known_scale=True),
 }
 WARP_NAMES: tuple[str, ...] = tuple(WARPS)
 
 
 def needs_known_scale(warp: str) -> bool:
-    """Whether warping ``warp`` is built from a problem's :class:`KnownScale` (``spectral``)."""
+    """Whether warping ``warp`` is built from a problem's :class:`KnownScale` (``spectral``, ``activation``)."""
     return warp in WARPS and WARPS[warp].needs_known_scale
 
 
@@ -250,7 +253,7 @@ def validate_warp(warp: str, bounds: Tensor, known_scale: KnownScale | None = No
     Args:
         warp: A name from ``WARP_NAMES``.
         bounds: The ``2 x d`` search box.
-        known_scale: The problem's known scale, which ``spectral`` needs (``d`` coordinates).
+        known_scale: The problem's known scale, which ``spectral`` and ``activation`` need (``d`` coordinates).
     """
     if warp not in WARPS:
         raise SettingError(
@@ -279,7 +282,7 @@ def validate_warp(warp: str, bounds: Tensor, known_scale: KnownScale | None = No
 def make_input_transform(warp: str, bounds: Tensor, known_scale: KnownScale | None = None) -> InputTransform:
     """The input transform of warping ``warp`` on the box ``bounds`` (``2 x d``, float64).
 
-    ``known_scale``: the problem's :class:`KnownScale`; used (and required) by ``spectral`` only.
+    ``known_scale``: the problem's :class:`KnownScale`; used (and required) by ``spectral`` and ``activation`` only.
     """
     validate_warp(warp, bounds, known_scale)
     entry = WARPS[warp]
