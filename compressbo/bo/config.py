@@ -38,7 +38,7 @@ class SearchConfig:
         None,
         "scale the GP sees theta on: none, log (log theta on the box's log bounds), learned (Kumaraswamy warp fitted with the GP), "
         "spectral (each layer's log retained weight energy at theta's rank, then the learned warp) or activation (the same with "
-        "the layer's output energy on calibration inputs; SVD layers) (learned; none for eign)",
+        "the layer's output energy on calibration inputs) (learned; none for eign)",
     )
     surrogate: str | None = _setting(
         None,

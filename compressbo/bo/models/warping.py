@@ -20,7 +20,8 @@ acquisitions are still evaluated and maximized over ``x`` in the search box:
   (``compressbo.compression.energy``), so the GP starts from the layer's own spectrum instead
   of ``theta``; the learned warp then adjusts that start. Only problems with such a scale.
 - ``activation``: the same transform on another known scale: the log of the layer's *output*
-  energy on calibration inputs that its truncation keeps (a compression problem's SVD layers).
+  energy on calibration inputs that its truncation keeps (a compression problem's layers: SVD,
+  Tucker-2 and vertical/horizontal alike).
 
 Every transform here carries its search box as ``search_box`` (``2 x d``), and its name as
 ``warp``. Add a warping by adding one entry to ``WARPS``.
