@@ -128,11 +128,8 @@ def activation_knots(
     knots, values = [], []
     for factors, recorder in zip(compressor.factors, recorders):
         thetas, ranks = rank_knots(factors.geometry, factors.method, compressor.scheme)
-        truncated = [r for r in ranks if not factors.keeps_original(r)]
-        kept = iter(recorder.fractions(truncated).tolist() if truncated else [])
-        fractions = [1.0 if factors.keeps_original(r) else next(kept) for r in ranks]
         knots.append([float(t) for t in thetas])
-        values.append(_log_fractions(torch.tensor(fractions, dtype=torch.float64)))
+        values.append(_log_fractions(factors.kept_fractions(ranks, recorder.fractions)))
     return knots, values
 
 

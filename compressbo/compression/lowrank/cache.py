@@ -20,7 +20,7 @@ import contextlib
 import hashlib
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,9 +90,14 @@ class LayerFactors:
     def energies(self, ranks: list[Ranks]) -> Tensor:
         """The fraction of the weight's squared Frobenius norm the layer keeps at each of ``ranks``
         (1 where the ranks keep the original layer); float64, one value per entry."""
+        return self.kept_fractions(ranks, self.factors.energies)
+
+    def kept_fractions(self, ranks: list[Ranks], truncated: Callable[[list[Ranks]], Tensor]) -> Tensor:
+        """``truncated``'s fractions at those of ``ranks`` that truncate the layer (called once,
+        on them only), 1 where the ranks keep the original layer; float64, one value per entry."""
         kept = [self.keeps_original(r) for r in ranks]
-        truncated = [r for r, keep in zip(ranks, kept) if not keep]
-        values = iter(self.factors.energies(truncated).tolist() if truncated else [])
+        cut = [r for r, keep in zip(ranks, kept) if not keep]
+        values = iter(truncated(cut).tolist() if cut else [])
         return torch.tensor([1.0 if keep else next(values) for keep in kept], dtype=torch.float64)
 
     def keeps_original(self, ranks: Ranks) -> bool:
