@@ -6,7 +6,9 @@ same seed, so the initial observations are identical across acquisitions (common
 numbers continue through the BO iterations too). A problem family (one function per seed,
 e.g. GP samples) gives each seed its own member. Runs go to a process pool; the parent
 builds the problem first (so expensive problems fill their disk caches once), each worker
-builds it once from those caches, the parent shows one tqdm bar over all BO iterations and
+builds it once from those caches (known input scales, ``@spectral`` and ``@activation``, a
+pass of calibration data through a network, are computed in the parent only and sent with the
+runs, so every worker count gives the same runs), the parent shows one tqdm bar over all BO iterations and
 rewrites ``runs.json`` after every finished run, so an interrupted comparison keeps what it
 has and ``resume=True`` adds the missing runs (or new acquisitions and seeds) later. On Ctrl-C
 the parent saves the runs that finished, prints one line on stderr saying which, and how to
@@ -51,10 +53,10 @@ import queue
 import shlex
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import torch
 from torch import Tensor
@@ -68,6 +70,9 @@ from compressbo.experiments.problems import Problem, ProblemFamily
 from compressbo.experiments.report import RUNS_FILE, write_report
 from compressbo.experiments.scores import extra_scores
 from compressbo.experiments.variants import Variant, parse_variant
+
+if TYPE_CHECKING:
+    from compressbo.bo.models.warping import KnownScale
 
 FORMAT = "compressbo.compare/3"
 
@@ -177,7 +182,7 @@ def run_comparison(
     started = time.perf_counter()
     problem_instance = _build(problem)
     setup_seconds = time.perf_counter() - started
-    _check_variants(variants, problem_instance)
+    known_scales = _check_variants(variants, problem_instance)  # computed once, here: sent with the runs
     needs_optimum = [v.label for v in variants if acquisition_spec(v.acquisition).known_optimum]
     if needs_optimum and known_optimum is None and not _knows_optimum(problem_instance):
         raise SettingError(
@@ -251,6 +256,7 @@ def run_comparison(
         "score_every": score_every,
         "known_optimum": known_optimum,
         "in_flight": in_flight,
+        "known_scales": known_scales,
     }
     try:
         with tqdm(
@@ -292,6 +298,7 @@ def run_one(
     known_optimum: float | None = None,
     on_step: Callable[[], None] | None = None,
     in_flight: int = 1,
+    known_scales: Mapping[str, KnownScale] | None = None,
 ) -> dict[str, Any]:
     """One BO run: initial design, then ``iterations`` ask/evaluate/tell steps.
 
@@ -309,6 +316,9 @@ def run_one(
         on_step: Called after every BO iteration (progress ticks).
         in_flight: Evaluations in flight (asynchronous BO as that many equally fast workers
             would run it; ``1``: sequential).
+        known_scales: The problem's known input scales by warp, computed once by the caller
+            (the comparison's parent) so that a worker need not; a warp that needs one and is
+            missing here is asked of the problem.
 
     Returns:
         The run's history, JSON-ready (see the module docstring).
@@ -346,7 +356,7 @@ def run_one(
         acquisition_options=acquisition_options,
         known_kernel=getattr(problem, "known_kernel", None),
         warp=warp,
-        known_scale=_known_scale(problem, warp),
+        known_scale=given if (given := (known_scales or {}).get(warp)) is not None else _known_scale(problem, warp),
         **surrogate,
         **(optimizer_options or {}),
     )
@@ -389,23 +399,31 @@ def run_one(
     return run
 
 
-def _check_variants(variants: Sequence[Variant], problem: Problem | ProblemFamily) -> None:
-    """Refuse (one line, before any run) a variant whose warping or surrogate cannot serve ``problem``."""
+def _check_variants(variants: Sequence[Variant], problem: Problem | ProblemFamily) -> dict[str, KnownScale]:
+    """Refuse (one line, before any run) a variant whose warping or surrogate cannot serve ``problem``.
+
+    Returns:
+        The problem's known input scale of every warp among ``variants`` that needs one.
+    """
     from compressbo.bo.optimizer import check_surrogate, check_warp
 
     default_warp, default_surrogate = getattr(problem, "warp", "none"), getattr(problem, "surrogate", "sum")
+    known_scales: dict[str, KnownScale] = {}
     for variant in variants:
         warp = variant.resolved_warp(default_warp)
         try:
+            if warp not in known_scales and (scale := _known_scale(problem, warp)) is not None:
+                known_scales[warp] = scale
             check_warp(warp, problem.bounds, variant.acquisition, getattr(problem, "known_kernel", None),
-                       _known_scale(problem, warp))
+                       known_scales.get(warp))
             check_surrogate(variant.resolved_surrogate(default_surrogate), variant.acquisition, getattr(problem, "known_cost", None),
                             getattr(problem, "gamma", 1.0), getattr(problem, "known_kernel", None))
         except UserInputError as error:
             raise type(error)(f"{variant.label} on {problem.name}: {error}", setting="acq") from None
+    return known_scales
 
 
-def _known_scale(problem: Problem | ProblemFamily, warp: str):
+def _known_scale(problem: Problem | ProblemFamily, warp: str) -> KnownScale | None:
     """The problem's known input scale for ``warp`` where the warp needs one and the problem has it (else None)."""
     from compressbo.bo.models.warping import needs_known_scale
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -494,6 +495,34 @@ def test_compression_default_warp_is_part_of_what_resume_checks(fc3_cache: Path,
     with pytest.raises(UserInputError, match="with other problem settings"):
         problem = CompressionProblem(ProblemConfig(samples=100), warp="none", surrogate="sum")
         run_comparison(problem, ["cei"], [0, 1], 1, tmp_path, resume=True, **kwargs)
+
+
+class _ScaledInParentOnly(CompressionProblem):
+    """FC3 whose known input scale may be computed only in the process that started the comparison."""
+
+    def __init__(self, parent: int, config: ProblemConfig) -> None:
+        super().__init__(config)
+        self.parent = parent
+
+    def known_scale(self, warp: str):
+        if os.getpid() != self.parent:
+            raise RuntimeError(f"worker {os.getpid()} computed the {warp} scale again")
+        return super().known_scale(warp)
+
+
+def test_known_scales_are_computed_once_in_the_parent_and_runs_do_not_depend_on_workers(
+    fc3_cache: Path, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setenv("COMPRESSBO_CACHE", str(fc3_cache))  # inherited by the workers
+    source = functools.partial(_ScaledInParentOnly, os.getpid(), ProblemConfig(samples=100))
+    kwargs = dict(n_init=3, progress=False, optimizer_options=FAST)
+    acquisitions = ["cei@activation", "cei@spectral"]
+    pooled = run_comparison(source, acquisitions, [0], 1, tmp_path / "pool", workers=2, **kwargs)
+    alone = run_comparison(source, acquisitions, [0], 1, tmp_path / "alone", workers=1, **kwargs)
+    assert [run["warp"] for run in pooled["runs"]] == ["activation", "spectral"]
+    for in_pool, in_parent in zip(pooled["runs"], alone["runs"], strict=True):
+        assert [step["x"] for step in in_pool["steps"]] == [step["x"] for step in in_parent["steps"]]
+        assert in_pool["final_metrics"] == in_parent["final_metrics"]
 
 
 def test_composite_variants_model_the_error_and_add_the_known_cost(fc3_cache: Path, tmp_path: Path, monkeypatch) -> None:
